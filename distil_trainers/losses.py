@@ -1,0 +1,448 @@
+"""Distillation losses as pure torch functions (no Trainer state).
+
+Every function treats the LAST dimension of its logits as the class dimension, so the same code serves
+
+* sequence classification: logits ``(B, C)``, labels ``(B,)``;
+* token-level LM distillation: logits ``(B, L, C)``, labels ``(B, L)``;
+
+and in general logits ``(..., C)`` with labels / masks of shape ``(...)``. An "item" is one position of that
+leading ``(...)`` shape (a sequence in classification, a token in LM distillation).
+
+Reduction convention
+--------------------
+Each loss first computes a per-item value of shape ``(...)`` and then calls :func:`reduce_per_item`, which returns
+
+    sum over valid items of per_item / N
+
+where "valid" means ``mask`` is True (labels != ``ignore_index`` for the label-based losses) and ``N`` is
+
+* ``num_items_in_batch`` when given: the number of valid items over ALL gradient-accumulation micro-batches, as
+  ``transformers.Trainer`` passes it to ``compute_loss``. Summing the micro-batch losses then gives exactly the
+  loss (and gradient) of one big batch, however unevenly the valid items are spread over the micro-batches;
+* otherwise the number of valid items in this batch (clamped to >= 1, so an all-masked batch gives 0).
+
+Masked items never contribute NaN/inf to the value or the gradient: they are zero-filled with ``torch.where``
+and label gathers use a safe index.
+
+Half-precision logits (float16 / bfloat16) are upcast to float32 for the computation, so the returned loss is
+float32 for them; float32 / float64 inputs are computed in their own dtype. Teacher logits and soft targets are
+always detached.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "IGNORE_INDEX",
+    "label_mask",
+    "reduce_per_item",
+    "cross_entropy_loss",
+    "soft_target_cross_entropy",
+    "kd_kl_loss",
+    "annealing_targets",
+    "teacher_annealing_loss",
+    "logits_mse_loss",
+]
+
+IGNORE_INDEX = -100
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in _HALF_DTYPES else x
+
+
+def _check_temperature(temperature: float | Tensor) -> float:
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}") from e
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return t
+
+
+def _check_scalar(value: float | Tensor, name: str) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name} must be a python number or a single-element tensor, got shape {tuple(value.shape)}"
+            )
+        value = value.detach().reshape(()).item()
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a number, got {value!r}") from e
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _check_lam(lam: float | Tensor) -> float:
+    v = _check_scalar(lam, "lam")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {v}")
+    return v
+
+
+def _check_logits(logits: Tensor, name: str) -> None:
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() < 1:
+        raise ValueError(f"{name} must have a class dimension (at least 1-D), got a 0-d tensor")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+
+
+def _check_same_shape(student_logits: Tensor, teacher_logits: Tensor, teacher_name: str = "teacher_logits") -> None:
+    _check_logits(student_logits, "student_logits")
+    _check_logits(teacher_logits, teacher_name)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"shape mismatch: student_logits has shape {tuple(student_logits.shape)} but {teacher_name} has shape "
+            f"{tuple(teacher_logits.shape)}"
+        )
+
+
+def _check_labels(labels: Tensor, logits: Tensor, logits_name: str = "logits") -> None:
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"shape mismatch: labels has shape {tuple(labels.shape)} but {logits_name} has shape "
+            f"{tuple(logits.shape)}; labels must have shape {logits_name}.shape[:-1] = {tuple(logits.shape[:-1])}"
+        )
+
+
+def _check_label_range(labels: Tensor, mask: Tensor, num_classes: int) -> None:
+    bad = mask & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        offending = labels[bad].unique()[:10].tolist()
+        raise ValueError(
+            f"labels must be in [0, {num_classes}) or equal to ignore_index; got out-of-range values {offending}"
+        )
+
+
+def _check_mask(mask: Tensor | None, logits: Tensor, logits_name: str = "logits") -> Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"shape mismatch: mask has shape {tuple(mask.shape)} but {logits_name} has shape {tuple(logits.shape)}; "
+            f"mask must have shape {logits_name}.shape[:-1] = {tuple(logits.shape[:-1])}"
+        )
+    return mask.to(device=logits.device, dtype=torch.bool)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# masking and reduction
+# ----------------------------------------------------------------------------------------------------------------
+def label_mask(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Boolean mask of the valid positions of ``labels``.
+
+    Args:
+        labels: integer tensor of any shape ``(...)``.
+        ignore_index: label value marking positions to ignore (default ``-100``, as in transformers).
+
+    Returns:
+        bool tensor of shape ``(...)``, True where ``labels != ignore_index``.
+    """
+    return labels != ignore_index
+
+
+def reduce_per_item(
+    per_item: Tensor,
+    mask: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Reduce a per-item loss to a scalar: ``sum_{valid i} per_item[i] / N``.
+
+    Args:
+        per_item: floating tensor of any shape ``(...)``, one loss value per item.
+        mask: bool tensor (or 0/1 tensor, converted with ``.bool()``) of the same shape as ``per_item``; True marks
+            valid items. ``None`` means every item is valid.
+        num_items_in_batch: the number of valid items over ALL gradient-accumulation micro-batches (as
+            ``transformers.Trainer`` passes it to ``compute_loss``); a python int or a single-element tensor,
+            moved to ``per_item``'s device/dtype. When given, ``N = max(num_items_in_batch, 1)``; otherwise ``N`` is
+            the number of valid items in this batch, clamped to >= 1 (an all-masked batch gives 0, and the result is
+            still attached to the graph so ``backward()`` works and yields zero gradients).
+
+    Returns:
+        0-d tensor.
+
+    Masked items are zero-filled with ``torch.where`` before summing, so NaN/inf values at masked positions leak
+    into neither the result nor the gradient.
+    """
+    if mask is None:
+        total = per_item.sum()
+        count = torch.tensor(per_item.numel(), device=per_item.device, dtype=per_item.dtype)
+    else:
+        if mask.shape != per_item.shape:
+            raise ValueError(
+                f"shape mismatch: mask has shape {tuple(mask.shape)} but per_item has shape {tuple(per_item.shape)}"
+            )
+        mask = mask.to(device=per_item.device, dtype=torch.bool)
+        total = torch.where(mask, per_item, torch.zeros((), device=per_item.device, dtype=per_item.dtype)).sum()
+        count = mask.sum().to(per_item.dtype)
+
+    if num_items_in_batch is not None:
+        if isinstance(num_items_in_batch, Tensor):
+            if num_items_in_batch.numel() != 1:
+                raise ValueError(
+                    "num_items_in_batch must be an int or a single-element tensor, got shape "
+                    f"{tuple(num_items_in_batch.shape)}"
+                )
+            denom = num_items_in_batch.detach().reshape(()).to(device=per_item.device, dtype=per_item.dtype)
+        else:
+            denom = torch.tensor(float(num_items_in_batch), device=per_item.device, dtype=per_item.dtype)
+    else:
+        denom = count
+    return total / denom.clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# losses
+# ----------------------------------------------------------------------------------------------------------------
+def cross_entropy_loss(
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Hard-label cross-entropy.
+
+    Per item: ``-log_softmax(logits)[y] = logsumexp_c(z_c) - z_y``.
+
+    Args:
+        logits: ``(..., C)`` floating tensor.
+        labels: ``(...)`` integer tensor with values in ``[0, C)`` or ``ignore_index``.
+        ignore_index: label value whose items are masked out.
+        num_items_in_batch: see :func:`reduce_per_item`.
+
+    Returns:
+        0-d tensor ``sum_{labels != ignore_index} CE_i / N`` (see :func:`reduce_per_item`). Without
+        ``num_items_in_batch`` this equals ``F.cross_entropy(..., ignore_index=ignore_index)`` (mean over valid
+        items), except that an all-ignored batch gives 0 instead of NaN.
+
+    Raises:
+        ValueError: labels shape != ``logits.shape[:-1]``, non-integer labels, or a valid label outside ``[0, C)``.
+    """
+    _check_logits(logits, "logits")
+    _check_labels(labels, logits, "logits")
+    mask = label_mask(labels, ignore_index)
+    _check_label_range(labels, mask, logits.shape[-1])
+    log_probs = F.log_softmax(_upcast(logits), dim=-1)
+    safe_labels = torch.where(mask, labels, torch.zeros_like(labels)).long()
+    per_item = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+    return reduce_per_item(per_item, mask, num_items_in_batch)
+
+
+def soft_target_cross_entropy(
+    logits: Tensor,
+    target_probs: Tensor,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Cross-entropy against soft targets.
+
+    Per item: ``-sum_c target_c * log_softmax(logits / T)_c`` (no ``T^2`` factor; terms with ``target_c == 0``
+    contribute exactly 0 even where the log-probability is ``-inf``). Its gradient w.r.t. the logits is
+    ``(softmax(logits / T) - target) / T`` per item (for targets summing to 1), divided by ``N``.
+
+    Args:
+        logits: ``(..., C)`` floating tensor (the student).
+        target_probs: ``(..., C)`` target distribution, used as given (not renormalised) and detached.
+        temperature: ``T > 0`` applied to ``logits`` only.
+        mask: optional ``(...)`` bool tensor of valid items (None = all valid).
+        num_items_in_batch: see :func:`reduce_per_item`.
+
+    Returns:
+        0-d tensor, reduced with :func:`reduce_per_item`.
+
+    Raises:
+        ValueError: bad temperature, or a shape mismatch between logits / target_probs / mask.
+    """
+    t = _check_temperature(temperature)
+    _check_same_shape(logits, target_probs, "target_probs")
+    mask = _check_mask(mask, logits)
+    log_probs = F.log_softmax(_upcast(logits) / t, dim=-1)
+    target = target_probs.detach().to(log_probs.dtype)
+    terms = torch.where(
+        target == 0, torch.zeros((), dtype=log_probs.dtype, device=log_probs.device), target * log_probs
+    )
+    per_item = -terms.sum(-1)
+    return reduce_per_item(per_item, mask, num_items_in_batch)
+
+
+def kd_kl_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Soft distillation loss of Hinton et al. (2015).
+
+    Per item: ``T^2 * KL(p_t || p_s) = T^2 * sum_c p_t,c (log p_t,c - log p_s,c)`` with
+    ``p_t = softmax(teacher / T)`` and ``p_s = softmax(student / T)``. The ``T^2`` factor keeps the gradient
+    magnitude comparable across temperatures. Computed from log_softmax; classes with ``p_t == 0`` (e.g. teacher
+    logit ``-inf`` or underflow) contribute exactly 0. Teacher logits are detached.
+
+    Args:
+        student_logits: ``(..., C)`` floating tensor.
+        teacher_logits: ``(..., C)`` floating tensor, same shape.
+        temperature: ``T > 0`` applied to both.
+        mask: optional ``(...)`` bool tensor of valid items (None = all valid); for LM distillation pass
+            ``label_mask(labels)``.
+        num_items_in_batch: see :func:`reduce_per_item`.
+
+    Returns:
+        0-d tensor (>= 0), reduced with :func:`reduce_per_item`.
+
+    Raises:
+        ValueError: bad temperature, or a shape mismatch between student / teacher logits / mask.
+    """
+    t = _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logits)
+    mask = _check_mask(mask, student_logits, "student_logits")
+    log_p_s = F.log_softmax(_upcast(student_logits) / t, dim=-1)
+    log_p_t = F.log_softmax(_upcast(teacher_logits.detach()).to(log_p_s.dtype) / t, dim=-1)
+    p_t = log_p_t.exp()
+    zero = torch.zeros((), dtype=log_p_s.dtype, device=log_p_s.device)
+    terms = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), zero)
+    per_item = terms.sum(-1) * (t * t)
+    return reduce_per_item(per_item, mask, num_items_in_batch)
+
+
+def annealing_targets(
+    labels: Tensor,
+    teacher_logits: Tensor,
+    lam: float | Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """Teacher-annealing targets of BAM (Clark et al., 2019).
+
+    ``target = lam * onehot(y) + (1 - lam) * softmax(teacher_logits / T)`` per item. Items whose label is
+    ``ignore_index`` get ``softmax(teacher_logits / T)`` (callers mask them out anyway); ``one_hot`` is never
+    indexed with ``ignore_index``.
+
+    Args:
+        labels: ``(...)`` integer tensor with values in ``[0, C)`` or ``ignore_index``.
+        teacher_logits: ``(..., C)`` floating tensor (detached).
+        lam: weight of the gold label in ``[0, 1]``: python number or single-element tensor.
+        temperature: ``T > 0`` applied to the teacher logits.
+        ignore_index: label value of ignored items.
+
+    Returns:
+        ``(..., C)`` detached tensor whose rows sum to 1, in the teacher's (upcast) dtype.
+
+    Raises:
+        ValueError: lam outside [0, 1], bad temperature, labels shape mismatch or out-of-range labels.
+    """
+    lam_f = _check_lam(lam)
+    t = _check_temperature(temperature)
+    _check_logits(teacher_logits, "teacher_logits")
+    _check_labels(labels, teacher_logits, "teacher_logits")
+    mask = label_mask(labels, ignore_index)
+    num_classes = teacher_logits.shape[-1]
+    _check_label_range(labels, mask, num_classes)
+    with torch.no_grad():
+        p_t = F.softmax(_upcast(teacher_logits.detach()) / t, dim=-1)
+        safe_labels = torch.where(mask, labels, torch.zeros_like(labels)).long()
+        onehot = F.one_hot(safe_labels, num_classes).to(p_t.dtype)
+        lam_t = torch.where(
+            mask,
+            torch.tensor(lam_f, dtype=p_t.dtype, device=p_t.device),
+            torch.zeros((), dtype=p_t.dtype, device=p_t.device),
+        ).unsqueeze(-1)
+        target = lam_t * onehot + (1 - lam_t) * p_t
+    return target.detach()
+
+
+def teacher_annealing_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    lam: float | Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Teacher-annealing loss of BAM (Clark et al., 2019).
+
+    Per item: ``-sum_c target_c * log_softmax(student)_c`` (student at ``T = 1``) with
+    ``target = annealing_targets(labels, teacher_logits, lam, temperature, ignore_index)``. Items whose label is
+    ``ignore_index`` are masked out. ``lam = 1`` equals :func:`cross_entropy_loss` exactly; ``lam = 0`` is the
+    soft-target cross-entropy against ``softmax(teacher / T)``. BAM raises ``lam`` linearly from 0 to 1 over training
+    (see :func:`distil_trainers.schedules.linear`).
+
+    Args:
+        student_logits: ``(..., C)`` floating tensor.
+        teacher_logits: ``(..., C)`` floating tensor, same shape (detached).
+        labels: ``(...)`` integer tensor.
+        lam: gold-label weight in ``[0, 1]``.
+        temperature: ``T > 0`` applied to the teacher only.
+        ignore_index: label value of ignored items.
+        num_items_in_batch: see :func:`reduce_per_item`.
+
+    Returns:
+        0-d tensor, reduced with :func:`reduce_per_item` over items with ``labels != ignore_index``.
+
+    Raises:
+        ValueError: lam outside [0, 1], bad temperature, shape mismatches, out-of-range labels.
+    """
+    _check_same_shape(student_logits, teacher_logits)
+    targets = annealing_targets(labels, teacher_logits, lam, temperature, ignore_index)
+    mask = label_mask(labels, ignore_index)
+    return soft_target_cross_entropy(
+        student_logits, targets, temperature=1.0, mask=mask, num_items_in_batch=num_items_in_batch
+    )
+
+
+def logits_mse_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    scale: float | Tensor = 1.0,
+    mask: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Logit-matching MSE of Annealing-KD phase 1 (Jafari et al., 2021).
+
+    Per item: ``mean_c (s_c - scale * t_c)^2`` with the teacher detached; ``scale`` is the annealing factor
+    ``Phi(T)`` (see :func:`distil_trainers.schedules.annealing_kd_factor`).
+
+    Args:
+        student_logits: ``(..., C)`` floating tensor.
+        teacher_logits: ``(..., C)`` floating tensor, same shape.
+        scale: finite python number or single-element tensor multiplying the teacher logits.
+        mask: optional ``(...)`` bool tensor of valid items (None = all valid).
+        num_items_in_batch: see :func:`reduce_per_item`.
+
+    Returns:
+        0-d tensor, reduced with :func:`reduce_per_item`.
+
+    Raises:
+        ValueError: non-finite / multi-element scale, or a shape mismatch between student / teacher logits / mask.
+    """
+    scale_f = _check_scalar(scale, "scale")
+    _check_same_shape(student_logits, teacher_logits)
+    mask = _check_mask(mask, student_logits, "student_logits")
+    s = _upcast(student_logits)
+    t = _upcast(teacher_logits.detach()).to(s.dtype)
+    per_item = (s - scale_f * t).pow(2).mean(-1)
+    return reduce_per_item(per_item, mask, num_items_in_batch)

@@ -1,0 +1,170 @@
+"""AnnealingTrainer: teacher annealing (BAM, Clark et al. 2019), Annealing-KD (Jafari et al. 2021) and classic
+Hinton KD, for single-task classifiers and for :class:`~distil_trainers.models.MultiTaskModel`.
+
+Example::
+
+    args = AnnealingArguments(output_dir="student", annealing="bam", num_train_epochs=3)
+    trainer = AnnealingTrainer(
+        model=student, teacher_model="path/to/teacher", args=args,
+        train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(label_names),
+    )
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import losses, schedules
+from .base import DistillationArguments, DistillationTrainer
+
+ANNEALING_MODES = ("bam", "jafari", "none")
+
+
+@dataclass
+class AnnealingArguments(DistillationArguments):
+    r"""
+    Arguments of [`AnnealingTrainer`], on top of [`~transformers.TrainingArguments`].
+
+    - `annealing="bam"`: loss = CE(student, λ·onehot(y) + (1−λ)·softmax(z_T / T)), λ following `lambda_schedule` from
+      `lambda_start` to `lambda_end` over the optimizer steps (Clark et al. 2019: linear, 0 → 1).
+    - `annealing="jafari"`: Annealing-KD. Phase 1 (the first `phase1_fraction` of the steps):
+      MSE(z_S, Φ·z_T) with Φ = 1 − (τ−1)/τ_max rising from 1/τ_max to 1 in `max_temperature` equal stages; phase 2:
+      CE on the labels only.
+    - `annealing="none"`: Hinton et al. 2015: `alpha`·CE(y) + `beta`·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)).
+    """
+
+    annealing: str = field(
+        default="bam",
+        metadata={"help": "Distillation method: 'bam' (teacher annealing), 'jafari' (Annealing-KD) or 'none' (Hinton KD).",
+                  "choices": list(ANNEALING_MODES)},
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature of the teacher (bam) or of both models (none). Unused by jafari."},
+    )
+    lambda_schedule: str = field(
+        default="linear",
+        metadata={"help": "How λ moves with training progress (bam): linear, cosine, constant or step.",
+                  "choices": sorted(schedules.SCHEDULES)},
+    )
+    lambda_start: float = field(default=0.0, metadata={"help": "λ at the start of training (bam; linear/cosine)."})
+    lambda_end: float = field(default=1.0, metadata={"help": "λ at the end of training (bam; linear/cosine)."})
+    lambda_value: float = field(default=1.0, metadata={"help": "λ of the constant schedule (bam)."})
+    lambda_milestones: list[float] | None = field(
+        default=None, metadata={"help": "Step schedule: progress points in (0, 1) where λ changes (bam)."}
+    )
+    lambda_values: list[float] | None = field(
+        default=None, metadata={"help": "Step schedule: λ before the first milestone, then after each one (bam)."}
+    )
+    phase1_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Annealing-KD: fraction of the optimizer steps spent in phase 1 (logit matching)."},
+    )
+    max_temperature: int = field(
+        default=7,
+        metadata={"help": "Annealing-KD: τ_max, the number of annealing stages of phase 1 (Φ goes 1/τ_max → 1)."},
+    )
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label CE (annealing='none')."})
+    beta: float = field(default=0.5, metadata={"help": "Weight of the soft KD term (annealing='none')."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.annealing not in ANNEALING_MODES:
+            raise ValueError(f"annealing must be one of {ANNEALING_MODES}, got {self.annealing!r}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        for name in ("lambda_start", "lambda_end", "lambda_value"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0.0 < self.phase1_fraction < 1.0:
+            raise ValueError(f"phase1_fraction must be in (0, 1), got {self.phase1_fraction}.")
+        if self.max_temperature < 1:
+            raise ValueError(f"max_temperature must be >= 1, got {self.max_temperature}.")
+        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
+            raise ValueError(f"alpha and beta must be >= 0 and not both 0, got alpha={self.alpha}, beta={self.beta}.")
+        _ = self.lambda_fn  # build it now so that a bad schedule fails before training
+
+    @property
+    def lambda_fn(self):
+        """λ as a function of training progress p ∈ [0, 1]."""
+        name = self.lambda_schedule
+        if name in ("linear", "cosine"):
+            return schedules.get_schedule(name, start=self.lambda_start, end=self.lambda_end)
+        if name == "constant":
+            return schedules.get_schedule(name, value=self.lambda_value)
+        if name == "step":
+            if not self.lambda_milestones or not self.lambda_values:
+                raise ValueError("lambda_schedule='step' needs lambda_milestones and lambda_values.")
+            if any(not 0.0 <= v <= 1.0 for v in self.lambda_values):
+                raise ValueError(f"lambda_values must lie in [0, 1], got {self.lambda_values}.")
+            return schedules.get_schedule(name, milestones=self.lambda_milestones, values=self.lambda_values)
+        return schedules.get_schedule(name)
+
+
+class AnnealingTrainer(DistillationTrainer):
+    """A [`~transformers.Trainer`] that distils a frozen teacher into the student with teacher annealing, Annealing-KD
+    or Hinton KD (see [`AnnealingArguments`]). Use it exactly like ``Trainer``, plus ``teacher_model`` (a model, a Hub
+    id or a local path) and, if the teacher tokenizes differently, ``teacher_processing_class`` (the dataset then
+    carries ``teacher_input_ids`` / ``teacher_attention_mask``, see ``distil_trainers.data.tokenize_for_models``).
+
+    Logged: ``loss_ta`` and ``lambda`` (bam); ``loss_mse``, ``annealing_factor``, ``loss_ce`` and ``phase`` (jafari);
+    ``loss_ce`` and ``loss_kd`` (none).
+    """
+
+    def __init__(self, model=None, teacher_model=None, args: AnnealingArguments | None = None, **kwargs):
+        if args is None:
+            args = AnnealingArguments(output_dir="tmp_trainer")
+        if not isinstance(args, AnnealingArguments):
+            raise TypeError(f"AnnealingTrainer needs AnnealingArguments, got {type(args).__name__}.")
+        super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
+        self.lambda_fn = args.lambda_fn
+
+    def distillation_loss(self, student_logits, teacher_logits, labels, num_items_in_batch=None) -> tuple[Any, dict]:
+        """The loss of the configured method and the values to log (each an average over the labelled items)."""
+        args = self.args
+        p = self.training_progress()
+        mask = losses.label_mask(labels)
+        if args.annealing == "bam":
+            lam = self.lambda_fn(p)
+            loss = losses.teacher_annealing_loss(
+                student_logits, teacher_logits, labels, lam, temperature=args.temperature,
+                num_items_in_batch=num_items_in_batch,
+            )
+            return loss, {"loss_ta": loss, "lambda": lam}
+        if args.annealing == "jafari":
+            if p < args.phase1_fraction:
+                factor = schedules.annealing_kd_factor(p / args.phase1_fraction, args.max_temperature)
+                loss = losses.logits_mse_loss(
+                    student_logits, teacher_logits, scale=factor, mask=mask, num_items_in_batch=num_items_in_batch
+                )
+                return loss, {"loss_mse": loss, "annealing_factor": factor, "phase": 1.0}
+            loss = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
+            return loss, {"loss_ce": loss, "phase": 2.0}
+        ce = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
+        kd = losses.kd_kl_loss(
+            student_logits, teacher_logits, temperature=args.temperature, mask=mask,
+            num_items_in_batch=num_items_in_batch,
+        )
+        return args.alpha * ce + args.beta * kd, {"loss_ce": ce, "loss_kd": kd}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        if labels is None:
+            raise ValueError("AnnealingTrainer needs `labels` in every batch (rename your label column to 'labels').")
+        student_inputs, teacher_inputs = self.split_inputs(inputs)
+        outputs = model(**student_inputs)
+        teacher_logits = self.teacher_logits(teacher_inputs)
+        loss, logged = self.distillation_loss(outputs.logits, teacher_logits, labels, num_items_in_batch)
+
+        # Logged values are per-item averages over this micro-batch: undo the global normalisation.
+        count = losses.label_mask(labels).sum()
+        rescale = (float(num_items_in_batch) / max(float(count), 1.0)) if num_items_in_batch is not None else 1.0
+        for name, value in logged.items():
+            self.record_metric(name, value * rescale if name.startswith("loss") else value, count)
+
+        loss = self.scale_for_devices(loss, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss

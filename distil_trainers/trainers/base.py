@@ -1,0 +1,351 @@
+"""What every distillation trainer shares: loading and freezing the teacher, label-space checks, per-component
+loss logging, separate input columns per tokenizer, and single-task batches for multi-task training."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import datasets
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import seed_worker
+
+from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
+from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """[`~transformers.TrainingArguments`] plus what every distillation trainer of this library understands."""
+
+    teacher_model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `from_pretrained` when the teacher is given as a Hub id or a local path, "
+            "e.g. '{\"dtype\": \"bfloat16\"}'. A JSON string is accepted on the command line."
+        },
+    )
+    task_sampling: str = field(
+        default="proportional",
+        metadata={
+            "help": "Multi-task training only: how the task of each batch is chosen. 'proportional' (every example once "
+            "per epoch, tasks in proportion to their size) or 'temperature' (p_t ∝ n_t^(1/T)).",
+            "choices": list(SAMPLING_MODES),
+        },
+    )
+    task_sampling_temperature: float = field(
+        default=2.0,
+        metadata={"help": "Temperature T of task sampling when task_sampling='temperature' (1 = proportional)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.teacher_model_init_kwargs, str):
+            self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
+        if self.task_sampling not in SAMPLING_MODES:
+            raise ValueError(f"task_sampling must be one of {SAMPLING_MODES}, got {self.task_sampling!r}.")
+        if self.task_sampling_temperature <= 0:
+            raise ValueError(f"task_sampling_temperature must be > 0, got {self.task_sampling_temperature}.")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models and label spaces
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_classifier(model: str | os.PathLike | nn.Module, role: str, **init_kwargs) -> nn.Module:
+    """Return ``model`` itself, or load it with ``AutoModelForSequenceClassification`` from a Hub id / local path
+    (multi-task checkpoints of this library load the same way)."""
+    if isinstance(model, (str, os.PathLike)):
+        return AutoModelForSequenceClassification.from_pretrained(model, **init_kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The {role} must be a model, a Hub id or a local path, got {type(model).__name__}.")
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def label_space(model: nn.Module) -> dict[str, int]:
+    """``{task: num_labels}`` of a model: one entry per head of a multi-task model, a single ``"default"`` entry
+    otherwise."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no `config`; cannot tell its label space.")
+    tasks = getattr(config, "tasks", None)
+    if tasks:
+        return dict(tasks)
+    return {"default": int(config.num_labels)}
+
+
+def _label_names(model: nn.Module) -> list[str] | None:
+    id2label = getattr(model.config, "id2label", None) or {}
+    names = [id2label[i] for i in sorted(id2label)]
+    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return None  # transformers' placeholder names carry no information
+    return names
+
+
+def check_label_space(models: dict[str, nn.Module]) -> dict[str, int]:
+    """Raise one clear error unless every model predicts the same classes (and, where both name their classes, the
+    same names in the same order). Returns the common label space."""
+    spaces = {name: label_space(m) for name, m in models.items()}
+    reference_name, reference = next(iter(spaces.items()))
+    for name, space in spaces.items():
+        if space != reference:
+            raise ValueError(
+                f"Label spaces differ: {reference_name} predicts {reference} but {name} predicts {space}. "
+                "Teacher and students must be classifiers over the same classes, in the same order; give the student "
+                "num_labels/id2label from the teacher's config (or fine-tune the teacher on this dataset first)."
+            )
+    named = {name: _label_names(m) for name, m in models.items() if "default" in spaces[name]}
+    named = {k: v for k, v in named.items() if v is not None}
+    if len({tuple(v) for v in named.values()}) > 1:
+        detail = "; ".join(f"{k}: {v}" for k, v in named.items())
+        raise ValueError(f"Models name their classes differently ({detail}). Align config.id2label before distilling.")
+    return reference
+
+
+def check_dataset_labels(dataset: Any, space: dict[str, int], split: str, task_names: list[str] | None = None) -> None:
+    """Raise if the dataset's labels do not fit the models' label space (checked before training starts)."""
+    if not isinstance(dataset, datasets.Dataset):
+        return
+    column = next((c for c in ("labels", "label") if c in dataset.column_names), None)
+    if column is None:
+        return
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.ClassLabel) and "default" in space and feature.num_classes != space["default"]:
+        raise ValueError(
+            f"The {split} dataset has {feature.num_classes} classes {feature.names} but the models predict "
+            f"{space['default']}."
+        )
+    columns = [column] + ([TASK_COLUMN] if TASK_COLUMN in dataset.column_names else [])
+    frame = dataset.select_columns(columns).to_pandas()
+    frame = frame[frame[column] != -100]
+    if frame.empty:
+        return
+    if "default" in space:
+        groups = {"default": frame[column]}
+    elif TASK_COLUMN in frame:
+        names = task_names or list(space)
+        groups = {names[int(t)]: g[column] for t, g in frame.groupby(TASK_COLUMN)}
+    elif len(space) == 1:
+        groups = {next(iter(space)): frame[column]}
+    else:
+        raise ValueError(
+            f"The {split} dataset has no `{TASK_COLUMN}` column but the model has several tasks {list(space)}; "
+            "build it with distil_trainers.data.concatenate_tasks."
+        )
+    for task, labels in groups.items():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= space[task]:
+            where = "" if task == "default" else f" for task {task!r}"
+            raise ValueError(
+                f"The {split} dataset has labels in [{low}, {high}]{where} but the models predict {space[task]} "
+                f"classes (0..{space[task] - 1})."
+            )
+
+
+def _is_tokenizer(obj: Any) -> bool:
+    return isinstance(obj, PreTrainedTokenizerBase)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The trainer base
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TaskAwareTrainer(Trainer):
+    """A plain [`~transformers.Trainer`] that also understands this library's datasets: it keeps the ``task_ids``
+    column and prefixed per-model input columns (``teacher_input_ids``…) through ``remove_unused_columns``, and trains
+    on single-task batches (:class:`~distil_trainers.data.multitask.MultiTaskBatchSampler`) when the training set mixes
+    tasks. Use it to fine-tune or evaluate a :class:`~distil_trainers.models.MultiTaskModel` without distillation."""
+
+    # Columns (besides the model's forward arguments) that must survive Trainer's `remove_unused_columns`.
+    extra_input_prefixes: tuple[str, ...] = (TEACHER_PREFIX,)
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            keep = [TASK_COLUMN] + [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
+            self._signature_columns += [c for c in keep if c not in self._signature_columns]
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Single-task batches when the training set mixes tasks (a ``task_ids`` column)."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, datasets.Dataset) or TASK_COLUMN not in dataset.column_names:
+            return super().get_train_dataloader()
+        dataset = self._remove_unused_columns(dataset, description="training")
+        batch_sampler = MultiTaskBatchSampler(
+            dataset[TASK_COLUMN][:],
+            batch_size=self._train_batch_size,
+            sampling=getattr(self.args, "task_sampling", "proportional"),
+            temperature=getattr(self.args, "task_sampling_temperature", 1.0),
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            drop_last=self.args.dataloader_drop_last,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+            worker_init_fn=partial(
+                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+            ),
+        )
+        return self.accelerator.prepare(loader)
+
+
+
+class DistillationTrainer(TaskAwareTrainer):
+    """Base class of the distillation trainers. Subclasses implement ``compute_loss`` and record each loss component
+    with :meth:`record_metric`; this class logs their averages under the component's name (``loss_ce``, ``lambda``…)
+    at every logging step, and under ``eval_<name>`` after evaluation."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | str | None = None,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+        args: DistillationArguments | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        teacher_processing_class=None,
+        **kwargs,
+    ):
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs the student `model` (a model, a Hub id or a local path).")
+        if teacher_model is None:
+            raise ValueError(f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path).")
+        init_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
+        model = load_classifier(model, "student")
+        teacher = freeze(load_classifier(teacher_model, "teacher", **init_kwargs))
+
+        space = check_label_space({"teacher": teacher, "student": model})
+        task_names = list(space) if "default" not in space else None
+        check_dataset_labels(train_dataset, space, "train", task_names)
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+        for name, ds in eval_sets.items():
+            check_dataset_labels(ds, space, name, task_names)
+
+        if data_collator is None and _is_tokenizer(processing_class):
+            tokenizers = {"": processing_class}
+            teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else processing_class
+            tokenizers[TEACHER_PREFIX] = teacher_tok
+            data_collator = MultiTokenizerCollator(tokenizers)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # Our losses normalise by `num_items_in_batch` (the labelled examples of the whole accumulated batch), so the
+        # Trainer must count them and must not divide the loss by the accumulation steps again.
+        self.model_accepts_loss_kwargs = True
+        self.teacher_processing_class = teacher_processing_class
+        self.label_space = space
+        self.teacher = self._prepare_frozen(teacher)
+        self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    # ---- teacher -------------------------------------------------------------------------------------------------
+
+    def _prepare_frozen(self, model: nn.Module) -> nn.Module:
+        """Place a frozen model with the accelerator: on the device, never wrapped in DDP; sharded like the student
+        under DeepSpeed ZeRO-3 / FSDP (TRL's helpers, as its GKD and DPO trainers do for their frozen models)."""
+        if self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            return prepare_deepspeed(model, self.accelerator)
+        if self.is_fsdp_enabled:
+            from trl.models import prepare_fsdp
+
+            return prepare_fsdp(model, self.accelerator)
+        return self.accelerator.prepare_model(model, evaluation_mode=True)
+
+    @staticmethod
+    def split_inputs(inputs: dict[str, Any], prefix: str = TEACHER_PREFIX) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split a batch into the student's inputs and the inputs of the model whose columns carry ``prefix`` (prefix
+        stripped). Without such columns both models share the student's inputs (same tokenizer)."""
+        own = {k: v for k, v in inputs.items() if not k.startswith(prefix)}
+        other = {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix)}
+        if not other:
+            return own, dict(own)
+        if TASK_COLUMN in own:
+            other[TASK_COLUMN] = own[TASK_COLUMN]
+        return own, other
+
+    @torch.no_grad()
+    def teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
+        self.teacher.eval()
+        return self.teacher(**teacher_inputs).logits
+
+    # ---- progress and metrics ------------------------------------------------------------------------------------
+
+    def training_progress(self) -> float:
+        """Fraction of optimizer steps done, in [0, 1] (constant within one accumulated step)."""
+        max_steps = self.state.max_steps or 0
+        return min(max(self.state.global_step / max_steps, 0.0), 1.0) if max_steps > 0 else 0.0
+
+    def record_metric(self, name: str, value: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
+        """Accumulate ``value`` (an average over ``count`` items) for logging under ``name``."""
+        mode = "train" if self.model.training else "eval"
+        value = float(value.detach().float().item()) if torch.is_tensor(value) else float(value)
+        count = float(count.item()) if torch.is_tensor(count) else float(count)
+        self._metric_sums[mode][name] += value * count
+        self._metric_counts[mode][name] += count
+
+    def _flush_metrics(self, mode: str) -> dict[str, float]:
+        sums, counts = self._metric_sums[mode], self._metric_counts[mode]
+        out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
+        sums.clear()
+        counts.clear()
+        return out
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log; evaluation metrics are added in evaluation_loop
+            logs = {**logs, **self._flush_metrics("train")}
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        self._flush_metrics("eval")
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        for name, value in self._flush_metrics("eval").items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+    def scale_for_devices(self, loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        """Under data parallelism with ``average_tokens_across_devices`` the count is global while DDP averages the
+        per-rank gradients, so the per-rank loss is multiplied by the number of processes (as Trainer does)."""
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            return loss * self.accelerator.num_processes
+        return loss

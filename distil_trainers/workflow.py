@@ -1,0 +1,226 @@
+"""Building blocks the recipes share: loading task datasets, fine-tuning (or reusing) a teacher, evaluating models
+and writing the results table. No loss math lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from .data import load_dataset_by_name
+from .data.multitask import concatenate_tasks
+from .data.processing import MultiTokenizerCollator, tokenize_for_models
+from .metrics import build_compute_metrics
+from .models import MultiTaskModel, make_student
+from .trainers.base import TaskAwareTrainer
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "training_complete.json"
+
+
+@dataclass
+class TaskData:
+    """One task's raw splits and class names."""
+
+    name: str
+    splits: datasets.DatasetDict
+    label_names: list[str]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class TaskSuite:
+    """The tasks of a run, tokenised for the student (and the teacher if it tokenizes differently)."""
+
+    tasks: list[TaskData]
+    tokenized: dict[str, datasets.DatasetDict] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def is_multitask(self) -> bool:
+        return len(self.tasks) > 1
+
+    def label_spec(self) -> dict[str, int]:
+        return {t.name: t.num_labels for t in self.tasks}
+
+    def train_dataset(self, split: str = "train") -> datasets.Dataset:
+        if not self.is_multitask:
+            return self.tokenized[self.names[0]][split]
+        return concatenate_tasks({name: ds[split] for name, ds in self.tokenized.items()}, self.names)
+
+    def eval_datasets(self, split: str) -> datasets.Dataset | dict[str, datasets.Dataset]:
+        """One dataset (single task) or ``{task: dataset}`` with a ``task_ids`` column (multi-task)."""
+        if not self.is_multitask:
+            return self.tokenized[self.names[0]][split]
+        out = {}
+        for task_id, name in enumerate(self.names):
+            ds = self.tokenized[name][split]
+            out[name] = ds.add_column("task_ids", [task_id] * len(ds))
+        return out
+
+
+def load_tasks(
+    names: Sequence[str],
+    data_dir: str | None = None,
+    seed: int = 42,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> TaskSuite:
+    """Load registered datasets (``distil_trainers.data``), optionally subsampled (seeded, stratified)."""
+    limits: dict[str, int] = {}
+    if max_train_samples is not None:
+        limits["train"] = max_train_samples
+    if max_eval_samples is not None:
+        limits["validation"] = limits["test"] = max_eval_samples
+    tasks = []
+    for name in names:
+        splits = load_dataset_by_name(name, data_dir=data_dir, seed=seed, max_samples_per_split=limits or None)
+        missing = [s for s in ("train", "validation", "test") if s not in splits]
+        if missing:
+            raise ValueError(f"Dataset {name!r} lacks the splits {missing}; it cannot be used as a training task here.")
+        tasks.append(TaskData(name=name, splits=splits, label_names=list(splits["train"].features["label"].names)))
+    return TaskSuite(tasks=tasks)
+
+
+def tokenize_suite(
+    suite: TaskSuite, tokenizers: Mapping[str, PreTrainedTokenizerBase], max_length: int = 128
+) -> TaskSuite:
+    """A copy of ``suite`` tokenised with ``tokenizers`` (``{"": student_tok, "teacher_": teacher_tok}``; see
+    :func:`~distil_trainers.data.processing.tokenize_for_models`). The raw splits are shared."""
+    tokenized = {
+        task.name: tokenize_for_models(task.splits, tokenizers, max_length=max_length, desc=f"Tokenizing {task.name}")
+        for task in suite.tasks
+    }
+    return TaskSuite(tasks=suite.tasks, tokenized=tokenized)
+
+
+def build_classifier(base: str, suite: TaskSuite, layers: Sequence[int] | None = None) -> PreTrainedModel:
+    """A classifier for the suite's task(s) on top of the pretrained encoder ``base``: a sequence classifier for one
+    task, a :class:`MultiTaskModel` for several; ``layers`` keeps only those encoder layers (a smaller student)."""
+    if suite.is_multitask:
+        model = MultiTaskModel.from_encoder(
+            base, tasks=suite.label_spec(), task_label_names={t.name: t.label_names for t in suite.tasks}
+        )
+        return make_student(model, layers) if layers is not None else model
+    task = suite.tasks[0]
+    kwargs = {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {n: i for i, n in enumerate(task.label_names)},
+    }
+    if layers is not None:
+        return make_student(base, layers, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+
+
+def is_complete(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / COMPLETE_MARKER).exists()
+
+
+def mark_complete(directory: str | os.PathLike, info: Mapping[str, Any]) -> None:
+    Path(directory, COMPLETE_MARKER).write_text(json.dumps(dict(info), indent=2, default=str))
+
+
+def train_or_resume(trainer: Trainer, output_dir: str | os.PathLike) -> None:
+    """``trainer.train()``, resuming from the newest checkpoint in ``output_dir`` if an earlier run was interrupted."""
+    last = get_last_checkpoint(str(output_dir)) if os.path.isdir(output_dir) else None
+    if last is not None:
+        logger.warning("Resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def finetune_teacher(
+    suite: TaskSuite,
+    base: str,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: str | os.PathLike,
+    args: TrainingArguments,
+) -> PreTrainedModel:
+    """Fine-tune ``base`` on the suite with a plain Trainer, or load the result of an earlier complete run from
+    ``output_dir``. An interrupted run resumes from its last checkpoint."""
+    output_dir = Path(output_dir)
+    if is_complete(output_dir):
+        logger.warning("Reusing the fine-tuned teacher in %s", output_dir)
+        return AutoModelForSequenceClassification.from_pretrained(output_dir)
+    model = build_classifier(base, suite)
+    trainer = TaskAwareTrainer(
+        model=model,
+        args=args,
+        train_dataset=suite.train_dataset(),
+        data_collator=MultiTokenizerCollator({"": tokenizer}),
+        processing_class=tokenizer,
+    )
+    train_or_resume(trainer, output_dir)
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    mark_complete(output_dir, {"base": base, "tasks": suite.label_spec()})
+    return trainer.model
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    suite: TaskSuite,
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = 64,
+    output_dir: str = "eval_tmp",
+) -> dict[str, dict[str, float]]:
+    """Metrics (accuracy, macro P/R/F1, per-class F1) of ``model`` on ``split`` of every task: ``{task: metrics}``."""
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_eval_batch_size=batch_size, report_to="none", use_cpu=not _has_cuda()
+    )
+    results = {}
+    eval_sets = suite.eval_datasets(split)
+    if not isinstance(eval_sets, dict):
+        eval_sets = {suite.names[0]: eval_sets}
+    for task in suite.tasks:
+        trainer = TaskAwareTrainer(
+            model=model,
+            args=args,
+            data_collator=MultiTokenizerCollator({"": tokenizer}),
+            compute_metrics=build_compute_metrics(label_names=task.label_names),
+        )
+        metrics = trainer.evaluate(eval_sets[task.name], metric_key_prefix=split)
+        results[task.name] = {k[len(split) + 1 :]: v for k, v in metrics.items()}
+    return results
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def results_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("accuracy", "f1_macro")) -> str:
+    """A Markdown table: one row per (model, task) with its parameter count and the chosen metrics."""
+    header = "| model | params | task | " + " | ".join(metrics) + " |"
+    lines = [header, "|" + "---|" * (3 + len(metrics))]
+    for row in rows:
+        values = " | ".join(f"{100 * row[m]:.2f}" if isinstance(row.get(m), float) else "-" for m in metrics)
+        lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f}M | {row['task']} | {values} |")
+    return "\n".join(lines)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

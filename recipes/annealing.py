@@ -1,0 +1,180 @@
+# Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
+"""
+Distil a fine-tuned teacher into a smaller student with teacher annealing (or Annealing-KD / Hinton KD).
+
+1. Load the task dataset(s) from the data directory (``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``) or the
+   Hub; several tasks train one shared encoder with a head per task.
+2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``, an already fine-tuned classifier). A finished
+   teacher in ``<output_dir>/teacher`` is reused; an interrupted one resumes from its last checkpoint.
+3. Build the student from ``student_base`` keeping ``student_layers`` of its encoder, distil it with
+   ``AnnealingTrainer`` and report the student's test metrics next to the teacher's (``<output_dir>/results.json`` and
+   ``results.md``).
+
+Usage:
+
+    # quickstart on CPU (Davidson hate/offensive/neither, subsampled; a few minutes)
+    accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
+
+    # multi-task: SST-2 sentiment + Davidson hate speech, one encoder and two heads
+    accelerate launch recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
+
+    # any option can be overridden on the command line
+    accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
+        --annealing jafari --output_dir runs/jafari
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer, set_seed
+from trl import TrlParser
+
+from distil_trainers import AnnealingArguments, AnnealingTrainer
+from distil_trainers.metrics import build_compute_metrics
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.workflow import (
+    build_classifier,
+    count_parameters,
+    evaluate_model,
+    finetune_teacher,
+    is_complete,
+    load_tasks,
+    mark_complete,
+    results_table,
+    tokenize_suite,
+    train_or_resume,
+)
+
+logger = logging.getLogger("recipes.annealing")
+
+
+@dataclass
+class RecipeArguments:
+    tasks: list[str] = field(
+        default_factory=lambda: ["davidson"],
+        metadata={"help": "Registered dataset names (distil_trainers.data.list_datasets()); several = multi-task."},
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
+                                                                  "or ../shared/data); the Hub is tried otherwise."})
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned teacher (path or Hub id). If unset, one is fine-tuned."}
+    )
+    teacher_base: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Pretrained encoder the teacher is fine-tuned from (the packaged copy is used if installed)."},
+    )
+    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
+    student_base: str | None = field(default=None, metadata={"help": "Encoder the student is cut from (default: "
+                                                                      "teacher_base)."})
+    student_layers: list[int] = field(
+        default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of student_base the student keeps."}
+    )
+    max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample each task's train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test splits."})
+
+
+def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    teacher_base = resolve_model_name_or_path(recipe.teacher_base)
+    student_base = resolve_model_name_or_path(recipe.student_base or recipe.teacher_base)
+
+    suite = load_tasks(recipe.tasks, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
+    for task in suite.tasks:
+        sizes = {split: len(ds) for split, ds in task.splits.items()}
+        note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
+        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}")
+
+    tokenizer = AutoTokenizer.from_pretrained(recipe.teacher_model or teacher_base)
+    student_tokenizer = AutoTokenizer.from_pretrained(student_base)
+    tokenizers = {"": student_tokenizer}
+    if student_tokenizer.get_vocab() != tokenizer.get_vocab():
+        tokenizers["teacher_"] = tokenizer
+    student_suite = tokenize_suite(suite, tokenizers, recipe.max_length)
+    teacher_suite = tokenize_suite(suite, {"": tokenizer}, recipe.max_length)
+
+    # ---- teacher ----
+    if recipe.teacher_model is not None:
+        from distil_trainers.trainers.base import load_classifier
+
+        teacher = load_classifier(resolve_model_name_or_path(recipe.teacher_model), "teacher")
+    else:
+        teacher_args = AnnealingArguments(
+            output_dir=str(output_dir / "teacher"),
+            num_train_epochs=recipe.teacher_epochs,
+            learning_rate=recipe.teacher_learning_rate,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            save_strategy="epoch",
+            save_total_limit=1,
+            logging_steps=args.logging_steps,
+            report_to=args.report_to,
+            use_cpu=args.use_cpu,
+            bf16=args.bf16,
+        )
+        teacher = finetune_teacher(teacher_suite, teacher_base, tokenizer, output_dir / "teacher", teacher_args)
+
+    # ---- student ----
+    student_dir = output_dir / "student"
+    train_dataset = student_suite.train_dataset()
+    eval_dataset = student_suite.eval_datasets("validation")
+    if is_complete(student_dir):
+        print(f"[student] reusing the finished student in {student_dir}")
+        from transformers import AutoModelForSequenceClassification
+
+        student = AutoModelForSequenceClassification.from_pretrained(student_dir)
+    else:
+        student = build_classifier(student_base, suite, layers=recipe.student_layers)
+        trainer = AnnealingTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=student_tokenizer,
+            teacher_processing_class=tokenizer,
+            compute_metrics=build_compute_metrics(label_names=None if suite.is_multitask else suite.tasks[0].label_names),
+        )
+        train_or_resume(trainer, args.output_dir)
+        trainer.save_model(str(student_dir))
+        student_tokenizer.save_pretrained(str(student_dir))
+        with open(student_dir / "log_history.json", "w") as f:
+            json.dump(trainer.state.log_history, f, indent=2)
+        mark_complete(student_dir, {"method": args.annealing, "tasks": suite.label_spec(), "teacher": str(teacher.config.name_or_path)})
+        student = trainer.model
+
+    # ---- report ----
+    rows = []
+    for role, model, tok, eval_suite in (
+        ("teacher", teacher, tokenizer, teacher_suite),
+        ("student", student, student_tokenizer, student_suite),
+    ):
+        metrics = evaluate_model(model, eval_suite, "test", tok, batch_size=args.per_device_eval_batch_size,
+                                 output_dir=str(output_dir / "eval"))
+        for task, values in metrics.items():
+            rows.append({"model": role, "params": count_parameters(model), "task": task, **values})
+    table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
+    header = f"Method: {args.annealing}; test split" + (" (subsampled)" if recipe.max_eval_samples else "")
+    print("\n" + header + "\n\n" + table + "\n")
+    (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+    with open(output_dir / "results.json", "w") as f:
+        json.dump({"method": args.annealing, "rows": rows}, f, indent=2)
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    parser = TrlParser((RecipeArguments, AnnealingArguments))
+    recipe_args, training_args = parser.parse_args_and_config()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(0 if main(recipe_args, training_args) else 1)
