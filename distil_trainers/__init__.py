@@ -4,7 +4,14 @@ __version__ = "0.1.0.dev0"
 
 from . import losses, schedules
 from .models import MultiTaskConfig, MultiTaskModel, make_student
-from .trainers import AnnealingArguments, AnnealingTrainer, DistillationArguments, DistillationTrainer
+from .trainers import (
+    AnnealingArguments,
+    AnnealingTrainer,
+    DistillationArguments,
+    DistillationTrainer,
+    MutualLearningArguments,
+    MutualLearningTrainer,
+)
 
 __all__ = [
     "AnnealingArguments",
@@ -13,6 +20,8 @@ __all__ = [
     "DistillationTrainer",
     "MultiTaskConfig",
     "MultiTaskModel",
+    "MutualLearningArguments",
+    "MutualLearningTrainer",
     "losses",
     "make_student",
     "schedules",

@@ -212,13 +212,19 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def results_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("accuracy", "f1_macro")) -> str:
-    """A Markdown table: one row per (model, task) with its parameter count and the chosen metrics."""
-    header = "| model | params | task | " + " | ".join(metrics) + " |"
-    lines = [header, "|" + "---|" * (3 + len(metrics))]
+def results_table(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] = ("accuracy", "f1_macro"),
+    extra: Sequence[str] = (),
+) -> str:
+    """A Markdown table: one row per (model, task) with its parameter count, the chosen metrics (as percentages) and
+    ``extra`` columns printed as they are (e.g. ``samples_per_second``)."""
+    header = "| model | params | task | " + " | ".join([*metrics, *extra]) + " |"
+    lines = [header, "|" + "---|" * (3 + len(metrics) + len(extra))]
     for row in rows:
-        values = " | ".join(f"{100 * row[m]:.2f}" if isinstance(row.get(m), float) else "-" for m in metrics)
-        lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f}M | {row['task']} | {values} |")
+        values = [f"{100 * row[m]:.2f}" if isinstance(row.get(m), float) else "-" for m in metrics]
+        values += [f"{row[m]:.1f}" if isinstance(row.get(m), (int, float)) else "-" for m in extra]
+        lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f}M | {row['task']} | {' | '.join(values)} |")
     return "\n".join(lines)
 
 

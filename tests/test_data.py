@@ -8,6 +8,7 @@ Loaded DatasetDicts are cached for the session, so every file is parsed once per
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from collections import Counter
 from pathlib import Path

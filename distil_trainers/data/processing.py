@@ -66,7 +66,8 @@ class MultiTokenizerCollator:
     """Pad each model's input columns with its own tokenizer; stack every other numeric column.
 
     Args:
-        tokenizers: ``{prefix: tokenizer}``, the same mapping given to :func:`tokenize_for_models`.
+        tokenizers: ``{prefix: tokenizer}``, the same mapping given to :func:`tokenize_for_models` (``""`` for a
+            single student's plain ``input_ids``; ``"teacher_"``, ``"<student name>_"`` for prefixed columns).
         pad_to_multiple_of: passed to each tokenizer's ``pad``.
         drop_columns: columns to leave out of the batch (strings such as ``id`` are always dropped).
     """
@@ -77,8 +78,11 @@ class MultiTokenizerCollator:
         pad_to_multiple_of: int | None = None,
         drop_columns: tuple[str, ...] = ("id",),
     ):
-        if "" not in tokenizers:
-            raise ValueError("MultiTokenizerCollator needs the student's tokenizer under the prefix ''.")
+        if not tokenizers:
+            raise ValueError("MultiTokenizerCollator needs at least one tokenizer, e.g. {'': student_tokenizer}.")
+        for prefix, tok in tokenizers.items():
+            if tok is None:
+                raise ValueError(f"No tokenizer given for the input columns with prefix {prefix!r}.")
         # Longest prefixes first so "teacher_" wins over "" when matching a column name.
         self.tokenizers = dict(sorted(tokenizers.items(), key=lambda kv: -len(kv[0])))
         self.pad_to_multiple_of = pad_to_multiple_of

@@ -42,6 +42,8 @@ class MultiTaskConfig(PreTrainedConfig):
     tasks: dict[str, int] | None = None
     task_label_names: dict[str, list[str]] | None = None
     classifier_dropout: float = 0.1
+    # config.json is written with sorted keys, so the order of `tasks` (which defines the task ids) is kept here too.
+    task_order: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -49,6 +51,11 @@ class MultiTaskConfig(PreTrainedConfig):
             # An empty task set is only legitimate for the default constructor used by `from_pretrained` internals.
             self.tasks = {}
         self.tasks = {str(name): int(n) for name, n in self.tasks.items()}
+        if self.task_order is not None:
+            if sorted(self.task_order) != sorted(self.tasks):
+                raise ValueError(f"task_order {self.task_order} does not match tasks {list(self.tasks)}.")
+            self.tasks = {name: self.tasks[name] for name in self.task_order}
+        self.task_order = list(self.tasks)
         for name, n in self.tasks.items():
             if n < 1:
                 raise ValueError(f"Task {name!r} must have at least one class, got {n}.")

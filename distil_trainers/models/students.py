@@ -69,4 +69,76 @@ def make_student(
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise RuntimeError(f"Could not map the source's weights onto the student: missing {missing}, unexpected {unexpected}.")
     student.config.name_or_path = ""
-    return student
+    reference = next(source.parameters())
+    return student.to(device=reference.device, dtype=reference.dtype)
+
+
+# Architectures a student can be built from scratch with (spec key "architecture").
+SCRATCH_ARCHITECTURES = ("bert", "distilbert", "roberta")
+
+
+def build_student(
+    spec: dict,
+    label_names: Sequence[str],
+    train_texts: Sequence[str] | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+):
+    """A classifier student and its tokenizer from a small spec (as written in recipe configs):
+
+    - ``{"base": "<hub id or path>"}``: a pretrained model with a fresh classification head;
+    - ``{"base": ..., "layers": [0, 2, 4]}``: the same, keeping only those encoder layers (:func:`make_student`);
+    - ``{"architecture": "bert" | "distilbert" | "roberta", "tokenizer_from": "<hub id or path>", "vocab_size": 8000,
+      "hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512}``: randomly initialised, with a
+      vocabulary of ``vocab_size`` trained on ``train_texts`` with the pipeline of ``tokenizer_from``'s tokenizer
+      (``train_new_from_iterator``: WordPiece for BERT tokenizers). The trained tokenizer is saved to / reused from
+      ``tokenizer_dir``.
+
+    Returns ``(model, tokenizer)``.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .paths import resolve_model_name_or_path
+
+    label_kwargs = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+    unknown = set(spec) - {"base", "layers", "architecture", "tokenizer_from", "vocab_size", "hidden_size",
+                           "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"}
+    if unknown:
+        raise ValueError(f"Unknown keys {sorted(unknown)} in student spec {spec}.")
+    if "base" in spec:
+        base = resolve_model_name_or_path(spec["base"])
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if spec.get("layers") is not None:
+            return make_student(base, spec["layers"], **label_kwargs), tokenizer
+        return AutoModelForSequenceClassification.from_pretrained(base, **label_kwargs), tokenizer
+    architecture = spec.get("architecture")
+    if architecture not in SCRATCH_ARCHITECTURES:
+        raise ValueError(f"A student spec needs 'base' or 'architecture' in {SCRATCH_ARCHITECTURES}, got {spec}.")
+    if tokenizer_dir is not None and os.path.isfile(os.path.join(tokenizer_dir, "tokenizer_config.json")):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        if not train_texts:
+            raise ValueError("A student with its own vocabulary needs the training texts to learn it from.")
+        template = AutoTokenizer.from_pretrained(resolve_model_name_or_path(spec.get("tokenizer_from", "google-bert/bert-base-uncased")))
+        tokenizer = template.train_new_from_iterator(
+            (train_texts[i : i + 1000] for i in range(0, len(train_texts), 1000)), vocab_size=int(spec.get("vocab_size", 8000))
+        )
+        if tokenizer_dir is not None:
+            tokenizer.save_pretrained(tokenizer_dir)
+    hidden, layers, heads = int(spec.get("hidden_size", 128)), int(spec.get("num_layers", 2)), int(spec.get("num_heads", 2))
+    inter = int(spec.get("intermediate_size", 4 * hidden))
+    positions = int(spec.get("max_position_embeddings", 512))
+    vocab = len(tokenizer)
+    if architecture == "distilbert":
+        config = AutoConfig.for_model("distilbert", vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads,
+                                      hidden_dim=inter, max_position_embeddings=positions,
+                                      pad_token_id=tokenizer.pad_token_id, **label_kwargs)
+    else:
+        extra = {"max_position_embeddings": positions + (2 if architecture == "roberta" else 0)}
+        config = AutoConfig.for_model(architecture, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                      num_attention_heads=heads, intermediate_size=inter,
+                                      pad_token_id=tokenizer.pad_token_id, **extra, **label_kwargs)
+    return AutoModelForSequenceClassification.from_config(config), tokenizer

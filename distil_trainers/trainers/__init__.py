@@ -1,5 +1,12 @@
 from .annealing import ANNEALING_MODES, AnnealingArguments, AnnealingTrainer
-from .base import DistillationArguments, DistillationTrainer, check_label_space, label_space
+from .base import (
+    DistillationArguments,
+    DistillationTrainer,
+    TaskAwareTrainer,
+    check_label_space,
+    label_space,
+)
+from .mutual import MutualLearningArguments, MutualLearningTrainer, StudentGroup
 
 __all__ = [
     "ANNEALING_MODES",
@@ -7,6 +14,10 @@ __all__ = [
     "AnnealingTrainer",
     "DistillationArguments",
     "DistillationTrainer",
+    "MutualLearningArguments",
+    "MutualLearningTrainer",
+    "StudentGroup",
+    "TaskAwareTrainer",
     "check_label_space",
     "label_space",
 ]

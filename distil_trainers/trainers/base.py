@@ -265,10 +265,14 @@ class DistillationTrainer(TaskAwareTrainer):
             processing_class=processing_class,
             **kwargs,
         )
+        self.teacher_processing_class = teacher_processing_class
+        self._setup_distillation(teacher, space)
+
+    def _setup_distillation(self, teacher: nn.Module, space: dict[str, int]) -> None:
+        """What every distillation trainer does once ``Trainer.__init__`` has run."""
         # Our losses normalise by `num_items_in_batch` (the labelled examples of the whole accumulated batch), so the
         # Trainer must count them and must not divide the loss by the accumulation steps again.
         self.model_accepts_loss_kwargs = True
-        self.teacher_processing_class = teacher_processing_class
         self.label_space = space
         self.teacher = self._prepare_frozen(teacher)
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
@@ -322,8 +326,16 @@ class DistillationTrainer(TaskAwareTrainer):
         self._metric_counts[mode][name] += count
 
     def _flush_metrics(self, mode: str) -> dict[str, float]:
+        """Averages since the last flush, over the items of every process (all ranks call this: in ``log`` and
+        after the evaluation loop)."""
         sums, counts = self._metric_sums[mode], self._metric_counts[mode]
-        out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
+        keys = sorted(sums)
+        if self.accelerator.num_processes > 1 and keys:
+            packed = torch.tensor([[sums[k], counts[k]] for k in keys], dtype=torch.float64, device=self.args.device)
+            packed = self.accelerator.reduce(packed, reduction="sum").cpu()
+            out = {k: float(packed[i, 0] / packed[i, 1]) for i, k in enumerate(keys) if packed[i, 1] > 0}
+        else:
+            out = {k: sums[k] / counts[k] for k in keys if counts[k] > 0}
         sums.clear()
         counts.clear()
         return out

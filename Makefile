@@ -1,0 +1,42 @@
+# Everything runs in a local virtualenv (.venv) created from scratch on first use.
+# The CPU build of torch is pinned in constraints.txt (package metadata does not pin torch).
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+# The datasets live beside the checkout (../shared/data) unless DISTIL_TRAINERS_DATA_DIR says otherwise.
+export DISTIL_TRAINERS_DATA_DIR ?= $(abspath ../shared/data)
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install quickstart quickstart-multitask test test-fast lint clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
+
+quickstart-multitask: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,380 @@
+"""MutualLearningTrainer: deep distill-mutual learning (DDML, seed 001).
+
+One frozen teacher and K >= 2 students, of different architectures and tokenizers, train together. Student i
+minimises (equation 11)
+
+    L_i = a * CE(y, P_i) + b * CE(P_t^T, P_i^T) + c / (K - 1) * sum_{k != i} KL(P_i^T || P_k^T)
+
+with the peers' distributions P_k^T held fixed in student i's term. All students live in one ``nn.Module``
+(:class:`StudentGroup`), so one optimizer (a parameter group per student, optional per-student learning rates), one
+scheduler, one ``accelerator.prepare`` and one backward of ``sum_i L_i`` serve them; since each L_i depends on its own
+student's parameters only, that is exactly K separate updates. The teacher runs once per batch.
+
+Example::
+
+    trainer = MutualLearningTrainer(
+        students={"minilm": "path/to/minilm-3l", "bert": "path/to/small-bert"},
+        teacher_model="path/to/teacher",
+        args=MutualLearningArguments(output_dir="ddml", num_train_epochs=3),
+        train_dataset=raw["train"], eval_dataset=raw["validation"],          # `text` + `label`: tokenised per model
+        compute_metrics=build_compute_metrics(label_names),
+    )
+    trainer.train()          # logs minilm/loss_hard, bert/loss_mutual, ...; evaluates eval_minilm_f1_macro, ...
+    trainer.save_model()     # <output_dir>/minilm and <output_dir>/bert, each loadable with from_pretrained
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+from torch import nn
+from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase
+from transformers.trainer import TRAINING_ARGS_NAME
+
+from .. import losses
+from ..data.multitask import TASK_COLUMN
+from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator, tokenize_for_models
+from .base import (
+    DistillationArguments,
+    DistillationTrainer,
+    TaskAwareTrainer,
+    check_dataset_labels,
+    check_label_space,
+    freeze,
+    load_classifier,
+)
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+RESERVED_NAMES = ("teacher", "ensemble")
+
+
+@dataclass
+class MutualLearningArguments(DistillationArguments):
+    r"""
+    Arguments of [`MutualLearningTrainer`], on top of [`~transformers.TrainingArguments`]: the weights a, b, c and the
+    temperature of the DDML loss, the direction of the mutual KL term, per-student learning rates.
+    """
+
+    hard_weight: float = field(default=1.0, metadata={"help": "a: weight of the cross-entropy on the labels."})
+    soft_weight: float = field(
+        default=1.0, metadata={"help": "b: weight of the cross-entropy against the teacher's softened distribution."}
+    )
+    mutual_weight: float = field(
+        default=1.0, metadata={"help": "c: weight of the mutual KL term (averaged over the K - 1 peers)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Temperature t of the soft distributions (t >= 1)."})
+    kl_direction: str = field(
+        default="student_peer",
+        metadata={
+            "help": "Direction of the mutual term: 'student_peer' = KL(P_i || P_k) as written in the DDML paper, "
+            "'peer_student' = KL(P_k || P_i) as in deep mutual learning (Zhang et al. 2018).",
+            "choices": list(losses.KL_DIRECTIONS),
+        },
+    )
+    student_learning_rates: dict | str | None = field(
+        default=None,
+        metadata={"help": "Per-student learning rates, e.g. '{\"mbert\": 3e-5}'; others use learning_rate."},
+    )
+    max_length: int = field(
+        default=128, metadata={"help": "Truncation length when the trainer tokenises a raw `text` column itself."}
+    )
+    clip_grad_per_student: bool = field(
+        default=True,
+        metadata={
+            "help": "Clip each student's gradient norm to max_grad_norm separately (so the joint update equals K "
+            "separate ones). False clips the norm over all students together, as plain Trainer would."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.student_learning_rates, str):
+            self.student_learning_rates = json.loads(self.student_learning_rates)
+        weights = {"hard_weight": self.hard_weight, "soft_weight": self.soft_weight, "mutual_weight": self.mutual_weight}
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"The DDML weights a, b, c must be >= 0, got {weights}.")
+        if all(w == 0 for w in weights.values()):
+            raise ValueError("hard_weight = soft_weight = mutual_weight = 0 leaves nothing to learn; set at least one > 0.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.kl_direction not in losses.KL_DIRECTIONS:
+            raise ValueError(f"kl_direction must be one of {losses.KL_DIRECTIONS}, got {self.kl_direction!r}.")
+        for name, lr in (self.student_learning_rates or {}).items():
+            if not float(lr) > 0:
+                raise ValueError(f"Learning rate of student {name!r} must be > 0, got {lr}.")
+
+
+class StudentGroup(nn.Module):
+    """The students of a mutual-learning run in one module. ``forward`` routes the columns ``<name>_input_ids`` (…)
+    to student ``<name>`` and returns ``{name: logits}``."""
+
+    def __init__(self, students: Mapping[str, nn.Module]):
+        super().__init__()
+        self.students = nn.ModuleDict(dict(students))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.students)
+
+    def inputs_of(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        prefix = f"{name}_"
+        own = {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix) and k[len(prefix) :] in TOKENIZER_COLUMNS}
+        if TASK_COLUMN in inputs:
+            own[TASK_COLUMN] = inputs[TASK_COLUMN]
+        return own
+
+    def forward(self, **inputs) -> dict[str, torch.Tensor]:
+        return {name: model(**self.inputs_of(name, inputs)).logits for name, model in self.students.items()}
+
+
+def _check_names(names: list[str]) -> None:
+    for name in names:
+        if not _NAME.match(name) or name in RESERVED_NAMES:
+            raise ValueError(
+                f"Invalid student name {name!r}: use letters, digits, '_' or '-', starting with a letter, and not "
+                f"{RESERVED_NAMES}."
+            )
+
+
+class MutualLearningTrainer(DistillationTrainer):
+    """A [`~transformers.Trainer`] for DDML: K >= 2 students learn from the labels, from a frozen teacher and from each
+    other (see the module docstring and [`MutualLearningArguments`]).
+
+    Args:
+        students: ``{name: model}``; a model may also be a local path or Hub id (its tokenizer is then loaded from the
+            same place).
+        teacher_model: the teacher (model, path or Hub id).
+        processing_classes: ``{name: tokenizer}`` for the students and ``"teacher"``; needed for models given as
+            objects. Each model reads its own columns ``<name>_input_ids`` (the teacher ``teacher_input_ids``); datasets
+            with a raw ``text`` column are tokenised here, once per model.
+        compute_metrics: a usual ``compute_metrics``; it is applied to every student, to the students' ensemble
+            (averaged probabilities) and to the teacher, giving ``eval_<name>_<metric>``, ``eval_ensemble_<metric>``,
+            ``eval_teacher_<metric>``.
+
+    Logged during training, per student: ``<name>/loss``, ``<name>/loss_hard``, ``<name>/loss_soft``,
+    ``<name>/loss_mutual``; ``loss`` is the sum over students.
+    """
+
+    def __init__(
+        self,
+        students: Mapping[str, nn.Module | str] | None = None,
+        teacher_model: nn.Module | str | None = None,
+        args: MutualLearningArguments | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_classes: Mapping[str, PreTrainedTokenizerBase] | None = None,
+        data_collator=None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            args = MutualLearningArguments(output_dir="tmp_trainer")
+        if not isinstance(args, MutualLearningArguments):
+            raise TypeError(f"MutualLearningTrainer needs MutualLearningArguments, got {type(args).__name__}.")
+        if "model" in kwargs:
+            raise TypeError("MutualLearningTrainer takes `students={name: model}`, not `model=`.")
+        if not students or len(students) < 2:
+            raise ValueError(f"Mutual learning needs at least 2 students, got {len(students or {})}.")
+        if teacher_model is None:
+            raise ValueError("MutualLearningTrainer needs a `teacher_model` (a model, a Hub id or a local path).")
+        names = list(students)
+        _check_names(names)
+        unknown = set(args.student_learning_rates or {}) - set(names)
+        if unknown:
+            raise ValueError(f"student_learning_rates names unknown students {sorted(unknown)}; students are {names}.")
+
+        processing_classes = dict(processing_classes or {})
+        models = {}
+        for name, student in students.items():
+            models[name] = load_classifier(student, f"student {name!r}")
+            if name not in processing_classes and isinstance(student, (str, os.PathLike)):
+                processing_classes[name] = AutoTokenizer.from_pretrained(student)
+        teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
+        if "teacher" not in processing_classes and isinstance(teacher_model, (str, os.PathLike)):
+            processing_classes["teacher"] = AutoTokenizer.from_pretrained(teacher_model)
+
+        space = check_label_space({"teacher": teacher, **{f"student {n!r}": m for n, m in models.items()}})
+        task_names = list(space) if "default" not in space else None
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+        check_dataset_labels(train_dataset, space, "train", task_names)
+        for split, ds in eval_sets.items():
+            check_dataset_labels(ds, space, split, task_names)
+
+        prefixes = {name: f"{name}_" for name in names} | {"teacher": TEACHER_PREFIX}
+        missing = [n for n in [*names, "teacher"] if n not in processing_classes]
+        datasets_given = [ds for ds in [train_dataset, *eval_sets.values()] if isinstance(ds, datasets.Dataset)]
+        for n in missing:
+            pre_tokenized = datasets_given and all(f"{prefixes[n]}input_ids" in ds.column_names for ds in datasets_given)
+            if not pre_tokenized or data_collator is None:
+                raise ValueError(
+                    f"No tokenizer for {'the teacher' if n == 'teacher' else f'student {n!r}'}: pass "
+                    f"processing_classes={{{n!r}: tokenizer, ...}} (each model may tokenize differently)."
+                )
+        self.tokenizers = processing_classes
+        tokenizers_by_prefix = {prefixes[n]: tok for n, tok in processing_classes.items() if n in prefixes}
+
+        self._tokenizers_by_prefix = tokenizers_by_prefix
+        self._max_length = args.max_length
+        train_dataset = self.tokenize_dataset(train_dataset)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self.tokenize_dataset(v) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self.tokenize_dataset(eval_dataset)
+        if data_collator is None:
+            data_collator = MultiTokenizerCollator(tokenizers_by_prefix)
+
+        self.student_names = names
+        self.member_names = [*names, "ensemble", "teacher"]
+        self.extra_input_prefixes = tuple(prefixes.values())
+        self._user_compute_metrics = compute_metrics
+        TaskAwareTrainer.__init__(
+            self,
+            model=StudentGroup(models),
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            compute_metrics=self._member_metrics if compute_metrics is not None else None,
+            **kwargs,
+        )
+        self.label_names = ["labels"]  # the group's forward(**inputs) hides them from Trainer's introspection
+        self.can_return_loss = False
+        self._setup_distillation(teacher, space)
+
+    def tokenize_dataset(self, dataset):
+        """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model
+        (``<name>_input_ids``…, ``teacher_input_ids``…, ``labels``). Tokenised datasets pass through unchanged."""
+        if not isinstance(dataset, datasets.Dataset):
+            return dataset
+        prefixes = self._tokenizers_by_prefix
+        if "text" in dataset.column_names and not all(f"{p}input_ids" in dataset.column_names for p in prefixes):
+            return tokenize_for_models(dataset, prefixes, max_length=self._max_length, desc="Tokenizing per model")
+        if "label" in dataset.column_names and "labels" not in dataset.column_names:
+            return dataset.rename_column("label", "labels")
+        return dataset
+
+    # ---- loss ----------------------------------------------------------------------------------------------------
+
+    @property
+    def group(self) -> StudentGroup:
+        return self.accelerator.unwrap_model(self.model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        if labels is None:
+            raise ValueError("MutualLearningTrainer needs `labels` in every batch.")
+        student_inputs, teacher_inputs = self.split_inputs(inputs, TEACHER_PREFIX)
+        logits = model(**student_inputs)  # the wrapped group: one DDP forward for all students
+        teacher_logits = self.teacher_logits(teacher_inputs)  # once per batch, shared by every student
+
+        args = self.args
+        count = losses.label_mask(labels).sum()
+        rescale = (float(num_items_in_batch) / max(float(count), 1.0)) if num_items_in_batch is not None else 1.0
+        total = 0.0
+        for name in self.student_names:
+            peers = [logits[other] for other in self.student_names if other != name]
+            parts = losses.ddml_loss(
+                logits[name], teacher_logits, peers, labels,
+                hard_weight=args.hard_weight, soft_weight=args.soft_weight, mutual_weight=args.mutual_weight,
+                temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
+            )
+            total = total + parts["loss"]
+            for key, value in parts.items():
+                self.record_metric(f"{name}/{key}", value * rescale, count)
+        total = self.scale_for_devices(total, num_items_in_batch)
+        if not return_outputs:
+            return total
+        members = [logits[name] for name in self.student_names]
+        ensemble = torch.stack([m.float().softmax(-1) for m in members]).mean(0).log()
+        stacked = torch.stack([*(m.float() for m in members), ensemble, teacher_logits.float()], dim=1)
+        return total, {"logits": stacked}
+
+    def _member_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
+        """The user's compute_metrics for every student, the ensemble and the teacher."""
+        predictions = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        out = {}
+        for j, member in enumerate(self.member_names):
+            metrics = self._user_compute_metrics(EvalPrediction(predictions=predictions[:, j], label_ids=eval_pred.label_ids))
+            out.update({f"{member}_{k}": v for k, v in metrics.items()})
+        return out
+
+    # ---- optimisation --------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        """One optimizer, two parameter groups (decay / no decay) per student, each at its student's learning rate."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        plain = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
+        if not plain or any(k in optimizer_kwargs for k in ("params", "model", "optimizer_dict")):
+            if self.args.student_learning_rates:
+                raise ValueError(f"student_learning_rates is not supported with optim={self.args.optim}.")
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        lrs = self.args.student_learning_rates or {}
+        groups = []
+        for name, student in self.accelerator.unwrap_model(opt_model).students.items():
+            lr = float(lrs.get(name, self.args.learning_rate))
+            named = [(f"students.{name}.{n}", p) for n, p in student.named_parameters() if p.requires_grad]
+            groups.append({"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay, "lr": lr})
+            groups.append({"params": [p for n, p in named if n not in decay], "weight_decay": 0.0, "lr": lr})
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _clip_grad_norm(self, model):
+        """Clip every student's gradient separately (the update then equals K separate ones); return the norm over
+        all students (what Trainer logs as grad_norm)."""
+        if not self.args.clip_grad_per_student or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._clip_grad_norm(model)
+        self.accelerator.unscale_gradients()
+        norms = []
+        for student in self.accelerator.unwrap_model(model).students.values():
+            params = [p for p in student.parameters() if p.grad is not None]
+            if params:
+                norms.append(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm))
+        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
+
+    # ---- saving and loading --------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Each student in ``<output_dir>/<name>/`` with its tokenizer; never the teacher."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        for name, student in self.group.students.items():
+            prefix = f"students.{name}."
+            own = None if state_dict is None else {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            target = os.path.join(output_dir, name)
+            student.save_pretrained(target, state_dict=own)
+            if self.tokenizers.get(name) is not None:
+                self.tokenizers[name].save_pretrained(target)
+        with open(os.path.join(output_dir, "students.json"), "w") as f:
+            json.dump({"students": self.student_names}, f)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_students_from(self, directory: str) -> None:
+        for name, student in self.group.students.items():
+            path = os.path.join(directory, name)
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"Checkpoint {directory} has no folder for student {name!r}.")
+            loaded = type(student).from_pretrained(path, dtype=next(student.parameters()).dtype)
+            student.load_state_dict(loaded.state_dict())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        self._load_students_from(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        self._load_students_from(self.state.best_model_checkpoint)

