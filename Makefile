@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 export DISTIL_TRAINERS_DATA_DIR ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install quickstart quickstart-multitask test test-fast lint clean
+.PHONY: install quickstart quickstart-annealing quickstart-multitask test test-fast lint clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 quickstart: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
+
+quickstart-annealing: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
 
 quickstart-multitask: $(STAMP)

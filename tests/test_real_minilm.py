@@ -64,3 +64,27 @@ def test_annealing_recipe_student_learns_davidson(tmp_path):
     # a second run reuses the finished teacher and student instead of training again
     again = recipe.main(recipe_args, args)
     assert again["rows"] == result["rows"]
+
+
+def test_multitask_recipe_runs_both_heads(tmp_path):
+    """The multi-task config's path (SST-2 + Davidson, one encoder, two heads) end to end on a tiny slice."""
+    recipe = load_recipe()
+    recipe_args = recipe.RecipeArguments(
+        tasks=["sst2", "davidson"], teacher_base=MINILM, teacher_epochs=1, student_layers=[0, 3], max_length=32,
+        max_train_samples=96, max_eval_samples=64,
+    )
+    args = AnnealingArguments(
+        output_dir=str(tmp_path / "mt"), annealing="bam", num_train_epochs=1, per_device_train_batch_size=16,
+        per_device_eval_batch_size=64, eval_strategy="epoch", save_strategy="no", report_to="none", seed=0,
+        disable_tqdm=True, use_cpu=True, task_sampling="temperature", task_sampling_temperature=2.0,
+    )
+    result = recipe.main(recipe_args, args)
+    seen = {(row["model"], row["task"]) for row in result["rows"]}
+    assert seen == {(m, t) for m in ("teacher", "student") for t in ("sst2", "davidson")}
+    from distil_trainers import MultiTaskModel
+
+    student = MultiTaskModel.from_pretrained(tmp_path / "mt" / "student")
+    assert student.config.task_names == ["sst2", "davidson"]
+    assert student.config.encoder.num_hidden_layers == 2
+    history = json.loads((tmp_path / "mt" / "student" / "log_history.json").read_text())
+    assert any("eval_sst2_f1_macro" in h for h in history) and any("eval_davidson_f1_macro" in h for h in history)

@@ -160,11 +160,7 @@ class AnnealingTrainer(DistillationTrainer):
         teacher_logits = self.teacher_logits(teacher_inputs)
         loss, logged = self.distillation_loss(outputs.logits, teacher_logits, labels, num_items_in_batch)
 
-        # Logged values are per-item averages over this micro-batch: undo the global normalisation.
-        count = losses.label_mask(labels).sum()
-        rescale = (float(num_items_in_batch) / max(float(count), 1.0)) if num_items_in_batch is not None else 1.0
-        for name, value in logged.items():
-            self.record_metric(name, value * rescale if name.startswith("loss") else value, count)
+        self.record_components(logged, labels, num_items_in_batch)
 
         loss = self.scale_for_devices(loss, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss

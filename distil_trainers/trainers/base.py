@@ -23,6 +23,7 @@ from transformers import (
 )
 from transformers.trainer_utils import seed_worker
 
+from .. import losses
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 
@@ -324,6 +325,25 @@ class DistillationTrainer(TaskAwareTrainer):
         count = float(count.item()) if torch.is_tensor(count) else float(count)
         self._metric_sums[mode][name] += value * count
         self._metric_counts[mode][name] += count
+
+    def record_components(
+        self, components: dict[str, Any], labels: torch.Tensor, num_items_in_batch=None, prefix: str = ""
+    ) -> None:
+        """Record loss components computed with ``num_items_in_batch`` normalisation (and other scalars such as λ).
+
+        Losses are turned back into this micro-batch's per-item means. In training each micro-batch is weighted by
+        its share of the optimizer step's labelled items, so every optimizer step counts once over a logging window,
+        exactly as Trainer averages ``loss`` (the logged components then add up to the logged ``loss``). In
+        evaluation they are averaged over the labelled items."""
+        count = float(losses.label_mask(labels).sum())
+        if num_items_in_batch is not None:
+            total = float(num_items_in_batch)
+            rescale = total / max(count, 1.0)
+            weight = count / max(total, 1.0) if self.model.training else count
+        else:
+            rescale, weight = 1.0, count
+        for name, value in components.items():
+            self.record_metric(prefix + name, value * rescale if name.startswith("loss") else value, weight)
 
     def _flush_metrics(self, mode: str) -> dict[str, float]:
         """Averages since the last flush, over the items of every process (all ranks call this: in ``log`` and

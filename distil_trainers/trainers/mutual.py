@@ -136,10 +136,10 @@ class StudentGroup(nn.Module):
 
 def _check_names(names: list[str]) -> None:
     for name in names:
-        if not _NAME.match(name) or name in RESERVED_NAMES:
+        if not _NAME.match(name) or name in RESERVED_NAMES or f"{name}_".startswith(TEACHER_PREFIX):
             raise ValueError(
                 f"Invalid student name {name!r}: use letters, digits, '_' or '-', starting with a letter, and not "
-                f"{RESERVED_NAMES}."
+                f"{RESERVED_NAMES} (nor starting with {TEACHER_PREFIX!r})."
             )
 
 
@@ -276,8 +276,6 @@ class MutualLearningTrainer(DistillationTrainer):
         teacher_logits = self.teacher_logits(teacher_inputs)  # once per batch, shared by every student
 
         args = self.args
-        count = losses.label_mask(labels).sum()
-        rescale = (float(num_items_in_batch) / max(float(count), 1.0)) if num_items_in_batch is not None else 1.0
         total = 0.0
         for name in self.student_names:
             peers = [logits[other] for other in self.student_names if other != name]
@@ -287,15 +285,29 @@ class MutualLearningTrainer(DistillationTrainer):
                 temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
             )
             total = total + parts["loss"]
-            for key, value in parts.items():
-                self.record_metric(f"{name}/{key}", value * rescale, count)
+            self.record_components(parts, labels, num_items_in_batch, prefix=f"{name}/")
         total = self.scale_for_devices(total, num_items_in_batch)
         if not return_outputs:
             return total
-        members = [logits[name] for name in self.student_names]
-        ensemble = torch.stack([m.float().softmax(-1) for m in members]).mean(0).log()
-        stacked = torch.stack([*(m.float() for m in members), ensemble, teacher_logits.float()], dim=1)
-        return total, {"logits": stacked}
+        return total, {"logits": self._member_logits(logits, teacher_logits)}
+
+    def _member_logits(self, logits: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> torch.Tensor:
+        """``(batch, K + 2, classes)``: every student, the ensemble (log of the averaged probabilities), the teacher."""
+        members = [logits[name].float() for name in self.student_names]
+        ensemble = torch.stack([m.softmax(-1) for m in members]).mean(0).log()
+        return torch.stack([*members, ensemble, teacher_logits.float()], dim=1)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """With labels: Trainer's step (loss and logits through compute_loss). Without: the members' logits only."""
+        if inputs.get("labels") is not None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if prediction_loss_only:
+            return (None, None, None)
+        inputs = self._prepare_inputs(inputs)
+        student_inputs, teacher_inputs = self.split_inputs(dict(inputs), TEACHER_PREFIX)
+        with torch.no_grad():
+            logits = self._member_logits(model(**student_inputs), self.teacher_logits(teacher_inputs))
+        return (None, logits, None)
 
     def _member_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         """The user's compute_metrics for every student, the ensemble and the teacher."""
