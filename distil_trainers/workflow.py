@@ -3,9 +3,11 @@ and writing the results table. No loss math lives here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,51 @@ def build_classifier(base: str, suite: TaskSuite, layers: Sequence[int] | None =
     return AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
 
 
+STAGE_FILE = "stage.json"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of the settings and data a stage's result depends on."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_fingerprint(suite: TaskSuite) -> dict[str, str]:
+    """Per task and split: a hash of the example ids (what the stage trained and was evaluated on)."""
+    return {
+        f"{task.name}/{split}": fingerprint(list(ds["id"][:]))
+        for task in suite.tasks
+        for split, ds in task.splits.items()
+    }
+
+
+# TrainingArguments that do not change what a stage produces.
+_NOT_RESULT_AFFECTING = {
+    "output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm", "logging_steps", "logging_strategy",
+    "save_total_limit", "push_to_hub", "hub_model_id", "hub_token", "per_device_eval_batch_size",
+}
+
+
+def training_fingerprint(args: TrainingArguments) -> dict[str, Any]:
+    return {k: v for k, v in args.to_dict().items() if k not in _NOT_RESULT_AFFECTING}
+
+
+def prepare_stage(directory: str | os.PathLike, key: str) -> bool:
+    """True when ``directory`` holds the finished result of a stage run with settings ``key``. Otherwise it is made
+    ready to (re)start: an interrupted run with the same settings is kept (to resume from its last checkpoint), while
+    results of other settings are removed so they can never be mistaken for this run's."""
+    directory = Path(directory)
+    stage = directory / STAGE_FILE
+    if stage.exists() and json.loads(stage.read_text()).get("fingerprint") != key:
+        logger.warning("%s holds a run with other settings; starting this stage afresh", directory)
+        shutil.rmtree(directory)
+    if stage.exists() and (directory / COMPLETE_MARKER).exists():
+        return True
+    directory.mkdir(parents=True, exist_ok=True)
+    stage.write_text(json.dumps({"fingerprint": key}))
+    return False
+
+
 def is_complete(directory: str | os.PathLike) -> bool:
     return (Path(directory) / COMPLETE_MARKER).exists()
 
@@ -157,10 +204,16 @@ def finetune_teacher(
     output_dir: str | os.PathLike,
     args: TrainingArguments,
 ) -> PreTrainedModel:
-    """Fine-tune ``base`` on the suite with a plain Trainer, or load the result of an earlier complete run from
-    ``output_dir``. An interrupted run resumes from its last checkpoint."""
+    """Fine-tune ``base`` on the suite with a plain Trainer, or load the result of an earlier complete run with the
+    same base, data and hyper-parameters from ``output_dir``. An interrupted run resumes from its last checkpoint."""
     output_dir = Path(output_dir)
-    if is_complete(output_dir):
+    key = fingerprint(
+        "teacher", base, suite.label_spec(), data_fingerprint(suite), args.num_train_epochs, args.max_steps,
+        args.learning_rate, args.per_device_train_batch_size, args.seed, len(tokenizer),
+    )
+    with args.main_process_first(desc="teacher stage"):
+        complete = prepare_stage(output_dir, key)
+    if complete:
         logger.warning("Reusing the fine-tuned teacher in %s", output_dir)
         return AutoModelForSequenceClassification.from_pretrained(output_dir)
     model = build_classifier(base, suite)
@@ -173,8 +226,9 @@ def finetune_teacher(
     )
     train_or_resume(trainer, output_dir)
     trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
-    mark_complete(output_dir, {"base": base, "tasks": suite.label_spec()})
+    if args.process_index == 0:
+        mark_complete(output_dir, {"base": base, "tasks": suite.label_spec()})
+    trainer.accelerator.wait_for_everyone()
     return trainer.model
 
 

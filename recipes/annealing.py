@@ -25,10 +25,10 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,14 +41,17 @@ from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.workflow import (
     build_classifier,
     count_parameters,
+    data_fingerprint,
     evaluate_model,
     finetune_teacher,
-    is_complete,
+    fingerprint,
     load_tasks,
     mark_complete,
+    prepare_stage,
     results_table,
     tokenize_suite,
     train_or_resume,
+    training_fingerprint,
 )
 
 logger = logging.getLogger("recipes.annealing")
@@ -125,11 +128,15 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         )
         teacher = finetune_teacher(teacher_suite, teacher_base, tokenizer, output_dir / "teacher", teacher_args)
 
-    # ---- student ----
+    # ---- student (its checkpoints and final weights in <output_dir>/student) ----
     student_dir = output_dir / "student"
+    student_args = dataclasses.replace(args, output_dir=str(student_dir))
+    key = fingerprint("student", dataclasses.asdict(recipe), training_fingerprint(args), data_fingerprint(suite))
+    with args.main_process_first(desc="student stage"):
+        complete = prepare_stage(student_dir, key)
     train_dataset = student_suite.train_dataset()
     eval_dataset = student_suite.eval_datasets("validation")
-    if is_complete(student_dir):
+    if complete:
         print(f"[student] reusing the finished student in {student_dir}")
         from transformers import AutoModelForSequenceClassification
 
@@ -139,19 +146,20 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         trainer = AnnealingTrainer(
             model=student,
             teacher_model=teacher,
-            args=args,
+            args=student_args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=student_tokenizer,
             teacher_processing_class=tokenizer,
             compute_metrics=build_compute_metrics(label_names=None if suite.is_multitask else suite.tasks[0].label_names),
         )
-        train_or_resume(trainer, args.output_dir)
+        train_or_resume(trainer, student_dir)
         trainer.save_model(str(student_dir))
-        student_tokenizer.save_pretrained(str(student_dir))
-        with open(student_dir / "log_history.json", "w") as f:
-            json.dump(trainer.state.log_history, f, indent=2)
-        mark_complete(student_dir, {"method": args.annealing, "tasks": suite.label_spec(), "teacher": str(teacher.config.name_or_path)})
+        if args.process_index == 0:
+            student_tokenizer.save_pretrained(str(student_dir))
+            (student_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+            mark_complete(student_dir, {"method": args.annealing, "tasks": suite.label_spec()})
+        trainer.accelerator.wait_for_everyone()
         student = trainer.model
 
     # ---- report ----
@@ -166,10 +174,10 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             rows.append({"model": role, "params": count_parameters(model), "task": task, **values})
     table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
     header = f"Method: {args.annealing}; test split" + (" (subsampled)" if recipe.max_eval_samples else "")
-    print("\n" + header + "\n\n" + table + "\n")
-    (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-    with open(output_dir / "results.json", "w") as f:
-        json.dump({"method": args.annealing, "rows": rows}, f, indent=2)
+    if args.process_index == 0:
+        print("\n" + header + "\n\n" + table + "\n")
+        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+        (output_dir / "results.json").write_text(json.dumps({"method": args.annealing, "rows": rows}, indent=2))
     return {"rows": rows}
 
 
@@ -177,4 +185,4 @@ if __name__ == "__main__":
     parser = TrlParser((RecipeArguments, AnnealingArguments))
     recipe_args, training_args = parser.parse_args_and_config()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(0 if main(recipe_args, training_args) else 1)
+    main(recipe_args, training_args)

@@ -46,14 +46,17 @@ from distil_trainers.models.students import build_student
 from distil_trainers.trainers.base import TaskAwareTrainer, load_classifier
 from distil_trainers.workflow import (
     count_parameters,
+    data_fingerprint,
     evaluate_model,
     finetune_teacher,
-    is_complete,
+    fingerprint,
     load_tasks,
     mark_complete,
+    prepare_stage,
     results_table,
     tokenize_suite,
     train_or_resume,
+    training_fingerprint,
 )
 
 logger = logging.getLogger("recipes.ddml")
@@ -129,29 +132,34 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
         set_seed(args.seed)
         built = {}
         for name, spec in recipe.students.items():
-            built[name] = build_student(spec, task.label_names, texts, tokenizer_dir=out / "tokenizers" / name)
+            # a vocabulary learnt from the texts belongs to these texts: keyed by the spec and the training ids
+            vocab_key = fingerprint(spec, data_fingerprint(suite)[f"{task.name}/train"])
+            built[name] = build_student(spec, task.label_names, texts, tokenizer_dir=out / "tokenizers" / f"{name}-{vocab_key}")
         return built
 
     students = fresh_students()
     tokenizers = {name: tok for name, (_, tok) in students.items()}
     compute_metrics = build_compute_metrics(label_names=task.label_names)
 
-    # ---- DDML ----------------------------------------------------------------------------------------------------
+    # ---- DDML (checkpoints and the final students in <output_dir>/ddml) -------------------------------------------
     ddml_dir = out / "ddml"
+    run_key = fingerprint(dataclasses.asdict(recipe), training_fingerprint(args), data_fingerprint(suite))
+    with args.main_process_first(desc="ddml stage"):
+        complete = prepare_stage(ddml_dir, fingerprint("ddml", run_key))
     trainer = MutualLearningTrainer(
         students={name: model for name, (model, _) in students.items()},
         teacher_model=teacher,
-        args=args,
+        args=dataclasses.replace(args, output_dir=str(ddml_dir)),
         train_dataset=task.splits["train"],
         eval_dataset=task.splits["validation"],
         processing_classes={**tokenizers, "teacher": teacher_tokenizer},
         compute_metrics=compute_metrics,
     )
-    if is_complete(ddml_dir):
+    if complete:
         print(f"[ddml] reusing the finished students in {ddml_dir}")
         trainer._load_students_from(str(ddml_dir))
     else:
-        train_or_resume(trainer, args.output_dir)
+        train_or_resume(trainer, ddml_dir)
         trainer.save_model(str(ddml_dir))
         if args.process_index == 0:
             (ddml_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
@@ -165,7 +173,9 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     if recipe.run_baselines:
         for name, (model, tok) in fresh_students().items():
             stage = out / "alone" / name
-            if is_complete(stage):
+            with args.main_process_first(desc="baseline stage"):
+                complete = prepare_stage(stage, fingerprint("alone", name, run_key))
+            if complete:
                 alone[name] = AutoModelForSequenceClassification.from_pretrained(stage)
                 continue
             student_suite = tokenize_suite(suite, {"": tok}, args.max_length)
