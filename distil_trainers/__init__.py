@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0.dev0"
 
-from . import losses, schedules
+from . import features, losses, schedules
+from .features import FeatureDistiller, FeatureMatch, uniform_layer_map, uniform_matches
 from .models import MultiTaskConfig, MultiTaskModel, make_student
 from .trainers import (
     AnnealingArguments,
@@ -18,6 +19,8 @@ __all__ = [
     "AnnealingTrainer",
     "DistillationArguments",
     "DistillationTrainer",
+    "FeatureDistiller",
+    "FeatureMatch",
     "MultiTaskConfig",
     "MultiTaskModel",
     "MutualLearningArguments",
@@ -25,4 +28,7 @@ __all__ = [
     "losses",
     "make_student",
     "schedules",
+    "features",
+    "uniform_layer_map",
+    "uniform_matches",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 from .. import losses, schedules
 from .base import DistillationArguments, DistillationTrainer
 
-ANNEALING_MODES = ("bam", "jafari", "none")
+ANNEALING_MODES = ("bam", "jafari", "none", "mse")
 
 
 @dataclass
@@ -34,11 +34,17 @@ class AnnealingArguments(DistillationArguments):
       MSE(z_S, Φ·z_T) with Φ = 1 − (τ−1)/τ_max rising from 1/τ_max to 1 in `max_temperature` equal stages; phase 2:
       CE on the labels only.
     - `annealing="none"`: Hinton et al. 2015: `alpha`·CE(y) + `beta`·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)).
+    - `annealing="mse"`: logit matching, MSE(z_S, z_T) averaged over the classes, no label term (the output loss of
+      seed 000's feedforward-network distillation; combine it with `feature_matches`).
+
+    Any method can be combined with `feature_matches` (feature-level distillation, see
+    [`~distil_trainers.DistillationArguments`]): the weighted feature loss times `feature_loss_weight` is added.
     """
 
     annealing: str = field(
         default="bam",
-        metadata={"help": "Distillation method: 'bam' (teacher annealing), 'jafari' (Annealing-KD) or 'none' (Hinton KD).",
+        metadata={"help": "Distillation method: 'bam' (teacher annealing), 'jafari' (Annealing-KD), 'none' (Hinton KD) "
+                          "or 'mse' (logit matching, no label term).",
                   "choices": list(ANNEALING_MODES)},
     )
     temperature: float = field(
@@ -111,7 +117,8 @@ class AnnealingTrainer(DistillationTrainer):
     carries ``teacher_input_ids`` / ``teacher_attention_mask``, see ``distil_trainers.data.tokenize_for_models``).
 
     Logged: ``loss_ta`` and ``lambda`` (bam); ``loss_mse``, ``annealing_factor``, ``loss_ce`` and ``phase`` (jafari);
-    ``loss_ce`` and ``loss_kd`` (none).
+    ``loss_ce`` and ``loss_kd`` (none); ``loss_mse`` (mse); with ``feature_matches`` also ``loss_feature`` (the weighted
+    sum over the matches, before ``feature_loss_weight``) and ``loss_feature/<match>`` per match.
     """
 
     def __init__(self, model=None, teacher_model=None, args: AnnealingArguments | None = None, **kwargs):
@@ -143,6 +150,9 @@ class AnnealingTrainer(DistillationTrainer):
                 return loss, {"loss_mse": loss, "annealing_factor": factor, "phase": 1.0}
             loss = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
             return loss, {"loss_ce": loss, "phase": 2.0}
+        if args.annealing == "mse":
+            loss = losses.logits_mse_loss(student_logits, teacher_logits, mask=mask, num_items_in_batch=num_items_in_batch)
+            return loss, {"loss_mse": loss}
         ce = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
         kd = losses.kd_kl_loss(
             student_logits, teacher_logits, temperature=args.temperature, mask=mask,
@@ -156,11 +166,17 @@ class AnnealingTrainer(DistillationTrainer):
         if labels is None:
             raise ValueError("AnnealingTrainer needs `labels` in every batch (rename your label column to 'labels').")
         student_inputs, teacher_inputs = self.split_inputs(inputs)
-        outputs = model(**student_inputs)
-        teacher_logits = self.teacher_logits(teacher_inputs)
-        loss, logged = self.distillation_loss(outputs.logits, teacher_logits, labels, num_items_in_batch)
+        outputs = model(**student_inputs, **self.feature_output_kwargs)
+        teacher_outputs = self.teacher_outputs(teacher_inputs)
+        loss, logged = self.distillation_loss(outputs.logits, teacher_outputs.logits, labels, num_items_in_batch)
+        if self.feature_distiller is not None:
+            feature_loss, feature_logged = self.feature_loss(
+                outputs, teacher_outputs, student_inputs, labels, num_items_in_batch
+            )
+            loss = loss + self.args.feature_loss_weight * feature_loss
+            logged.update(feature_logged)
 
         self.record_components(logged, labels, num_items_in_batch)
 
         loss = self.scale_for_devices(loss, num_items_in_batch)
-        return (loss, outputs) if return_outputs else loss
+        return (loss, self.strip_feature_outputs(outputs)) if return_outputs else loss

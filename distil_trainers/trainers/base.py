@@ -3,7 +3,9 @@ loss logging, separate input columns per tokenizer, and single-task batches for 
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 from transformers.trainer_utils import seed_worker
@@ -26,6 +29,9 @@ from transformers.trainer_utils import seed_worker
 from .. import losses
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
+from ..features import FeatureDistiller, parse_feature_matches
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,11 +57,37 @@ class DistillationArguments(TrainingArguments):
         default=2.0,
         metadata={"help": "Temperature T of task sampling when task_sampling='temperature' (1 = proportional)."},
     )
+    feature_matches: list[dict] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Feature-level distillation terms added to the trainer's loss: a list of matches (a JSON string on "
+            "the command line), e.g. '[{\"student_layer\": 2, \"teacher_layer\": 4, \"feature\": \"hidden\", "
+            "\"loss\": \"kl\", \"weight\": 1.0}]'. feature: embeddings, hidden, cls or attention; loss: kl, "
+            "similarity_kl, mse, cosine or attention_mse. Layers: 0 = embedding output, i = output of layer i. "
+            "See distil_trainers.features."
+        },
+    )
+    feature_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Multiplies the feature loss (the weighted sum over feature_matches) in the total loss."},
+    )
+    save_projections: bool = field(
+        default=False,
+        metadata={
+            "help": "Write the learned student->teacher projections of feature matching to projections.safetensors "
+            "beside the saved student (save_model). They are never part of the student's own weights; training "
+            "checkpoints always carry them so that resuming restores them."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.teacher_model_init_kwargs, str):
             self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
+        # validated here (before training), kept as plain dicts so the arguments stay JSON-serialisable
+        self.feature_matches = [m.to_dict() for m in parse_feature_matches(self.feature_matches)] or None
+        if not self.feature_loss_weight >= 0:
+            raise ValueError(f"feature_loss_weight must be >= 0, got {self.feature_loss_weight}.")
         if self.task_sampling not in SAMPLING_MODES:
             raise ValueError(f"task_sampling must be one of {SAMPLING_MODES}, got {self.task_sampling!r}.")
         if self.task_sampling_temperature <= 0:
@@ -167,6 +199,30 @@ def _is_tokenizer(obj: Any) -> bool:
     return isinstance(obj, PreTrainedTokenizerBase)
 
 
+class _ZeroProjectionGrads(TrainerCallback):
+    """Clears the projections' gradients after every optimizer step, as Trainer does for the model's."""
+
+    def __init__(self, distiller: nn.Module):
+        self.distiller = distiller
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.distiller.zero_grad(set_to_none=True)
+
+
+def _use_eager_attention(model: nn.Module, role: str) -> None:
+    """Attention maps are only returned by the eager attention implementation: switch to it (same results)."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if current in (None, "eager"):
+        return
+    if not hasattr(model, "set_attn_implementation"):
+        raise ValueError(
+            f"Attention feature matches need the {role}'s attention maps; load it with attn_implementation='eager'."
+        )
+    logger.warning("Switching the %s from %s to eager attention (attention feature matches need the maps).", role, current)
+    model.set_attn_implementation("eager")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The trainer base
 # --------------------------------------------------------------------------------------------------------------------
@@ -222,7 +278,20 @@ class TaskAwareTrainer(Trainer):
 class DistillationTrainer(TaskAwareTrainer):
     """Base class of the distillation trainers. Subclasses implement ``compute_loss`` and record each loss component
     with :meth:`record_metric`; this class logs their averages under the component's name (``loss_ce``, ``lambda``…)
-    at every logging step, and under ``eval_<name>`` after evaluation."""
+    at every logging step, and under ``eval_<name>`` after evaluation.
+
+    Feature matching (``args.feature_matches``): the trainer builds a
+    :class:`~distil_trainers.features.FeatureDistiller` (``self.feature_distiller``) holding the learned projections,
+    asks both models for hidden states / attentions only when a match needs them (:attr:`feature_output_kwargs`,
+    :meth:`teacher_outputs`), and a subclass's ``compute_loss`` adds :meth:`feature_loss`. The projections are not part
+    of ``self.model``: they get their own optimizer parameter groups, are clipped together with the student, are saved
+    to ``projections.safetensors`` beside checkpoints (and beside ``save_model`` output with ``save_projections``),
+    never inside the student's weights. Under DDP the distiller is wrapped in its own ``DistributedDataParallel`` and
+    the loss is computed in its ``forward``, so the projection gradients are all-reduced like the student's.
+    """
+
+    # Subclasses whose compute_loss adds `feature_loss` (AnnealingTrainer) keep this True.
+    supports_feature_matching = True
 
     def __init__(
         self,
@@ -275,6 +344,7 @@ class DistillationTrainer(TaskAwareTrainer):
         # Trainer must count them and must not divide the loss by the accumulation steps again.
         self.model_accepts_loss_kwargs = True
         self.label_space = space
+        self._setup_feature_distiller(teacher)
         self.teacher = self._prepare_frozen(teacher)
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
@@ -294,6 +364,127 @@ class DistillationTrainer(TaskAwareTrainer):
             return prepare_fsdp(model, self.accelerator)
         return self.accelerator.prepare_model(model, evaluation_mode=True)
 
+    # ---- feature matching ----------------------------------------------------------------------------------------
+
+    def _setup_feature_distiller(self, teacher: nn.Module) -> None:
+        self.feature_distiller: FeatureDistiller | None = None
+        self._feature_module: nn.Module | None = None
+        matches = parse_feature_matches(getattr(self.args, "feature_matches", None))
+        if not matches:
+            return
+        if not self.supports_feature_matching:
+            raise ValueError(
+                f"{type(self).__name__} does not support feature_matches; use AnnealingTrainer (any method) for "
+                "feature-level distillation."
+            )
+        student = self.accelerator.unwrap_model(self.model)
+        distiller = FeatureDistiller(matches, student, teacher)
+        if distiller.needs_attentions:
+            for role, model in (("student", student), ("teacher", teacher)):
+                _use_eager_attention(model, role)
+        reference = next(student.parameters())
+        distiller.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
+        has_params = any(p.requires_grad for p in distiller.parameters())
+        if has_params and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(
+                "Feature matches with learned projections (student and teacher hidden sizes differ) are not supported "
+                "under DeepSpeed or FSDP. Use matches that need no projection (equal hidden sizes, or "
+                "loss='similarity_kl' / feature='attention'), or train with DDP."
+            )
+        self.feature_distiller = distiller
+        if has_params:
+            # Trainer zeroes the gradients of `self.model` after each optimizer step; the projections' need the same.
+            self.add_callback(_ZeroProjectionGrads(distiller))
+        # Under DDP the projections need all-reduced gradients: the distiller gets its own DDP wrapper and the loss is
+        # computed in its forward (parameters used outside a DDP forward would break find_unused_parameters).
+        if has_params and self.accelerator.num_processes > 1:
+            self._feature_module = self.accelerator.prepare_model(distiller)
+        else:
+            self._feature_module = distiller
+
+    @property
+    def feature_output_kwargs(self) -> dict[str, bool]:
+        """``output_hidden_states`` / ``output_attentions`` flags the feature matches need ({} without matches)."""
+        return self.feature_distiller.output_kwargs if self.feature_distiller is not None else {}
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        if self.feature_distiller is None:
+            return []
+        return [p for p in self.feature_distiller.parameters() if p.requires_grad]
+
+    def feature_loss(
+        self,
+        student_outputs: Any,
+        teacher_outputs: Any,
+        student_inputs: dict[str, Any],
+        labels: torch.Tensor | None,
+        num_items_in_batch=None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted feature loss and its components to log (``loss_feature`` and ``loss_feature/<match>``).
+
+        Tokens count where the student's attention mask is 1, and only in labelled sequences, so the loss is an
+        average over the same items as the label losses and ``num_items_in_batch`` normalises it the same way."""
+        mask = student_inputs.get("attention_mask")
+        if mask is None:
+            hidden = student_outputs.get("hidden_states") if isinstance(student_outputs, dict) else getattr(student_outputs, "hidden_states", None)
+            reference = student_inputs.get("input_ids")
+            shape = reference.shape if reference is not None else hidden[0].shape[:2]
+            mask = torch.ones(shape, dtype=torch.bool, device=student_outputs.logits.device)
+        mask = mask.bool()
+        if labels is not None and labels.dim() == 1:
+            mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
+        total, parts = self._feature_module(student_outputs, teacher_outputs, mask, num_items_in_batch)
+        logged = {"loss_feature": total, **{f"loss_feature/{name}": value for name, value in parts.items()}}
+        return total, logged
+
+    def strip_feature_outputs(self, outputs: Any) -> Any:
+        """The student's outputs without the hidden states / attentions requested for feature matching (so that
+        evaluation does not gather them as predictions)."""
+        requested = [k.replace("output_", "") for k in self.feature_output_kwargs]
+        if not requested or not hasattr(outputs, "items"):
+            return outputs
+        kept = {k: v for k, v in outputs.items() if k not in requested}
+        try:
+            return type(outputs)(**kept)
+        except TypeError:
+            return kept
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, plus parameter groups for the feature-matching projections (weight decay on their
+        weights, none on their biases, the same learning rate and schedule as the student)."""
+        optimizer = super().create_optimizer(model)
+        params = self.projection_parameters()
+        if params and optimizer is not None:
+            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if not any(id(p) in present for p in params):
+                named = [(n, p) for n, p in self.feature_distiller.named_parameters() if p.requires_grad]
+                for decay, group in ((self.args.weight_decay, [p for n, p in named if not n.endswith("bias")]),
+                                     (0.0, [p for n, p in named if n.endswith("bias")])):
+                    if group:
+                        optimizer.add_param_group({"params": group, "weight_decay": decay})
+        return optimizer
+
+    def _clip_grad_norm(self, model):
+        """Clip the student's and the projections' gradients together (as one model)."""
+        params = self.projection_parameters()
+        if not params or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_(itertools.chain(model.parameters(), params), self.args.max_grad_norm)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The student only (``model.safetensors`` holds its own weights); the projections go to
+        ``projections.safetensors`` beside it in training checkpoints, and with ``args.save_projections``."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.feature_distiller is None or not self.args.should_save:
+            return
+        if _internal_call or getattr(self.args, "save_projections", False):
+            self.feature_distiller.save_projections(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        if self.projection_parameters() and not self.feature_distiller.load_projections(resume_from_checkpoint):
+            logger.warning("No projections.safetensors in %s: the projections start afresh.", resume_from_checkpoint)
+
     @staticmethod
     def split_inputs(inputs: dict[str, Any], prefix: str = TEACHER_PREFIX) -> tuple[dict[str, Any], dict[str, Any]]:
         """Split a batch into the student's inputs and the inputs of the model whose columns carry ``prefix`` (prefix
@@ -310,6 +501,12 @@ class DistillationTrainer(TaskAwareTrainer):
     def teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
         self.teacher.eval()
         return self.teacher(**teacher_inputs).logits
+
+    @torch.no_grad()
+    def teacher_outputs(self, teacher_inputs: dict[str, Any]) -> Any:
+        """The teacher's outputs, with hidden states / attentions when the feature matches need them."""
+        self.teacher.eval()
+        return self.teacher(**teacher_inputs, **self.feature_output_kwargs)
 
     # ---- progress and metrics ------------------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class MutualLearningTrainer(DistillationTrainer):
     ``<name>/loss_mutual``; ``loss`` is the sum over students.
     """
 
+    supports_feature_matching = False  # see the check in __init__
+
     def __init__(
         self,
         students: Mapping[str, nn.Module | str] | None = None,
@@ -178,6 +180,12 @@ class MutualLearningTrainer(DistillationTrainer):
             args = MutualLearningArguments(output_dir="tmp_trainer")
         if not isinstance(args, MutualLearningArguments):
             raise TypeError(f"MutualLearningTrainer needs MutualLearningArguments, got {type(args).__name__}.")
+        if args.feature_matches:
+            raise ValueError(
+                "MutualLearningTrainer does not support feature_matches (its students read different tokenizations, "
+                "so their token positions do not line up with the teacher's). Use AnnealingTrainer for feature-level "
+                "distillation."
+            )
         if "model" in kwargs:
             raise TypeError("MutualLearningTrainer takes `students={name: model}`, not `model=`.")
         if not students or len(students) < 2:
