@@ -319,6 +319,18 @@ def test_feature_loss_is_added_with_its_weight_and_logged(tmp_path):
         assert h["loss"] == pytest.approx(h["loss_ta"] + 0.5 * h["loss_feature"], rel=1e-5)
 
 
+def test_batches_without_an_attention_mask_count_every_token(tmp_path):
+    ds = random_classification_dataset(n=8, masked=2).remove_columns("attention_mask")
+    trainer = AnnealingTrainer(model=narrow_student(), teacher_model=tiny_classifier(0),
+                               args=make_args(tmp_path, feature_matches=[HIDDEN_MATCH], learning_rate=0.0), eval_dataset=ds)
+    with_mask = AnnealingTrainer(model=narrow_student(), teacher_model=tiny_classifier(0),
+                                 args=make_args(tmp_path, feature_matches=[HIDDEN_MATCH], learning_rate=0.0),
+                                 eval_dataset=random_classification_dataset(n=8, masked=2))
+    with_mask.feature_distiller.load_state_dict(trainer.feature_distiller.state_dict())
+    key = "eval_loss_feature/hidden_mse_s1_t2"
+    assert trainer.evaluate()[key] == pytest.approx(with_mask.evaluate()[key], rel=1e-6)  # the mask is all ones
+
+
 # ---- every kind of match learns ---------------------------------------------------------------------------------------
 
 KINDS = [

@@ -425,11 +425,9 @@ class DistillationTrainer(TaskAwareTrainer):
         Tokens count where the student's attention mask is 1, and only in labelled sequences, so the loss is an
         average over the same items as the label losses and ``num_items_in_batch`` normalises it the same way."""
         mask = student_inputs.get("attention_mask")
-        if mask is None:
-            hidden = student_outputs.get("hidden_states") if isinstance(student_outputs, dict) else getattr(student_outputs, "hidden_states", None)
-            reference = student_inputs.get("input_ids")
-            shape = reference.shape if reference is not None else hidden[0].shape[:2]
-            mask = torch.ones(shape, dtype=torch.bool, device=student_outputs.logits.device)
+        if mask is None:  # no padding: every token of (input_ids or inputs_embeds) is valid
+            reference = student_inputs.get("input_ids", student_inputs.get("inputs_embeds"))
+            mask = torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device)
         mask = mask.bool()
         if labels is not None and labels.dim() == 1:
             mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
