@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed
 # The datasets live beside the checkout (../shared/data) unless DISTIL_TRAINERS_DATA_DIR says otherwise.
 export DISTIL_TRAINERS_DATA_DIR ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM ?= false
+# `accelerate launch` sets OMP_NUM_THREADS=1 for every process unless told otherwise: use all cores for one process.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
 .PHONY: install quickstart quickstart-annealing quickstart-multitask test test-fast lint clean
 
@@ -23,13 +26,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
+	$(LAUNCH) recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
 
 quickstart-annealing: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
+	$(LAUNCH) recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
 
 quickstart-multitask: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
+	$(LAUNCH) recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

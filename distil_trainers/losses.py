@@ -456,7 +456,7 @@ def logits_mse_loss(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Deep distill-mutual learning (DDML, seed 001: equations 6-11)
+# Deep distill-mutual learning (DDML, Entropy 2025, 27(4), 417: equations 6-11)
 # ----------------------------------------------------------------------------------------------------------------------
 
 KL_DIRECTIONS = ("student_peer", "peer_student")

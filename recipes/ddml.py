@@ -131,10 +131,13 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     def fresh_students():
         set_seed(args.seed)
         built = {}
-        for name, spec in recipe.students.items():
-            # a vocabulary learnt from the texts belongs to these texts: keyed by the spec and the training ids
-            vocab_key = fingerprint(spec, data_fingerprint(suite)[f"{task.name}/train"])
-            built[name] = build_student(spec, task.label_names, texts, tokenizer_dir=out / "tokenizers" / f"{name}-{vocab_key}")
+        # the main process learns (and saves) any new vocabulary first; the others then load the same one
+        with args.main_process_first(desc="student tokenizers"):
+            for name, spec in recipe.students.items():
+                # a vocabulary learnt from the texts belongs to these texts: keyed by the spec and the training ids
+                vocab_key = fingerprint(spec, data_fingerprint(suite)[f"{task.name}/train"])
+                tokenizer_dir = out / "tokenizers" / f"{name}-{vocab_key}"
+                built[name] = build_student(spec, task.label_names, texts, tokenizer_dir=tokenizer_dir)
         return built
 
     students = fresh_students()

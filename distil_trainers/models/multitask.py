@@ -1,4 +1,5 @@
-"""A shared-encoder model with one classification head per task (seed 000, seed 003).
+"""A shared-encoder model with one classification head per task (a sentiment head and a hate-speech head, as in
+joint multi-task hate-speech detection; or several emotion/sentiment tasks for cross-lingual transfer).
 
 ``MultiTaskModel`` is an ordinary :class:`~transformers.PreTrainedModel`: it has its own config class, saves and loads
 with ``save_pretrained`` / ``from_pretrained`` (also through ``AutoModel`` / ``AutoModelForSequenceClassification``

@@ -1,4 +1,5 @@
-"""MutualLearningTrainer: deep distill-mutual learning (DDML, seed 001).
+"""MutualLearningTrainer: deep distill-mutual learning (DDML: Multi-Student Knowledge Distillation for Hate Speech,
+Entropy 2025, 27(4), 417).
 
 One frozen teacher and K >= 2 students, of different architectures and tokenizers, train together. Student i
 minimises (equation 11)
