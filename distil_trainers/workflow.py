@@ -256,7 +256,8 @@ def evaluate_model(
             compute_metrics=build_compute_metrics(label_names=task.label_names),
         )
         metrics = trainer.evaluate(eval_sets[task.name], metric_key_prefix=split)
-        results[task.name] = {k[len(split) + 1 :]: v for k, v in metrics.items()}
+        prefix = f"{split}_"
+        results[task.name] = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
     return results
 
 
