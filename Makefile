@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
-.PHONY: install quickstart quickstart-annealing quickstart-multitask test test-fast lint clean
+.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd test test-fast lint clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ quickstart-annealing: $(STAMP)
 
 quickstart-multitask: $(STAMP)
 	$(LAUNCH) recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
+
+quickstart-feature-kd: $(STAMP)
+	$(LAUNCH) recipes/feature_kd.py --config recipes/configs/feature_kd_quickstart.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
