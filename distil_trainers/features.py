@@ -1,5 +1,5 @@
 """Feature-level distillation: which intermediate representations of the student are matched to which of the teacher,
-with which loss (MKD-BERT as used in seed 000, TinyBERT's attention maps).
+with which loss (MKD-BERT as used in Breazu and Virlan (2025), TinyBERT's attention maps).
 
 A match is a small record, written in Python, YAML or JSON::
 

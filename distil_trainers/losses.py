@@ -541,7 +541,7 @@ def ddml_loss(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Feature-level distillation (MKD-BERT as used in seed 000; TinyBERT's attention loss)
+# Feature-level distillation (MKD-BERT as used in Breazu and Virlan (2025); TinyBERT's attention loss)
 # ----------------------------------------------------------------------------------------------------------------------
 #
 # These losses compare intermediate representations instead of logits. Shapes:
@@ -629,7 +629,7 @@ def hidden_kl_loss(
     temperature: float = 1.0,
     num_items_in_batch: int | Tensor | None = None,
 ) -> Tensor:
-    """KL divergence between softmax-normalised feature vectors (MKD-BERT's embedding-layer loss, seed 000's loss
+    """KL divergence between softmax-normalised feature vectors (MKD-BERT's embedding-layer loss, Breazu and Virlan's (2025) loss
     on the hidden layers).
 
     Per token: ``KL(softmax(t / T) || softmax(s / T))`` with the softmax over the hidden dimension of the token's

@@ -1,6 +1,6 @@
 # Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
 """
-Seed 000's comparison of distillation methods, and born-again self-distillation (seed 003).
+Breazu and Virlan's (2025) comparison of distillation methods, and born-again self-distillation (Matei's cross-lingual emotion study).
 
 1. Load the task(s) (Davidson; SST-2 + Davidson for the multi-task config, one shared encoder with a head per task).
 2. Fine-tune the teacher (all-MiniLM-L6-v2, 6 layers) or load ``teacher_model``.
@@ -147,7 +147,7 @@ class RecipeArguments:
 
 
 def default_ffn_matches(num_student_layers: int, num_teacher_layers: int) -> list[FeatureMatch]:
-    """MKD-BERT as seed 000 describes it: KL on the embedding-layer outputs, KL on the hidden states of every student
+    """MKD-BERT as Breazu and Virlan (2025) describes it: KL on the embedding-layer outputs, KL on the hidden states of every student
     layer against its uniformly mapped teacher layer, and KL on the token-similarity matrices of the last layers."""
     return [
         FeatureMatch(feature="embeddings", loss="kl"),
@@ -291,7 +291,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                          "train_seconds": seconds.get(key)})
     table = results_table(rows, metrics=("accuracy", "f1_macro"))
     wall = time.time() - started
-    header = ("Feature-level distillation vs teacher annealing (seed 000); test split"
+    header = ("Feature-level distillation vs teacher annealing (Breazu and Virlan, 2025); test split"
               + (" (subsampled)" if recipe.max_eval_samples else "")
               + f"; wall time {wall / 60:.1f} min")
     if args.process_index == 0:

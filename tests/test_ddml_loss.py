@@ -1,4 +1,4 @@
-"""Golden-value tests for the DDML losses: ``mutual_kl_loss`` and ``ddml_loss`` (seed 001, equations 6-11).
+"""Golden-value tests for the DDML losses: ``mutual_kl_loss`` and ``ddml_loss`` (the DDML paper, equations 6-11).
 
 Every expectation is computed independently of the implementation: literal numbers worked out by hand (arithmetic in
 the comments) or the plain-python reference formulas below, which loop over python lists of floats with ``math.exp``

@@ -35,7 +35,7 @@ class AnnealingArguments(DistillationArguments):
       CE on the labels only.
     - `annealing="none"`: Hinton et al. 2015: `alpha`·CE(y) + `beta`·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)).
     - `annealing="mse"`: logit matching, MSE(z_S, z_T) averaged over the classes, no label term (the output loss of
-      seed 000's feedforward-network distillation; combine it with `feature_matches`).
+      Breazu and Virlan's (2025) feedforward-network distillation; combine it with `feature_matches`).
 
     Any method can be combined with `feature_matches` (feature-level distillation, see
     [`~distil_trainers.DistillationArguments`]): the weighted feature loss times `feature_loss_weight` is added.
