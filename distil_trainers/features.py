@@ -42,10 +42,12 @@ __all__ = [
     "MATCH_LOSSES",
     "PROJECTIONS_NAME",
     "FeatureDistiller",
+    "StudentFeatureDistillers",
     "FeatureMatch",
     "ModelDims",
     "model_dimensions",
     "parse_feature_matches",
+    "parse_student_feature_matches",
     "uniform_layer_map",
     "uniform_matches",
     "validate_matches",
@@ -179,6 +181,38 @@ def parse_feature_matches(spec: Any) -> list[FeatureMatch]:
         else:
             raise ValueError(f"Each feature match must be a dict or a FeatureMatch, got {item!r}.")
     return out
+
+
+def _is_per_student(spec: Any) -> bool:
+    """A mapping whose keys are not match fields (``{"minilm": [...], "bert": [...]}``) names matches per student."""
+    if not isinstance(spec, Mapping) or not spec:
+        return False
+    known = {f.name for f in fields(FeatureMatch)}
+    return not (set(spec) & known) and all(isinstance(v, (list, tuple, Mapping, str)) or v is None for v in spec.values())
+
+
+def parse_student_feature_matches(
+    spec: Any, student_names: Iterable[str] | None = None
+) -> list[FeatureMatch] | dict[str, list[FeatureMatch]]:
+    """Feature matches for one student (anything :func:`parse_feature_matches` takes: a list) or per student of a
+    mutual-learning group: ``{"minilm": [match, ...], "bert": [...]}`` (a JSON string too). A list applies to every
+    student. With ``student_names``, unknown names raise a ValueError listing the students."""
+    if isinstance(spec, str) and spec.strip():
+        try:
+            decoded = json.loads(spec)
+        except json.JSONDecodeError:
+            decoded = None
+        if _is_per_student(decoded):
+            spec = decoded
+    if not _is_per_student(spec):
+        return parse_feature_matches(spec)
+    per_student = {str(name): parse_feature_matches(matches) for name, matches in spec.items()}
+    if student_names is not None:
+        names = list(student_names)
+        unknown = sorted(set(per_student) - set(names))
+        if unknown:
+            raise ValueError(f"feature_matches names unknown students {unknown}; the students are {names}.")
+    return {name: matches for name, matches in per_student.items() if matches}
 
 
 def uniform_layer_map(num_student_layers: int, num_teacher_layers: int, include_embeddings: bool = False) -> dict[int, int]:
@@ -414,3 +448,59 @@ class FeatureDistiller(nn.Module):
 
         self.projections.load_state_dict(load_file(path))
         return True
+
+
+class StudentFeatureDistillers(nn.Module):
+    """The feature matching of a group of students (mutual learning): one :class:`FeatureDistiller` per student that
+    has matches, against the same teacher, in one module (one optimizer entry, one DDP wrapper).
+
+    ``forward(student_outputs, teacher_outputs, masks, num_items_in_batch)`` takes ``{name: outputs}`` and
+    ``{name: mask}`` and returns ``{name: (loss, components)}`` for the students with matches. Projections are saved per
+    student, to ``<directory>/<name>/projections.safetensors`` (beside that student's own checkpoint folder).
+    """
+
+    def __init__(self, distillers: Mapping[str, FeatureDistiller]):
+        super().__init__()
+        if not distillers:
+            raise ValueError("StudentFeatureDistillers needs at least one student with feature matches.")
+        self.distillers = nn.ModuleDict(dict(distillers))
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return any(d.needs_hidden_states for d in self.distillers.values())
+
+    @property
+    def needs_attentions(self) -> bool:
+        return any(d.needs_attentions for d in self.distillers.values())
+
+    @property
+    def output_kwargs(self) -> dict[str, bool]:
+        """What the teacher must return: the union of every student's needs."""
+        out = {}
+        for distiller in self.distillers.values():
+            out.update(distiller.output_kwargs)
+        return out
+
+    def student_output_kwargs(self, name: str) -> dict[str, bool]:
+        return self.distillers[name].output_kwargs if name in self.distillers else {}
+
+    def forward(
+        self,
+        student_outputs: Mapping[str, Any],
+        teacher_outputs: Any,
+        masks: Mapping[str, torch.Tensor | None],
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        return {
+            name: distiller(student_outputs[name], teacher_outputs, masks.get(name), num_items_in_batch)
+            for name, distiller in self.distillers.items()
+        }
+
+    def save_projections(self, directory: str | os.PathLike) -> list[str]:
+        written = [d.save_projections(os.path.join(directory, name)) for name, d in self.distillers.items()]
+        return [path for path in written if path is not None]
+
+    def load_projections(self, directory: str | os.PathLike) -> bool:
+        """Load every student's projections that exist; returns whether all students with projections had theirs."""
+        found = [d.load_projections(os.path.join(directory, name)) for name, d in self.distillers.items() if len(d.projections)]
+        return all(found)

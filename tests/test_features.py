@@ -24,8 +24,6 @@ from distil_trainers import (
     AnnealingTrainer,
     MultiTaskConfig,
     MultiTaskModel,
-    MutualLearningArguments,
-    MutualLearningTrainer,
 )
 from distil_trainers.data.multitask import concatenate_tasks
 from distil_trainers.features import (
@@ -443,11 +441,30 @@ def test_token_level_matches_need_the_same_tokens(tmp_path):
     assert "loss_feature/cls_mse_s1_t2" in trainer.state.log_history[0]
 
 
-def test_mutual_learning_rejects_feature_matches(tmp_path):
-    args = MutualLearningArguments(output_dir=str(tmp_path), feature_matches=[HIDDEN_MATCH], report_to="none", use_cpu=True)
-    with pytest.raises(ValueError, match="does not support feature_matches"):
-        MutualLearningTrainer(students={"a": tiny_classifier(1), "b": tiny_classifier(2)}, teacher_model=tiny_classifier(0),
-                              args=args)
+def test_load_best_model_at_end_restores_the_best_checkpoints_projections(tmp_path):
+    train, held_out = random_classification_dataset(n=16, seed=3), random_classification_dataset(n=8, seed=4)
+    args = make_args(tmp_path, feature_matches=[HIDDEN_MATCH], max_steps=4, learning_rate=0.05, eval_strategy="steps",
+                     eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+                     metric_for_best_model="loss", greater_is_better=True)  # "best" = highest loss: an early step
+    trainer = AnnealingTrainer(model=narrow_student(), teacher_model=tiny_classifier(0), args=args,
+                               train_dataset=train, eval_dataset=held_out)
+    trainer.train()
+    losses = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    best = trainer.state.best_model_checkpoint
+    assert best.endswith(f"checkpoint-{1 + losses.index(max(losses))}") and not best.endswith("checkpoint-4")
+    stored = load_file(os.path.join(best, PROJECTIONS_NAME))
+    last = load_file(str(tmp_path / "out" / "checkpoint-4" / PROJECTIONS_NAME))
+    for key, value in trainer.feature_distiller.projections.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+        assert not torch.equal(value, last[key]), key  # the final step's projections were replaced
+
+
+def test_per_student_matches_are_refused_with_one_student(tmp_path):
+    args = make_args(tmp_path, feature_matches={"a": [HIDDEN_MATCH]})
+    assert args.feature_matches == {"a": [FeatureMatch(**HIDDEN_MATCH).to_dict()]}
+    with pytest.raises(ValueError, match="only apply to MutualLearningTrainer"):
+        AnnealingTrainer(model=narrow_student(), teacher_model=tiny_classifier(0), args=args,
+                         train_dataset=random_classification_dataset(n=4))
 
 
 # ---- DDP ---------------------------------------------------------------------------------------------------------------

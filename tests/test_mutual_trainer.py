@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast, TrainerCallback
 
 from distil_trainers import MutualLearningArguments, MutualLearningTrainer
+from distil_trainers.features import PROJECTIONS_NAME
 from distil_trainers.losses import ddml_loss
 from distil_trainers.metrics import build_compute_metrics, classification_metrics
 
@@ -652,6 +653,100 @@ def test_student_given_as_path_brings_its_tokenizer(tmp_path, tokenizers):
     assert trainer.train_dataset["b_input_ids"][:] == tokenizers["b"](TEXTS)["input_ids"]
     for k, v in trainer.group.students["b"].state_dict().items():
         assert torch.equal(v, students["b"].state_dict()[k]), k
+
+
+# ---- feature matching between each student and the teacher ----------------------------------------------------------
+
+HIDDEN = {"student_layer": 1, "teacher_layer": 2, "feature": "hidden", "loss": "mse"}
+CLS = {"student_layer": 1, "teacher_layer": 3, "feature": "cls", "loss": "cosine"}
+
+
+def feature_students(tokenizers):
+    """Student ``a`` reads the teacher's tokenization but is narrower (hidden 16: its matches need a projection);
+    ``b`` has its own tokenizer."""
+    torch.manual_seed(1)
+    config = tiny_classifier(1, vocab_size=len(tokenizers["teacher"])).config
+    config.hidden_size, config.intermediate_size = 16, 20
+    a = AutoModelForSequenceClassification.from_config(config)
+    b = tiny_classifier(2, vocab_size=len(tokenizers["b"]), layers=1)
+    return {"a": a, "b": b}
+
+
+@pytest.fixture
+def shared_tokenizers(tmp_path):
+    teacher = write_tokenizer(tmp_path / "tok_t", WORDS[:65])
+    return {"a": teacher, "b": write_tokenizer(tmp_path / "tok_b", list(reversed(WORDS))[:45]), "teacher": teacher}
+
+
+def feature_trainer(tmp_path, tokenizers, matches, **overrides):
+    return MutualLearningTrainer(
+        students=feature_students(tokenizers), teacher_model=tiny_classifier(0, vocab_size=70, layers=3),
+        args=make_args(tmp_path, feature_matches=matches, **overrides), train_dataset=raw_dataset(),
+        eval_dataset=raw_dataset(TEXTS[:6]), processing_classes=tokenizers,
+    )
+
+
+def test_feature_matches_per_student_train_save_and_resume(tmp_path, shared_tokenizers):
+    matches = {"a": [HIDDEN, CLS], "b": [CLS]}
+    trainer = feature_trainer(tmp_path, shared_tokenizers, matches, max_steps=3, feature_loss_weight=0.5,
+                              save_strategy="steps", save_steps=3, student_learning_rates={"a": 2e-3})
+    assert set(trainer.feature_distiller.distillers) == {"a", "b"}
+    projections = dict(trainer.feature_distiller.distillers["a"].named_parameters())
+    assert set(projections) == {f"projections.{m}.{p}" for m in ("hidden_mse_s1_t2", "cls_cosine_s1_t3")
+                                for p in ("weight", "bias")}
+    assert not list(trainer.feature_distiller.distillers["b"].parameters())  # equal widths: no projection
+    before = {k: v.detach().clone() for k, v in projections.items()}
+    trainer.train()
+
+    # a's projections sit in a's parameter groups (its learning rate; no weight decay on biases) and were trained
+    groups = {id(p): g for g in trainer.optimizer.param_groups for p in g["params"]}
+    for key, p in projections.items():
+        assert groups[id(p)]["initial_lr"] == 2e-3 and not torch.equal(p, before[key]), key
+    assert groups[id(projections["projections.hidden_mse_s1_t2.bias"])]["weight_decay"] == 0.0
+    logs = train_logs(trainer)
+    for h in logs:
+        for name in NAMES:
+            ddml = h[f"{name}/loss_hard"] * 0.5 + h[f"{name}/loss_soft"] * 2.0 + h[f"{name}/loss_mutual"] * 3.0
+            assert h[f"{name}/loss"] == pytest.approx(ddml + 0.5 * h[f"{name}/loss_feature"], rel=1e-5)
+        assert h["a/loss_feature"] == pytest.approx(h["a/loss_feature/hidden_mse_s1_t2"]
+                                                    + h["a/loss_feature/cls_cosine_s1_t3"], rel=1e-5)
+        assert "b/loss_feature/hidden_mse_s1_t2" not in h and h["b/loss_feature/cls_cosine_s1_t3"] > 0
+    assert "eval_a/loss_feature" in trainer.evaluate()
+
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert (checkpoint / "a" / PROJECTIONS_NAME).exists() and not (checkpoint / "b" / PROJECTIONS_NAME).exists()
+    saved = load_file(str(checkpoint / "a" / "model.safetensors"))
+    assert set(saved) == set(trainer.group.students["a"].state_dict())
+    trainer.save_model(str(tmp_path / "final"))
+    assert not (tmp_path / "final" / "a" / PROJECTIONS_NAME).exists()
+
+    # resuming restores the projections too: two runs of 3 steps equal one of 6
+    def run(out, resume=None):
+        t = feature_trainer(tmp_path, shared_tokenizers, matches, output_dir=str(tmp_path / out), max_steps=6,
+                            save_strategy="steps", save_steps=3)
+        t.train(resume_from_checkpoint=resume)
+        return t
+
+    full, _ = run("full"), run("src")
+    again = run("src", resume=str(tmp_path / "src" / "checkpoint-3"))
+    for a, b in zip(full.feature_distiller.parameters(), again.feature_distiller.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    for a, b in zip(full.model.parameters(), again.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_a_list_of_matches_applies_to_every_student_and_needs_their_tokenization(tmp_path, shared_tokenizers):
+    trainer = feature_trainer(tmp_path, shared_tokenizers, [CLS], max_steps=1)
+    assert set(trainer.feature_distiller.distillers) == {"a", "b"}
+    trainer.train()
+    assert all(f"{n}/loss_feature/cls_cosine_s1_t3" in train_logs(trainer)[0] for n in NAMES)
+    # b reads another tokenization: a token-level match cannot apply to it, and construction says so
+    with pytest.raises(ValueError, match=r"Student 'b' reads a different tokenization.*hidden_mse_s1_t2"):
+        feature_trainer(tmp_path, shared_tokenizers, [HIDDEN])
+    with pytest.raises(ValueError, match=r"names unknown students \['c'\]"):
+        feature_trainer(tmp_path, shared_tokenizers, {"a": [CLS], "c": [CLS]})
+    with pytest.raises(ValueError, match="student_layer=2 does not exist"):
+        feature_trainer(tmp_path, shared_tokenizers, {"b": [{**CLS, "student_layer": 2}]})
 
 
 # ---- errors before training ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from transformers.trainer_utils import seed_worker
 from .. import losses
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
-from ..features import FeatureDistiller, parse_feature_matches
+from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class DistillationArguments(TrainingArguments):
             "the command line), e.g. '[{\"student_layer\": 2, \"teacher_layer\": 4, \"feature\": \"hidden\", "
             "\"loss\": \"kl\", \"weight\": 1.0}]'. feature: embeddings, hidden, cls or attention; loss: kl, "
             "similarity_kl, mse, cosine or attention_mse. Layers: 0 = embedding output, i = output of layer i. "
-            "See distil_trainers.features."
+            "See distil_trainers.features. MutualLearningTrainer also takes matches per student: "
+            "'{\"minilm\": [...], \"bert\": [...]}' (a list applies to every student)."
         },
     )
     feature_loss_weight: float = field(
@@ -85,7 +86,11 @@ class DistillationArguments(TrainingArguments):
         if isinstance(self.teacher_model_init_kwargs, str):
             self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
         # validated here (before training), kept as plain dicts so the arguments stay JSON-serialisable
-        self.feature_matches = [m.to_dict() for m in parse_feature_matches(self.feature_matches)] or None
+        matches = parse_student_feature_matches(self.feature_matches)
+        if isinstance(matches, dict):  # per student (MutualLearningTrainer)
+            self.feature_matches = {name: [m.to_dict() for m in ms] for name, ms in matches.items()} or None
+        else:
+            self.feature_matches = [m.to_dict() for m in matches] or None
         if not self.feature_loss_weight >= 0:
             raise ValueError(f"feature_loss_weight must be >= 0, got {self.feature_loss_weight}.")
         if self.task_sampling not in SAMPLING_MODES:
@@ -367,20 +372,20 @@ class DistillationTrainer(TaskAwareTrainer):
     # ---- feature matching ----------------------------------------------------------------------------------------
 
     def _setup_feature_distiller(self, teacher: nn.Module) -> None:
-        self.feature_distiller: FeatureDistiller | None = None
+        self.feature_distiller: FeatureDistiller | StudentFeatureDistillers | None = None
         self._feature_module: nn.Module | None = None
-        matches = parse_feature_matches(getattr(self.args, "feature_matches", None))
-        if not matches:
+        spec = getattr(self.args, "feature_matches", None)
+        if not spec:
             return
         if not self.supports_feature_matching:
             raise ValueError(
-                f"{type(self).__name__} does not support feature_matches; use AnnealingTrainer (any method) for "
-                "feature-level distillation."
+                f"{type(self).__name__} does not support feature_matches; use AnnealingTrainer (any method) or "
+                "MutualLearningTrainer for feature-level distillation."
             )
         student = self.accelerator.unwrap_model(self.model)
-        distiller = FeatureDistiller(matches, student, teacher)
+        distiller, students = self._build_feature_distiller(spec, student, teacher)
         if distiller.needs_attentions:
-            for role, model in (("student", student), ("teacher", teacher)):
+            for role, model in (*students, ("teacher", teacher)):
                 _use_eager_attention(model, role)
         reference = next(student.parameters())
         distiller.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
@@ -401,6 +406,17 @@ class DistillationTrainer(TaskAwareTrainer):
             self._feature_module = self.accelerator.prepare_model(distiller)
         else:
             self._feature_module = distiller
+
+    def _build_feature_distiller(
+        self, spec: Any, student: nn.Module, teacher: nn.Module
+    ) -> tuple[FeatureDistiller | StudentFeatureDistillers, list[tuple[str, nn.Module]]]:
+        """The feature-matching module for ``spec`` and the ``(role, model)`` students it reads features from."""
+        if isinstance(parse_student_feature_matches(spec), dict):
+            raise ValueError(
+                f"feature_matches given per student ({sorted(spec)}) only apply to MutualLearningTrainer; "
+                f"{type(self).__name__} has one student: pass a list of matches."
+            )
+        return FeatureDistiller(parse_feature_matches(spec), student, teacher), [("student", student)]
 
     @property
     def feature_output_kwargs(self) -> dict[str, bool]:
@@ -480,8 +496,15 @@ class DistillationTrainer(TaskAwareTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
-        if self.projection_parameters() and not self.feature_distiller.load_projections(resume_from_checkpoint):
-            logger.warning("No projections.safetensors in %s: the projections start afresh.", resume_from_checkpoint)
+        self._load_projections(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        self._load_projections(self.state.best_model_checkpoint)
+
+    def _load_projections(self, checkpoint: str) -> None:
+        if self.projection_parameters() and not self.feature_distiller.load_projections(checkpoint):
+            logger.warning("No projections.safetensors in %s: the projections start afresh.", checkpoint)
 
     @staticmethod
     def split_inputs(inputs: dict[str, Any], prefix: str = TEACHER_PREFIX) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -42,6 +42,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from .. import losses
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator, tokenize_for_models
+from ..features import FeatureDistiller, StudentFeatureDistillers, parse_student_feature_matches
 from .base import (
     DistillationArguments,
     DistillationTrainer,
@@ -119,6 +120,8 @@ class StudentGroup(nn.Module):
     def __init__(self, students: Mapping[str, nn.Module]):
         super().__init__()
         self.students = nn.ModuleDict(dict(students))
+        # per-student `output_hidden_states` / `output_attentions` requested by feature matching
+        self.output_kwargs: dict[str, dict[str, bool]] = {}
 
     @property
     def names(self) -> list[str]:
@@ -131,8 +134,15 @@ class StudentGroup(nn.Module):
             own[TASK_COLUMN] = inputs[TASK_COLUMN]
         return own
 
-    def forward(self, **inputs) -> dict[str, torch.Tensor]:
-        return {name: model(**self.inputs_of(name, inputs)).logits for name, model in self.students.items()}
+    def forward(self, return_model_outputs: bool = False, **inputs) -> dict[str, Any]:
+        """``{name: logits}``; with ``return_model_outputs`` ``{name: model outputs}`` (with the hidden states /
+        attentions in :attr:`output_kwargs`)."""
+        if not return_model_outputs:
+            return {name: model(**self.inputs_of(name, inputs)).logits for name, model in self.students.items()}
+        return {
+            name: model(**self.inputs_of(name, inputs), **self.output_kwargs.get(name, {}))
+            for name, model in self.students.items()
+        }
 
 
 def _check_names(names: list[str]) -> None:
@@ -161,9 +171,15 @@ class MutualLearningTrainer(DistillationTrainer):
 
     Logged during training, per student: ``<name>/loss``, ``<name>/loss_hard``, ``<name>/loss_soft``,
     ``<name>/loss_mutual``; ``loss`` is the sum over students.
+
+    Feature matching (``args.feature_matches``): a list of matches applies to every student, a dict
+    ``{name: [matches]}`` to the students it names; each student's weighted feature loss against the teacher, times
+    ``feature_loss_weight``, is added to its L_i and logged as ``<name>/loss_feature`` (and per match). Token-level
+    matches (hidden states, embeddings, attention maps) need the student to read the teacher's tokenization; a student
+    with its own tokenizer can match ``"cls"`` vectors. Projections are trained with their student (same parameter
+    groups, same learning rate, clipped with it) and saved beside it, never inside it.
     """
 
-    supports_feature_matching = False  # see the check in __init__
 
     def __init__(
         self,
@@ -181,12 +197,6 @@ class MutualLearningTrainer(DistillationTrainer):
             args = MutualLearningArguments(output_dir="tmp_trainer")
         if not isinstance(args, MutualLearningArguments):
             raise TypeError(f"MutualLearningTrainer needs MutualLearningArguments, got {type(args).__name__}.")
-        if args.feature_matches:
-            raise ValueError(
-                "MutualLearningTrainer does not support feature_matches (its students read different tokenizations, "
-                "so their token positions do not line up with the teacher's). Use AnnealingTrainer for feature-level "
-                "distillation."
-            )
         if "model" in kwargs:
             raise TypeError("MutualLearningTrainer takes `students={name: model}`, not `model=`.")
         if not students or len(students) < 2:
@@ -281,8 +291,18 @@ class MutualLearningTrainer(DistillationTrainer):
         if labels is None:
             raise ValueError("MutualLearningTrainer needs `labels` in every batch.")
         student_inputs, teacher_inputs = self.split_inputs(inputs, TEACHER_PREFIX)
-        logits = model(**student_inputs)  # the wrapped group: one DDP forward for all students
-        teacher_logits = self.teacher_logits(teacher_inputs)  # once per batch, shared by every student
+        features = self.feature_distiller is not None
+        # the wrapped group: one DDP forward for all students; the teacher once per batch, shared by every student
+        if features:
+            outputs = model(**student_inputs, return_model_outputs=True)
+            logits = {name: out.logits for name, out in outputs.items()}
+            teacher_out = self.teacher_outputs(teacher_inputs)
+            teacher_logits = teacher_out.logits
+            feature_parts = self.student_feature_losses(outputs, teacher_out, student_inputs, labels, num_items_in_batch)
+        else:
+            logits = model(**student_inputs)
+            teacher_logits = self.teacher_logits(teacher_inputs)
+            feature_parts = {}
 
         args = self.args
         total = 0.0
@@ -293,12 +313,66 @@ class MutualLearningTrainer(DistillationTrainer):
                 hard_weight=args.hard_weight, soft_weight=args.soft_weight, mutual_weight=args.mutual_weight,
                 temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
             )
+            if name in feature_parts:
+                feature_loss, logged = feature_parts[name]
+                parts = {**parts, "loss": parts["loss"] + args.feature_loss_weight * feature_loss, **logged}
             total = total + parts["loss"]
             self.record_components(parts, labels, num_items_in_batch, prefix=f"{name}/")
         total = self.scale_for_devices(total, num_items_in_batch)
         if not return_outputs:
             return total
         return total, {"logits": self._member_logits(logits, teacher_logits)}
+
+    # ---- feature matching ----------------------------------------------------------------------------------------
+
+    def _build_feature_distiller(self, spec, student, teacher):
+        """One :class:`~distil_trainers.features.FeatureDistiller` per student with matches (a list of matches
+        applies to all students), checked against each student's tokenization before training starts."""
+        group = student
+        matches = parse_student_feature_matches(spec, self.student_names)
+        if not isinstance(matches, dict):
+            matches = {name: matches for name in self.student_names}
+        teacher_tok = self.tokenizers.get("teacher")
+        distillers = {}
+        for name, own in matches.items():
+            token_level = [m.name for m in own if m.token_level]
+            tok = self.tokenizers.get(name)
+            if token_level and tok is not None and teacher_tok is not None and not _same_tokenization(tok, teacher_tok):
+                raise ValueError(
+                    f"Student {name!r} reads a different tokenization than the teacher, so its token positions do not "
+                    f"line up with the teacher's: the token-level feature matches {token_level} cannot apply to it. "
+                    "Give it feature 'cls' matches only, or list matches per student "
+                    "(feature_matches={'<student>': [...]})."
+                )
+            distillers[name] = FeatureDistiller(own, group.students[name], teacher)
+        module = StudentFeatureDistillers(distillers)
+        group.output_kwargs = {name: module.student_output_kwargs(name) for name in distillers}
+        return module, [(f"student {name!r}", group.students[name]) for name in distillers]
+
+    def student_feature_losses(self, outputs, teacher_outputs, student_inputs, labels, num_items_in_batch):
+        """``{name: (feature loss, components to log)}`` for the students with feature matches."""
+        group = self.group
+        masks = {}
+        for name in self.feature_distiller.distillers:
+            own = group.inputs_of(name, student_inputs)
+            mask = own.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(own["input_ids"].shape[:2], dtype=torch.bool, device=own["input_ids"].device)
+            mask = mask.bool()
+            if labels.dim() == 1:
+                mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
+            masks[name] = mask
+        results = self._feature_module(outputs, teacher_outputs, masks, num_items_in_batch)
+        return {
+            name: (total, {"loss_feature": total, **{f"loss_feature/{k}": v for k, v in parts.items()}})
+            for name, (total, parts) in results.items()
+        }
+
+    def _student_projections(self, name: str) -> list[tuple[str, nn.Parameter]]:
+        if self.feature_distiller is None or name not in self.feature_distiller.distillers:
+            return []
+        distiller = self.feature_distiller.distillers[name]
+        return [(n, p) for n, p in distiller.named_parameters() if p.requires_grad]
 
     def _member_logits(self, logits: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> torch.Tensor:
         """``(batch, K + 2, classes)``: every student, the ensemble (log of the averaged probabilities), the teacher."""
@@ -349,8 +423,12 @@ class MutualLearningTrainer(DistillationTrainer):
         for name, student in self.accelerator.unwrap_model(opt_model).students.items():
             lr = float(lrs.get(name, self.args.learning_rate))
             named = [(f"students.{name}.{n}", p) for n, p in student.named_parameters() if p.requires_grad]
-            groups.append({"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay, "lr": lr})
-            groups.append({"params": [p for n, p in named if n not in decay], "weight_decay": 0.0, "lr": lr})
+            decayed = [p for n, p in named if n in decay]
+            plain_params = [p for n, p in named if n not in decay]
+            for n, p in self._student_projections(name):  # its feature projections: weight decay on weights only
+                (plain_params if n.endswith("bias") else decayed).append(p)
+            groups.append({"params": decayed, "weight_decay": self.args.weight_decay, "lr": lr})
+            groups.append({"params": plain_params, "weight_decay": 0.0, "lr": lr})
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -361,8 +439,9 @@ class MutualLearningTrainer(DistillationTrainer):
             return super()._clip_grad_norm(model)
         self.accelerator.unscale_gradients()
         norms = []
-        for student in self.accelerator.unwrap_model(model).students.values():
-            params = [p for p in student.parameters() if p.grad is not None]
+        for name, student in self.accelerator.unwrap_model(model).students.items():
+            own = [*student.parameters(), *(p for _, p in self._student_projections(name))]
+            params = [p for p in own if p.grad is not None]
             if params:
                 norms.append(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm))
         return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
@@ -396,6 +475,15 @@ class MutualLearningTrainer(DistillationTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         self._load_students_from(resume_from_checkpoint)
+        self._load_projections(resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
         self._load_students_from(self.state.best_model_checkpoint)
+        self._load_projections(self.state.best_model_checkpoint)
+
+
+def _same_tokenization(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers split text the same way (same class and vocabulary)."""
+    if a is b:
+        return True
+    return type(a) is type(b) and len(a) == len(b) and a.get_vocab() == b.get_vocab()
