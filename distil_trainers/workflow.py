@@ -36,6 +36,29 @@ COMPLETE_MARKER = "training_complete.json"
 
 
 @dataclass
+class TeacherDataArguments:
+    """Recipe arguments every recipe shares: where the data comes from, how much of it, and the teacher (an existing
+    fine-tuned one, or a pretrained encoder to fine-tune first). Recipes subclass it with their own fields."""
+
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data); the Hub is tried "
+                          "otherwise."},
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "An already fine-tuned teacher (path or Hub id). If unset, one is fine-tuned."}
+    )
+    teacher_base: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Pretrained encoder the teacher is fine-tuned from (the packaged copy is used if installed)."},
+    )
+    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample each task's train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test splits."})
+
+
+@dataclass
 class TaskData:
     """One task's raw splits and class names."""
 

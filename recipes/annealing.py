@@ -39,6 +39,7 @@ from distil_trainers import AnnealingArguments, AnnealingTrainer
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.workflow import (
+    TeacherDataArguments,
     build_classifier,
     count_parameters,
     data_fingerprint,
@@ -58,30 +59,17 @@ logger = logging.getLogger("recipes.annealing")
 
 
 @dataclass
-class RecipeArguments:
+class RecipeArguments(TeacherDataArguments):
     tasks: list[str] = field(
         default_factory=lambda: ["davidson"],
         metadata={"help": "Registered dataset names (distil_trainers.data.list_datasets()); several = multi-task."},
     )
-    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
-                                                                  "or ../shared/data); the Hub is tried otherwise."})
-    teacher_model: str | None = field(
-        default=None, metadata={"help": "An already fine-tuned teacher (path or Hub id). If unset, one is fine-tuned."}
-    )
-    teacher_base: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "Pretrained encoder the teacher is fine-tuned from (the packaged copy is used if installed)."},
-    )
-    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
     student_base: str | None = field(default=None, metadata={"help": "Encoder the student is cut from (default: "
                                                                       "teacher_base)."})
     student_layers: list[int] = field(
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of student_base the student keeps."}
     )
     max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample each task's train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test splits."})
 
 
 def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:

@@ -45,6 +45,7 @@ from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.models.students import build_student
 from distil_trainers.trainers.base import TaskAwareTrainer, load_classifier
 from distil_trainers.workflow import (
+    TeacherDataArguments,
     count_parameters,
     data_fingerprint,
     evaluate_model,
@@ -69,15 +70,8 @@ QUICKSTART_STUDENTS = {
 
 
 @dataclass
-class DDMLRecipeArguments:
+class DDMLRecipeArguments(TeacherDataArguments):
     dataset: str = field(default="davidson", metadata={"help": "A registered dataset (distil_trainers.data)."})
-    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
-                                                                  "or ../shared/data)."})
-    teacher_model: str | None = field(default=None, metadata={"help": "A fine-tuned teacher (path or Hub id); if "
-                                                                       "unset, teacher_base is fine-tuned first."})
-    teacher_base: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
-                              metadata={"help": "Encoder the teacher is fine-tuned from."})
-    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
     teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of teacher fine-tuning."})
     students: dict | str = field(
         default_factory=lambda: dict(QUICKSTART_STUDENTS),
@@ -85,8 +79,6 @@ class DDMLRecipeArguments:
                           "{architecture: bert|distilbert|roberta, tokenizer_from: id, vocab_size, hidden_size, "
                           "num_layers, num_heads}."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test."})
     run_baselines: bool = field(default=True, metadata={"help": "Also train every student alone (same steps)."})
 
     def __post_init__(self):

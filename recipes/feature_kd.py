@@ -55,6 +55,7 @@ from distil_trainers.features import FeatureMatch, model_dimensions, parse_featu
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.trainers.base import TaskAwareTrainer
 from distil_trainers.workflow import (
+    TeacherDataArguments,
     build_classifier,
     count_parameters,
     data_fingerprint,
@@ -82,22 +83,11 @@ LABELS = {
 
 
 @dataclass
-class RecipeArguments:
+class RecipeArguments(TeacherDataArguments):
     tasks: list[str] = field(
         default_factory=lambda: ["davidson"],
         metadata={"help": "Registered dataset names (distil_trainers.data.list_datasets()); several = multi-task."},
     )
-    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
-                                                                  "or ../shared/data); the Hub is tried otherwise."})
-    teacher_model: str | None = field(
-        default=None, metadata={"help": "An already fine-tuned teacher (path or Hub id). If unset, one is fine-tuned."}
-    )
-    teacher_base: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "Pretrained encoder of the teacher (and of the born-again generations)."},
-    )
-    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
     student_layers: list[int] = field(
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of teacher_base the students keep."}
     )
@@ -132,8 +122,6 @@ class RecipeArguments:
                   "choices": ["annealing", "ffn", "ffn_cls"]},
     )
     max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample each task's train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test splits."})
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
