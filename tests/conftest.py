@@ -42,6 +42,22 @@ def tiny_bert_config(num_labels: int = 3, layers: int = 2, vocab_size: int = 99,
     )
 
 
+def small_run_args(cls, tmp_path, **overrides):
+    """Arguments of a short CPU run on tiny models (``cls``: a TrainingArguments subclass): one epoch, batch 4, a log
+    at every step, no saving, no progress bars; ``overrides`` win."""
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
+        num_train_epochs=1, learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        seed=0, disable_tqdm=True,
+    )
+    return cls(**{**defaults, **overrides})
+
+
+def train_logs(trainer) -> list[dict]:
+    """The training logs (the entries with a ``loss``) of a trained Trainer."""
+    return [h for h in trainer.state.log_history if "loss" in h]
+
+
 def tiny_classifier(seed: int = 0, **kwargs) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     return BertForSequenceClassification(tiny_bert_config(**kwargs))

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_classification_dataset, tiny_bert_config, tiny_classifier
+from conftest import random_classification_dataset, small_run_args, tiny_bert_config, tiny_classifier, train_logs
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -17,25 +17,7 @@ from distil_trainers.data.multitask import concatenate_tasks
 
 
 def make_args(tmp_path, **overrides) -> AnnealingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        num_train_epochs=1,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-    )
-    defaults.update(overrides)
-    return AnnealingArguments(**defaults)
-
-
-def train_logs(trainer) -> list[dict]:
-    return [h for h in trainer.state.log_history if "loss" in h]
+    return small_run_args(AnnealingArguments, tmp_path, **overrides)
 
 
 # ---- schedules over a real run ------------------------------------------------------------------------------------

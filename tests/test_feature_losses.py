@@ -12,6 +12,7 @@ import random
 
 import pytest
 import torch
+from reference import DT, py_softmax, tt
 
 from distil_trainers.losses import (
     attention_mse_loss,
@@ -23,22 +24,11 @@ from distil_trainers.losses import (
 )
 
 torch.set_num_threads(1)
-DT = torch.float64
-
-
-def tt(x, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=DT, requires_grad=requires_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # plain-python references
 # ----------------------------------------------------------------------------------------------------------------
-def py_softmax(row, temperature=1.0):
-    z = [x / temperature for x in row]
-    m = max(z)
-    e = [math.exp(x - m) for x in z]
-    s = sum(e)
-    return [x / s for x in e]
 
 
 def py_kl(p, q):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_classification_dataset, tiny_bert_config, tiny_classifier
+from conftest import random_classification_dataset, small_run_args, tiny_bert_config, tiny_classifier
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, HfArgumentParser
 
@@ -48,13 +48,7 @@ def narrow_student(seed: int = 1, layers: int = 1, hidden: int = 16, **kwargs) -
 
 
 def make_args(tmp_path, **overrides) -> AnnealingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=16,
-        num_train_epochs=1, learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        seed=0, disable_tqdm=True,
-    )
-    defaults.update(overrides)
-    return AnnealingArguments(**defaults)
+    return small_run_args(AnnealingArguments, tmp_path, **{"per_device_eval_batch_size": 16, **overrides})
 
 
 HIDDEN_MATCH = {"student_layer": 1, "teacher_layer": 2, "feature": "hidden", "loss": "mse"}

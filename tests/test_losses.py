@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from reference import DT, py_log_softmax, py_softmax, tt
 
 from distil_trainers.losses import (
     IGNORE_INDEX,
@@ -24,25 +25,9 @@ from distil_trainers.losses import (
     teacher_annealing_loss,
 )
 
-DT = torch.float64  # golden comparisons in double precision so tolerances can be tight
-
-
-def tt(x, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(x, dtype=DT, requires_grad=requires_grad)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # plain-python reference formulas (lists of floats, no torch)
 # ----------------------------------------------------------------------------------------------------------------
-def py_log_softmax(row, temperature=1.0):
-    z = [x / temperature for x in row]
-    m = max(z)
-    lse = m + math.log(sum(math.exp(x - m) for x in z))
-    return [x - lse for x in z]
-
-
-def py_softmax(row, temperature=1.0):
-    return [math.exp(v) for v in py_log_softmax(row, temperature)]
 
 
 def py_ce(s, y):

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_classifier
+from conftest import small_run_args, tiny_classifier, train_logs
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast, TrainerCallback
@@ -69,22 +69,7 @@ def make_teacher():
 
 
 def make_args(tmp_path, **overrides) -> MutualLearningArguments:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=4,
-        num_train_epochs=1,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-        **WEIGHTS,
-    )
-    defaults.update(overrides)
-    return MutualLearningArguments(**defaults)
+    return small_run_args(MutualLearningArguments, tmp_path, **{"per_device_eval_batch_size": 4, **WEIGHTS, **overrides})
 
 
 def make_trainer(tmp_path, students=None, teacher=None, train=None, eval=None, collator=collate, **overrides):
@@ -96,10 +81,6 @@ def make_trainer(tmp_path, students=None, teacher=None, train=None, eval=None, c
         eval_dataset=eval,
         data_collator=collator,
     )
-
-
-def train_logs(trainer) -> list[dict]:
-    return [h for h in trainer.state.log_history if "loss" in h]
 
 
 def own_inputs(batch: dict, name: str) -> dict:
