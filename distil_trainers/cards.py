@@ -348,7 +348,7 @@ def render_model_card(context: CardContext, template: str = DEFAULT_TEMPLATE,
         f"A {'student distilled' if context.method != 'finetune' else 'model fine-tuned'} with "
         "distil_trainers for text classification"
         + (f" on {', '.join(d.name for d in context.datasets)}" if context.datasets else "")
-        + (f", from the teacher {context.teacher}" if context.teacher else "") + "."
+        + (f", from the teacher `{context.teacher}`" if context.teacher else "") + "."
     )
     text = load_template(template, template_dir).render(
         card_data=card_metadata(context).to_yaml(),

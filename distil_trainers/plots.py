@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "SCHEDULE_KEYS",
@@ -113,7 +114,11 @@ def plot_training_curves(
             ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
                     linewidth=2.2 if label == "loss" else 1.4, label=label)
         ax.set_ylabel("loss")
-        ax.set_title(f"student {panel}" if panel else "loss components")
+        if panel:
+            ax.set_title(f"student {panel}")
+        else:
+            ax.set_title("loss (sum over the students)" if len(ordered) > 1 and set(panels[""]) == {"loss"}
+                         else "loss components" if len(panels[""]) > 1 else "training loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
     if schedule:
@@ -125,6 +130,7 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[-1].set_xlabel("optimizer step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
