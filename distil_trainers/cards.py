@@ -129,51 +129,65 @@ METHODS: dict[str, Method] = {
     m.key: m
     for m in (
         Method(
-            "bam", "Teacher annealing (BAM, Clark et al. 2019)",
-            "The student was trained with `AnnealingTrainer(annealing=\"bam\")` on the cross-entropy against the "
+            "bam",
+            "Teacher annealing (BAM, Clark et al. 2019)",
+            'The student was trained with `AnnealingTrainer(annealing="bam")` on the cross-entropy against the '
             "target λ·y + (1 − λ)·softmax(z_teacher / T), λ moving from the teacher's distribution towards the gold "
             "labels over training (teacher annealing, Clark et al. 2019).",
-            (_BAM,), ("teacher-annealing",),
+            (_BAM,),
+            ("teacher-annealing",),
         ),
         Method(
-            "jafari", "Annealing-KD (Jafari et al. 2021)",
-            "The student was trained with `AnnealingTrainer(annealing=\"jafari\")`: phase 1 matches the student's "
+            "jafari",
+            "Annealing-KD (Jafari et al. 2021)",
+            'The student was trained with `AnnealingTrainer(annealing="jafari")`: phase 1 matches the student\'s '
             "logits to the teacher's logits scaled by an annealing factor that rises to 1 (MSE), phase 2 fine-tunes "
             "on the labels (Annealing Knowledge Distillation, Jafari et al. 2021).",
-            (_JAFARI,), ("annealing-kd",),
+            (_JAFARI,),
+            ("annealing-kd",),
         ),
         Method(
-            "hinton", "Knowledge distillation (Hinton et al. 2015)",
-            "The student was trained with `AnnealingTrainer(annealing=\"none\")`: α·CE(labels) + β·T²·KL between the "
+            "hinton",
+            "Knowledge distillation (Hinton et al. 2015)",
+            'The student was trained with `AnnealingTrainer(annealing="none")`: α·CE(labels) + β·T²·KL between the '
             "teacher's and the student's softened distributions (Hinton, Vinyals and Dean 2015).",
-            (_HINTON,), (),
+            (_HINTON,),
+            (),
         ),
         Method(
-            "mse", "Logit matching with feature-level distillation (MKD-BERT)",
-            "The student was trained with `AnnealingTrainer(annealing=\"mse\")`: the mean squared error between "
+            "mse",
+            "Logit matching with feature-level distillation (MKD-BERT)",
+            'The student was trained with `AnnealingTrainer(annealing="mse")`: the mean squared error between '
             "student and teacher logits, without a label term, as the output loss of the feed-forward-network "
             "distillation of Breazu and Virlan (2025), with the multi-level feature losses of MKD-BERT (Zhang et al. "
             "2024).",
-            (_MKD_BERT, _BREAZU), ("feature-distillation",),
+            (_MKD_BERT, _BREAZU),
+            ("feature-distillation",),
         ),
         Method(
-            "ddml", "Deep distill-mutual learning (DDML)",
+            "ddml",
+            "Deep distill-mutual learning (DDML)",
             "The student was trained with `MutualLearningTrainer` (DDML, Entropy 2025): together with its peer "
             "students of other architectures, each minimising a·CE(labels) + b·CE(teacher^T, student^T) + "
             "c/(K − 1)·Σ KL(student^T ‖ peer^T) against a frozen teacher (equation 11 of the paper).",
-            (_DDML,), ("mutual-learning", "ddml"),
+            (_DDML,),
+            ("mutual-learning", "ddml"),
         ),
         Method(
-            "rationale", "Rationale distillation (Distilling step-by-step)",
+            "rationale",
+            "Rationale distillation (Distilling step-by-step)",
             "The student was fine-tuned on the teacher's labels and chain-of-thought rationales as two tasks "
             "(Distilling step-by-step, Hsieh et al. 2023), as Piot and Parapar (2024) distil a 70B instruction model "
             "into an 8B one for explainable hate-speech detection.",
-            (_STEP_BY_STEP, _PIOT), ("rationale-distillation",),
+            (_STEP_BY_STEP, _PIOT),
+            ("rationale-distillation",),
         ),
         Method(
-            "finetune", "Fine-tuning (no distillation)",
+            "finetune",
+            "Fine-tuning (no distillation)",
             "The model was fine-tuned on the labels with a plain cross-entropy loss (no teacher).",
-            (), (),
+            (),
+            (),
         ),
     )
 }
@@ -253,8 +267,9 @@ def hub_id_of(name_or_path: str | os.PathLike | None) -> str | None:
     return None
 
 
-def dataset_info(name: str, splits: Mapping[str, int | None] | None = None,
-                 label_names: Sequence[str] | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str, splits: Mapping[str, int | None] | None = None, label_names: Sequence[str] | None = None
+) -> DatasetInfo:
     """A :class:`DatasetInfo` for a dataset of the registry (its Hub copy looked up there) or any other name."""
     hub_id = None
     try:
@@ -263,8 +278,9 @@ def dataset_info(name: str, splits: Mapping[str, int | None] | None = None,
         hub_id = get_dataset_spec(name).hub_id
     except ValueError:
         hub_id = name if _HUB_ID.match(name) else None
-    return DatasetInfo(name=name, hub_id=hub_id, splits=dict(splits or {}),
-                       label_names=list(label_names) if label_names else None)
+    return DatasetInfo(
+        name=name, hub_id=hub_id, splits=dict(splits or {}), label_names=list(label_names) if label_names else None
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -278,8 +294,12 @@ def _environment(template_dir: str | os.PathLike | None = None) -> jinja2.Enviro
         if folder:
             loaders.append(jinja2.FileSystemLoader(str(folder)))
     loaders.append(jinja2.PackageLoader("distil_trainers", "model_cards"))
-    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, autoescape=False)
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
 
 
 def load_template(name: str = DEFAULT_TEMPLATE, template_dir: str | os.PathLike | None = None) -> jinja2.Template:
@@ -294,8 +314,10 @@ def card_metadata(context: CardContext) -> ModelCardData:
     model's results."""
     method = METHODS[context.method]
     tags = ["text-classification", "knowledge-distillation", "distil-trainers", *method.tags, *context.tags]
-    if any("hate" in (d.name + (d.hub_id or "")).lower() or d.name.startswith(("davidson", "hasoc"))
-           for d in context.datasets):
+    if any(
+        "hate" in (d.name + (d.hub_id or "")).lower() or d.name.startswith(("davidson", "hasoc"))
+        for d in context.datasets
+    ):
         tags.append("hate-speech")
     tags = list(dict.fromkeys(tags))
     eval_results = []
@@ -307,12 +329,19 @@ def card_metadata(context: CardContext) -> ModelCardData:
             continue
         for metric, value in row["values"].items():
             if metric in CARD_METRICS and isinstance(value, (int, float)):
-                eval_results.append(EvalResult(
-                    task_type="text-classification", task_name="Text Classification", dataset_type=ds.hub_id,
-                    dataset_name=ds.name, dataset_split=row.get("split"), metric_type=metric.split("_")[0],
-                    metric_name=metric, metric_value=round(float(value), 4),
-                    metric_args={"average": "macro"} if metric.endswith("_macro") else None,
-                ))
+                eval_results.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        task_name="Text Classification",
+                        dataset_type=ds.hub_id,
+                        dataset_name=ds.name,
+                        dataset_split=row.get("split"),
+                        metric_type=metric.split("_")[0],
+                        metric_name=metric,
+                        metric_value=round(float(value), 4),
+                        metric_args={"average": "macro"} if metric.endswith("_macro") else None,
+                    )
+                )
     return ModelCardData(
         model_name=context.model_name,
         license=context.license,
@@ -331,8 +360,9 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else str(value)
 
 
-def render_model_card(context: CardContext, template: str = DEFAULT_TEMPLATE,
-                      template_dir: str | os.PathLike | None = None) -> str:
+def render_model_card(
+    context: CardContext, template: str = DEFAULT_TEMPLATE, template_dir: str | os.PathLike | None = None
+) -> str:
     """The card's Markdown: YAML metadata (:func:`card_metadata`) and the body rendered from ``template``. The text
     is parsed back with :class:`huggingface_hub.ModelCard` before it is returned, so a card whose metadata the Hub
     would not read raises here."""
@@ -348,7 +378,8 @@ def render_model_card(context: CardContext, template: str = DEFAULT_TEMPLATE,
         f"A {'student distilled' if context.method != 'finetune' else 'model fine-tuned'} with "
         "distil_trainers for text classification"
         + (f" on {', '.join(d.name for d in context.datasets)}" if context.datasets else "")
-        + (f", from the teacher `{context.teacher}`" if context.teacher else "") + "."
+        + (f", from the teacher `{context.teacher}`" if context.teacher else "")
+        + "."
     )
     text = load_template(template, template_dir).render(
         card_data=card_metadata(context).to_yaml(),
@@ -367,8 +398,14 @@ def render_model_card(context: CardContext, template: str = DEFAULT_TEMPLATE,
         hyperparameters=context.hyperparameters,
         metrics=[{**row, "values": {k: _percent(v) for k, v in row["values"].items()}} for row in context.metrics],
         metric_columns=[m for m in CARD_METRICS if any(m in row["values"] for row in context.metrics)]
-        + sorted({k for row in context.metrics for k in row["values"] if k.startswith("f1_") and k not in CARD_METRICS
-                  and k != "f1_weighted"}),
+        + sorted(
+            {
+                k
+                for row in context.metrics
+                for k in row["values"]
+                if k.startswith("f1_") and k not in CARD_METRICS and k != "f1_weighted"
+            }
+        ),
         metrics_note=context.metrics_note,
         intended_use=context.intended_use or _default_intended_use(context),
         limitations=context.limitations,
@@ -400,15 +437,31 @@ def write_model_card(context: CardContext, folder: str | os.PathLike, **kwargs: 
 # From a trainer
 # --------------------------------------------------------------------------------------------------------------------
 
-_COMMON_HPARAMS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-                   "max_steps", "warmup_steps", "weight_decay", "lr_scheduler_type", "seed")
+_COMMON_HPARAMS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "warmup_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "seed",
+)
 _METHOD_HPARAMS = {
     "bam": ("temperature", "lambda_schedule", "lambda_start", "lambda_end", "lambda_value"),
     "jafari": ("phase1_fraction", "max_temperature"),
     "hinton": ("temperature", "alpha", "beta"),
     "mse": (),
-    "ddml": ("hard_weight", "soft_weight", "mutual_weight", "temperature", "kl_direction", "student_learning_rates",
-             "clip_grad_per_student"),
+    "ddml": (
+        "hard_weight",
+        "soft_weight",
+        "mutual_weight",
+        "temperature",
+        "kl_direction",
+        "student_learning_rates",
+        "clip_grad_per_student",
+    ),
 }
 
 
@@ -432,7 +485,9 @@ def method_of(args: Any, trainer: Any = None) -> str:
 
 def _latest_eval(log_history: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, float]:
     for entry in reversed(list(log_history)):
-        values = {k[len(prefix):]: v for k, v in entry.items() if k.startswith(prefix) and isinstance(v, (int, float))}
+        values = {
+            k[len(prefix) :]: v for k, v in entry.items() if k.startswith(prefix) and isinstance(v, (int, float))
+        }
         if any(k in values for k in CARD_METRICS):
             return {k: v for k, v in values.items() if k in CARD_METRICS or k.startswith("f1_")}
     return {}
@@ -491,7 +546,9 @@ def card_context(
     if metrics is None:
         values = _latest_eval(log_history, f"eval_{student}_" if student else "eval_")
         where = infos[0].name if infos else "evaluation set"
-        metrics = [{"model": "this model", "dataset": where, "split": "validation", "values": values}] if values else []
+        metrics = (
+            [{"model": "this model", "dataset": where, "split": "validation", "values": values}] if values else []
+        )
     if teacher is not None and not isinstance(teacher, str):
         teacher = model_label(teacher) or type(teacher).__name__
     output_name = Path(getattr(args, "output_dir", None) or "model").name
@@ -530,7 +587,8 @@ def card_context_from_trainer(
         model = trainer.group.students[student]
         peers = [
             PeerInfo(name=n, base_model=model_label(trainer.group.students[n]), repo_id=(peer_repo_ids or {}).get(n))
-            for n in trainer.student_names if n != student
+            for n in trainer.student_names
+            if n != student
         ]
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -539,16 +597,31 @@ def card_context_from_trainer(
     if teacher is not None:
         teacher = trainer.accelerator.unwrap_model(teacher)
     kwargs.setdefault("method", method_of(trainer.args, trainer))
-    return card_context(model, trainer.args, teacher=teacher, student=student, peers=peers,
-                        log_history=trainer.state.log_history, **kwargs)
+    return card_context(
+        model,
+        trainer.args,
+        teacher=teacher,
+        student=student,
+        peers=peers,
+        log_history=trainer.state.log_history,
+        **kwargs,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # From a finished run directory
 # --------------------------------------------------------------------------------------------------------------------
 
-_RECIPE_METHODS = {"bam": "bam", "annealing": "bam", "jafari": "jafari", "none": "hinton", "mse": "mse",
-                   "ffn": "mse", "ffn_cls": "mse", "baseline": "finetune"}
+_RECIPE_METHODS = {
+    "bam": "bam",
+    "annealing": "bam",
+    "jafari": "jafari",
+    "none": "hinton",
+    "mse": "mse",
+    "ffn": "mse",
+    "ffn_cls": "mse",
+    "baseline": "finetune",
+}
 _STATE_HPARAMS = ("train_batch_size", "num_train_epochs", "max_steps", "global_step")
 
 

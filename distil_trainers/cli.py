@@ -28,27 +28,45 @@ class EvaluateArguments:
     """Arguments of ``distil-trainers evaluate`` and ``recipes/evaluate.py``."""
 
     run_dirs: list[str] = field(
-        metadata={"help": "Finished run directories (the output_dir of a recipe). Several = the same run with "
-                          "different seeds: their models are aggregated as mean ± sample std (ddof=1)."}
+        metadata={
+            "help": "Finished run directories (the output_dir of a recipe). Several = the same run with "
+            "different seeds: their models are aggregated as mean ± sample std (ddof=1)."
+        }
     )
-    dataset: str = field(metadata={"help": "Registered dataset to evaluate on (distil_trainers.data.list_datasets())."})
+    dataset: str = field(
+        metadata={"help": "Registered dataset to evaluate on (distil_trainers.data.list_datasets())."}
+    )
     split: str = field(default="test", metadata={"help": "Split to evaluate on: train, validation or test."})
     seeds: list[int] | None = field(default=None, metadata={"help": "The seed of each run directory, in order."})
-    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR "
-                                                                  "or ../shared/data)."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data)."}
+    )
     data_seed: int = field(default=42, metadata={"help": "Seed of the dataset's split / subsampling (as in the run)."})
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many examples "
-                                                                    "(seeded, stratified; as the run's max_eval_samples)."})
+    max_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on at most this many examples (seeded, stratified; as the run's max_eval_samples)."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Truncation length of the texts (tokens)."})
     batch_size: int = field(default=64, metadata={"help": "Inference batch size."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where report and plots go (default: "
-                                                                   "<first run dir>/evaluation)."})
-    metrics: list[str] = field(default_factory=lambda: ["f1_macro", "accuracy"],
-                               metadata={"help": "Metrics with a comparison bar chart each."})
-    write_cards: bool = field(default=False, metadata={"help": "Write a README.md model card beside every saved "
-                                                                "student (not teachers and baselines)."})
-    base_model: str | None = field(default=None, metadata={"help": "Hub id the students were cut from, for the "
-                                                                   "cards' base_model (a saved folder does not say)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where report and plots go (default: <first run dir>/evaluation)."}
+    )
+    metrics: list[str] = field(
+        default_factory=lambda: ["f1_macro", "accuracy"],
+        metadata={"help": "Metrics with a comparison bar chart each."},
+    )
+    write_cards: bool = field(
+        default=False,
+        metadata={"help": "Write a README.md model card beside every saved student (not teachers and baselines)."},
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id the students were cut from, for the cards' base_model (a saved folder does not say)."
+        },
+    )
 
 
 def run_evaluation(args: EvaluateArguments) -> dict:
@@ -58,8 +76,15 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     from .reports import evaluate_run_dirs, write_report
 
     report, details = evaluate_run_dirs(
-        args.run_dirs, args.dataset, args.split, seeds=args.seeds, data_dir=args.data_dir, data_seed=args.data_seed,
-        max_samples=args.max_samples, max_length=args.max_length, batch_size=args.batch_size,
+        args.run_dirs,
+        args.dataset,
+        args.split,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        data_seed=args.data_seed,
+        max_samples=args.max_samples,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
     )
     out = Path(args.output_dir or Path(args.run_dirs[0]) / "evaluation")
     json_path, md_path = write_report(report, out / "report")
@@ -69,8 +94,11 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         tag = f"{Path(run_dir).name}_" if len(details) > 1 else ""
         for saved in found["models"]:
             try:
-                history = load_log_history(saved.path if saved.role != "student" or not (saved.path.parent /
-                                           "students.json").is_file() else saved.path.parent)
+                history = load_log_history(
+                    saved.path
+                    if saved.role != "student" or not (saved.path.parent / "students.json").is_file()
+                    else saved.path.parent
+                )
             except FileNotFoundError:
                 continue
             slug = saved.name.replace("/", "_")
@@ -82,11 +110,23 @@ def run_evaluation(args: EvaluateArguments) -> dict:
             written.append(plot_training_curves(history, target, title=f"{Path(run_dir).name}: {slug}"))
     for name, entry in report["summary"].items():
         slug = name.replace("/", "_")
-        written.append(plot_confusion_matrix(entry["confusion_matrix"], report["label_names"],
-                                             plots / f"confusion_{slug}.png", title=f"{name} ({args.split})"))
+        written.append(
+            plot_confusion_matrix(
+                entry["confusion_matrix"],
+                report["label_names"],
+                plots / f"confusion_{slug}.png",
+                title=f"{name} ({args.split})",
+            )
+        )
     for metric in args.metrics:
-        written.append(plot_comparison(report["summary"], plots / f"comparison_{metric}.png", metric=metric,
-                                       title=f"{metric} on {args.dataset} {args.split}"))
+        written.append(
+            plot_comparison(
+                report["summary"],
+                plots / f"comparison_{metric}.png",
+                metric=metric,
+                title=f"{metric} on {args.dataset} {args.split}",
+            )
+        )
     if args.write_cards:
         first = details[str(args.run_dirs[0])]
         teacher = next((m.name for m in first["models"] if m.role == "teacher"), None)
@@ -99,9 +139,14 @@ def run_evaluation(args: EvaluateArguments) -> dict:
                 if listing.is_file():
                     peers = [s for s in json.loads(listing.read_text())["students"] if s != saved.path.name]
                 context = saved_card_context(
-                    saved.path, name=f"{Path(run_dir).name}-{saved.name.replace('/', '-')}",
-                    summary=report["summary"].get(saved.name), dataset=args.dataset, split=args.split,
-                    teacher=teacher, base_model=args.base_model, peers=peers,
+                    saved.path,
+                    name=f"{Path(run_dir).name}-{saved.name.replace('/', '-')}",
+                    summary=report["summary"].get(saved.name),
+                    dataset=args.dataset,
+                    split=args.split,
+                    teacher=teacher,
+                    base_model=args.base_model,
+                    peers=peers,
                 )
                 written.append(write_model_card(context, saved.path))
     print(md_path.read_text())
@@ -109,9 +154,16 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     return report
 
 
-def push_folder(folder: str, repo_id: str, dataset: str | None = None, student_pattern: str | None = None,
-                commit_message: str = "End of training", base_model: str | None = None, private: bool | None = None,
-                dry_run: bool = False):
+def push_folder(
+    folder: str,
+    repo_id: str,
+    dataset: str | None = None,
+    student_pattern: str | None = None,
+    commit_message: str = "End of training",
+    base_model: str | None = None,
+    private: bool | None = None,
+    dry_run: bool = False,
+):
     """Push a saved model folder (or a mutual-learning output with ``students.json``: every student) with cards."""
     from .cards import saved_card_context
     from .hub import DEFAULT_STUDENT_PATTERN, push_saved_models, student_folder, student_repo_id
@@ -123,16 +175,23 @@ def push_folder(folder: str, repo_id: str, dataset: str | None = None, student_p
         students = json.loads(listing.read_text())["students"]
         folders = {s: student_folder(folder_path, s) for s in students}
         contexts = {
-            s: saved_card_context(folders[s], name=student_repo_id(pattern, repo_id, s).split("/")[-1],
-                                  dataset=dataset, base_model=base_model, peers=[p for p in students if p != s])
+            s: saved_card_context(
+                folders[s],
+                name=student_repo_id(pattern, repo_id, s).split("/")[-1],
+                dataset=dataset,
+                base_model=base_model,
+                peers=[p for p in students if p != s],
+            )
             for s in students
         }
     else:
         folders = {None: folder_path}
-        contexts = {None: saved_card_context(folder_path, name=repo_id.split("/")[-1], dataset=dataset,
-                                             base_model=base_model)}
-    plan = push_saved_models(folders, contexts, repo_id, commit_message, pattern, private=private,
-                             local_dir=folder_path, dry_run=dry_run)
+        contexts = {
+            None: saved_card_context(folder_path, name=repo_id.split("/")[-1], dataset=dataset, base_model=base_model)
+        }
+    plan = push_saved_models(
+        folders, contexts, repo_id, commit_message, pattern, private=private, local_dir=folder_path, dry_run=dry_run
+    )
     print(plan.describe())
     return plan
 
@@ -170,8 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry_run", action="store_true", help="write the cards and print the plan, upload nothing")
     options = parser.parse_args(rest)
     try:
-        push_folder(options.folder, options.repo_id, options.dataset, options.student_pattern, options.commit_message,
-                    options.base_model, options.private or None, options.dry_run)
+        push_folder(
+            options.folder,
+            options.repo_id,
+            options.dataset,
+            options.student_pattern,
+            options.commit_message,
+            options.base_model,
+            options.private or None,
+            options.dry_run,
+        )
     except HubPushError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -55,8 +55,16 @@ DEFAULT_COMMIT_MESSAGE = "End of training"
 DEFAULT_STUDENT_PATTERN = "{repo_id}-{student}"
 # Paths (relative to the saved model's folder, POSIX separators) that are never uploaded.
 EXCLUDED_PATTERNS = (
-    "checkpoint-*", "checkpoint-*/*", "_*", ".*", "*/.*", "runs/*", "stage.json", "training_complete.json",
-    "training_args.bin", "projections.safetensors",
+    "checkpoint-*",
+    "checkpoint-*/*",
+    "_*",
+    ".*",
+    "*/.*",
+    "runs/*",
+    "stage.json",
+    "training_complete.json",
+    "training_args.bin",
+    "projections.safetensors",
 )
 
 
@@ -119,7 +127,9 @@ def student_folder(output_dir: str | os.PathLike, student: str) -> Path:
     for candidate in (Path(output_dir) / f"student_{student}", Path(output_dir) / student):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"No saved student {student!r} in {output_dir} (expected student_{student}/ or {student}/).")
+    raise FileNotFoundError(
+        f"No saved student {student!r} in {output_dir} (expected student_{student}/ or {student}/)."
+    )
 
 
 def _excluded(relative: str, exclude: Sequence[str]) -> bool:
@@ -169,7 +179,9 @@ def plan_upload(
         target = repo_id if student is None else student_repo_id(student_pattern, repo_id, student)
         plan.uploads.append(plan_folder(folder, target, commit_message, student))
     if len(set(plan.repo_ids)) != len(plan.repo_ids):
-        raise ValueError(f"The pattern {student_pattern!r} gives the same repository to several students: {plan.repo_ids}")
+        raise ValueError(
+            f"The pattern {student_pattern!r} gives the same repository to several students: {plan.repo_ids}"
+        )
     return plan
 
 
@@ -198,10 +210,14 @@ def execute_plan(
             current = upload.repo_id
             url = api.create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
             repo_id = getattr(url, "repo_id", None) or upload.repo_id
-            operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(upload.folder) / f))
-                          for f in upload.files]
-            infos.append(api.create_commit(repo_id, operations, commit_message=upload.commit_message, token=token,
-                                           revision=revision))
+            operations = [
+                CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(upload.folder) / f)) for f in upload.files
+            ]
+            infos.append(
+                api.create_commit(
+                    repo_id, operations, commit_message=upload.commit_message, token=token, revision=revision
+                )
+            )
             done.append(repo_id)
     except Exception as exc:
         pushed = f" Already pushed: {', '.join(done)}." if done else ""
@@ -275,14 +291,25 @@ def push_trainer(
     else:
         folders = {None: output_dir}
         contexts = {None: card_context_from_trainer(trainer, model_name=repo_id.split("/")[-1], **card_kwargs)}
-    plan = push_saved_models(folders, contexts, repo_id, commit_message or DEFAULT_COMMIT_MESSAGE, student_pattern,
-                             local_dir=output_dir, dry_run=True)
+    plan = push_saved_models(
+        folders,
+        contexts,
+        repo_id,
+        commit_message or DEFAULT_COMMIT_MESSAGE,
+        student_pattern,
+        local_dir=output_dir,
+        dry_run=True,
+    )
     if getattr(args, "save_projections", False):
         for upload in plan.uploads:
             if (Path(upload.folder) / "projections.safetensors").is_file():
                 upload.files.append("projections.safetensors")
     if not dry_run:
-        execute_plan(plan, token=token if token is not None else args.hub_token,
-                     private=private if private is not None else args.hub_private_repo,
-                     revision=revision if revision is not None else args.hub_revision, api=api)
+        execute_plan(
+            plan,
+            token=token if token is not None else args.hub_token,
+            private=private if private is not None else args.hub_private_repo,
+            revision=revision if revision is not None else args.hub_revision,
+            api=api,
+        )
     return plan

@@ -111,14 +111,25 @@ def plot_training_curves(
     axes = axes[:, 0]
     for ax, panel in zip(axes, ordered):
         for label, (steps, values) in sorted(panels[panel].items(), key=lambda kv: (kv[0] != "loss", kv[0])):
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
-                    linewidth=2.2 if label == "loss" else 1.4, label=label)
+            ax.plot(
+                steps,
+                values,
+                marker="o" if len(steps) < 30 else None,
+                markersize=3,
+                linewidth=2.2 if label == "loss" else 1.4,
+                label=label,
+            )
         ax.set_ylabel("loss")
         if panel:
             ax.set_title(f"student {panel}")
         else:
-            ax.set_title("loss (sum over the students)" if len(ordered) > 1 and set(panels[""]) == {"loss"}
-                         else "loss components" if len(panels[""]) > 1 else "training loss")
+            ax.set_title(
+                "loss (sum over the students)"
+                if len(ordered) > 1 and set(panels[""]) == {"loss"}
+                else "loss components"
+                if len(panels[""]) > 1
+                else "training loss"
+            )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
     if schedule:
@@ -158,8 +169,15 @@ def plot_confusion_matrix(
     ax.set_ylabel("true")
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
     return _save(fig, path)
@@ -190,8 +208,15 @@ def plot_comparison(
     x = np.arange(len(names))
     bars = ax.bar(x, means, yerr=stds if any(stds) else None, capsize=4, color=colours)
     for bar, mean in zip(bars, means):
-        ax.annotate(f"{mean:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                    va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            f"{mean:.1f}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax.set_xticks(x, labels=names, rotation=25, ha="right")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(0, min(100.0, max(means) * 1.15 + 1))

@@ -152,8 +152,15 @@ def model_result(
         raise ValueError(f"{name}: {predicted.shape[0]} predictions for {labels.shape[0]} labels.")
     metrics = classification_metrics(labels, predicted, label_names=label_names, include_confusion=True)
     speed = labels.size / seconds if seconds else None
-    return ModelResult(name=name, role=role, metrics=metrics, params=params, samples_per_second=speed,
-                       num_examples=int(labels.size), seed=seed)
+    return ModelResult(
+        name=name,
+        role=role,
+        metrics=metrics,
+        params=params,
+        samples_per_second=speed,
+        num_examples=int(labels.size),
+        seed=seed,
+    )
 
 
 def ensemble_result(
@@ -197,7 +204,9 @@ def aggregate_seeds(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
         raise ValueError("aggregate_seeds needs at least one run.")
     keys: list[str] = []
     for run in runs:
-        keys += [k for k, v in run.items() if k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        keys += [
+            k for k, v in run.items() if k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
     out = {}
     for key in keys:
         values = [float(run[key]) for run in runs if isinstance(run.get(key), (int, float))]
@@ -370,8 +379,9 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
                     break
         if len(members) >= 2:
             prefix = relative.as_posix()
-            ensembles.append(SavedEnsemble(name=f"{prefix}/ensemble" if relative.parts else "ensemble",
-                                           members=members))
+            ensembles.append(
+                SavedEnsemble(name=f"{prefix}/ensemble" if relative.parts else "ensemble", members=members)
+            )
     if not models:
         raise FileNotFoundError(f"No saved model (config.json + weights) below {run_dir}.")
     return models, ensembles
@@ -422,21 +432,36 @@ def evaluate_run_dirs(
                     f"({label_names}); evaluate it on the dataset it was trained for."
                 )
             tokenizer = AutoTokenizer.from_pretrained(saved.path)
-            encoded = data.map(lambda b, tok=tokenizer: tok(b["text"], truncation=True, max_length=max_length),
-                               batched=True, desc=f"Tokenizing for {saved.name}")
+            encoded = data.map(
+                lambda b, tok=tokenizer: tok(b["text"], truncation=True, max_length=max_length),
+                batched=True,
+                desc=f"Tokenizing for {saved.name}",
+            )
             logits, seconds = predict_logits(model, encoded, tokenizer, batch_size=batch_size, desc=saved.name)
             params = sum(p.numel() for p in model.parameters())
             outputs[saved.name] = (logits, seconds, params)
-            results.append(model_result(saved.name, labels, logits, label_names, role=saved.role, params=params,
-                                        seconds=seconds, seed=seed))
+            results.append(
+                model_result(
+                    saved.name, labels, logits, label_names, role=saved.role, params=params, seconds=seconds, seed=seed
+                )
+            )
             del model
         for ensemble in ensembles:
             members = [outputs[m] for m in ensemble.members]
-            results.append(ensemble_result(
-                ensemble.name, labels, [m[0] for m in members], label_names, params=sum(m[2] for m in members),
-                seconds=sum(m[1] for m in members), seed=seed,
-            ))
-    notes = f"{len(labels)} examples" + (f" (subsampled to at most {max_samples}, seed {data_seed})" if max_samples else "")
+            results.append(
+                ensemble_result(
+                    ensemble.name,
+                    labels,
+                    [m[0] for m in members],
+                    label_names,
+                    params=sum(m[2] for m in members),
+                    seconds=sum(m[1] for m in members),
+                    seed=seed,
+                )
+            )
+    notes = f"{len(labels)} examples" + (
+        f" (subsampled to at most {max_samples}, seed {data_seed})" if max_samples else ""
+    )
     report = build_report(results, dataset=dataset, split=split, label_names=label_names, notes=notes)
     report["run_dirs"] = [str(r) for r in run_dirs]
     return report, details

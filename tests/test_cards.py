@@ -51,9 +51,20 @@ def context(method="bam", **overrides):
         datasets=[dataset_info("davidson", {"train": 2000, "test": 1000})],
         label_names=["hate", "offensive", "neither"],
         hyperparameters={"learning_rate": 1e-4, "lambda_schedule": "linear"},
-        metrics=[{"model": "this model", "dataset": "davidson", "split": "test",
-                  "values": {"accuracy": 0.885, "precision_macro": 0.5566, "recall_macro": 0.6048,
-                             "f1_macro": 0.5795, "f1_hate": 0.12}}],
+        metrics=[
+            {
+                "model": "this model",
+                "dataset": "davidson",
+                "split": "test",
+                "values": {
+                    "accuracy": 0.885,
+                    "precision_macro": 0.5566,
+                    "recall_macro": 0.6048,
+                    "f1_macro": 0.5795,
+                    "f1_hate": 0.12,
+                },
+            }
+        ],
     )
     values.update(overrides)
     return CardContext(**values)
@@ -135,13 +146,27 @@ def test_documented_template_folder_is_the_packaged_one():
 def test_context_from_an_annealing_trainer(tmp_path):
     torch.manual_seed(0)
     data = random_classification_dataset(n=16)
-    args = AnnealingArguments(output_dir=str(tmp_path / "bam-run"), per_device_train_batch_size=8, num_train_epochs=1,
-                              eval_strategy="epoch", logging_steps=1, report_to="none", use_cpu=True,
-                              save_strategy="no", lambda_schedule="cosine")
+    args = AnnealingArguments(
+        output_dir=str(tmp_path / "bam-run"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        eval_strategy="epoch",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        lambda_schedule="cosine",
+    )
     from distil_trainers.metrics import build_compute_metrics
 
-    trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=args,
-                               train_dataset=data, eval_dataset=data, compute_metrics=build_compute_metrics())
+    trainer = AnnealingTrainer(
+        model=tiny_classifier(1),
+        teacher_model=tiny_classifier(0),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        compute_metrics=build_compute_metrics(),
+    )
     trainer.train()
     ctx = card_context_from_trainer(trainer, datasets=["davidson"])
     last_eval = [e for e in trainer.state.log_history if "eval_f1_macro" in e][-1]
@@ -156,12 +181,31 @@ def test_context_from_an_annealing_trainer(tmp_path):
 
 def test_templates_load_from_a_non_editable_install(tmp_path):
     source, target = tmp_path / "src", tmp_path / "site"  # build from a copy: no build/ or egg-info in the checkout
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "tests"))
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "tests"
+        ),
+    )
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--target", str(target), str(source)],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "distil_trainers" / "model_cards" / "student.md.j2").is_file()

@@ -33,8 +33,17 @@ def annealing_history(steps=12):
     history = []
     for step in range(1, steps + 1):
         lam = step / steps
-        history.append({"loss": 1.1 - 0.05 * step, "loss_ta": 1.1 - 0.05 * step, "lambda": lam, "grad_norm": 1.0,
-                        "learning_rate": 1e-4, "epoch": step / 4, "step": step})
+        history.append(
+            {
+                "loss": 1.1 - 0.05 * step,
+                "loss_ta": 1.1 - 0.05 * step,
+                "lambda": lam,
+                "grad_norm": 1.0,
+                "learning_rate": 1e-4,
+                "epoch": step / 4,
+                "step": step,
+            }
+        )
         if step % 4 == 0:
             history.append({"eval_loss": 1.0, "eval_f1_macro": 0.5, "epoch": step / 4, "step": step})
     history.append({"train_runtime": 10.0, "train_loss": 0.8, "epoch": 3.0, "step": steps})
@@ -46,8 +55,14 @@ def ddml_history(steps=6):
     for step in range(1, steps + 1):
         entry = {"loss": 4.4 - 0.1 * step, "step": step, "epoch": step / 3}
         for name in ("minilm3", "wpbert"):
-            entry.update({f"{name}/loss": 2.2, f"{name}/loss_hard": 1.1, f"{name}/loss_soft": 1.1,
-                          f"{name}/loss_mutual": 0.001 * step})
+            entry.update(
+                {
+                    f"{name}/loss": 2.2,
+                    f"{name}/loss_hard": 1.1,
+                    f"{name}/loss_soft": 1.1,
+                    f"{name}/loss_mutual": 0.001 * step,
+                }
+            )
         history.append(entry)
     return history
 
@@ -88,8 +103,11 @@ def test_load_log_history_prefers_recipe_file_then_newest_checkpoint(tmp_path):
 
 
 def test_confusion_matrix_png(tmp_path):
-    check_png(plot_confusion_matrix([[50, 3, 1], [4, 40, 6], [0, 2, 30]], ["hate", "offensive", "neither"],
-                                    tmp_path / "cm.png"))
+    check_png(
+        plot_confusion_matrix(
+            [[50, 3, 1], [4, 40, 6], [0, 2, 30]], ["hate", "offensive", "neither"], tmp_path / "cm.png"
+        )
+    )
     with pytest.raises(ValueError, match="does not fit"):
         plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b", "c"], tmp_path / "bad.png")
 

@@ -77,10 +77,21 @@ def test_aggregate_seeds_uses_sample_std():
 def test_report_json_and_markdown(tmp_path):
     results = []
     for seed, pred in ((1, Y_PRED), (2, Y_TRUE)):  # seed 2 predicts perfectly
-        results.append(model_result("student", Y_TRUE, one_hot_logits(pred), LABELS, params=2_000_000, seconds=1.0,
-                                    seed=seed))
-        results.append(model_result("teacher", Y_TRUE, one_hot_logits(Y_TRUE), LABELS, role="teacher",
-                                    params=4_000_000, seconds=2.0, seed=seed))
+        results.append(
+            model_result("student", Y_TRUE, one_hot_logits(pred), LABELS, params=2_000_000, seconds=1.0, seed=seed)
+        )
+        results.append(
+            model_result(
+                "teacher",
+                Y_TRUE,
+                one_hot_logits(Y_TRUE),
+                LABELS,
+                role="teacher",
+                params=4_000_000,
+                seconds=2.0,
+                seed=seed,
+            )
+        )
     report = build_report(results, dataset="toy", split="test", label_names=LABELS)
     json_path, md_path = write_report(report, tmp_path / "out" / "report")
     loaded = json.loads(json_path.read_text())
@@ -104,19 +115,23 @@ def test_report_json_and_markdown(tmp_path):
 
 def test_predict_logits_and_throughput():
     from conftest import random_classification_dataset, tiny_classifier
-    from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast
 
     model = tiny_classifier()
     data = random_classification_dataset(n=10)
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, "[UNK]")),
-                                  pad_token="[PAD]", unk_token="[UNK]")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, "[UNK]")),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+    )
     logits, seconds = predict_logits(model, data, data_collator=DataCollatorWithPadding(tok), batch_size=4)
     import torch
 
     with torch.no_grad():
-        expected = model(input_ids=torch.tensor(data["input_ids"][:]),
-                         attention_mask=torch.tensor(data["attention_mask"][:])).logits.numpy()
+        expected = model(
+            input_ids=torch.tensor(data["input_ids"][:]), attention_mask=torch.tensor(data["attention_mask"][:])
+        ).logits.numpy()
     assert logits.shape == (10, 3)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     assert seconds > 0 and math.isfinite(seconds)
@@ -140,7 +155,11 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
     (tmp_path / "ddml" / "students.json").write_text(_json.dumps({"students": ["a", "b"]}))
     models, ensembles = find_saved_models(tmp_path)
     assert {(m.name, m.role) for m in models} == {
-        ("teacher", "teacher"), ("ddml/a", "student"), ("ddml/b", "student"), ("alone/a", "baseline")}
+        ("teacher", "teacher"),
+        ("ddml/a", "student"),
+        ("ddml/b", "student"),
+        ("alone/a", "baseline"),
+    }
     assert [(e.name, e.members) for e in ensembles] == [("ddml/ensemble", ["ddml/a", "ddml/b"])]
     with pytest.raises(FileNotFoundError):
         find_saved_models(tmp_path / "alone" / "nothing")
