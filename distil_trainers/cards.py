@@ -36,11 +36,14 @@ __all__ = [
     "card_context_from_trainer",
     "card_metadata",
     "dataset_info",
+    "datasets_of",
+    "describe_student_spec",
     "hub_id_of",
     "load_template",
     "method_of",
     "model_label",
     "render_model_card",
+    "rows_to_card_metrics",
     "write_model_card",
 ]
 
@@ -700,3 +703,48 @@ def saved_card_context(
     for key, value in overrides.items():
         setattr(context, key, value)
     return context
+
+
+def rows_to_card_metrics(
+    rows: Sequence[Mapping[str, Any]], this: str, split: str = "test", compare: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Card metric rows from a recipe's result rows (``{"model", "task", "accuracy", ...}``): the row labelled
+    ``this`` becomes "this model" (and the card's model-index), the rows labelled in ``compare`` (teacher,
+    baselines…) are kept under their labels for comparison."""
+    out = []
+    for row in rows:
+        label = row.get("model")
+        if label != this and label not in compare:
+            continue
+        values = {k: v for k, v in row.items() if (k in CARD_METRICS or k.startswith("f1_")) and k != "f1_weighted"}
+        out.append(
+            {
+                "model": "this model" if label == this else label,
+                "dataset": row.get("task"),
+                "split": split,
+                "values": values,
+            }
+        )
+    return out
+
+
+def datasets_of(suite: Any) -> list[DatasetInfo]:
+    """:class:`DatasetInfo` of every task of a :class:`~distil_trainers.workflow.TaskSuite` (split sizes, classes)."""
+    return [
+        dataset_info(task.name, {split: len(ds) for split, ds in task.splits.items()}, task.label_names)
+        for task in suite.tasks
+    ]
+
+
+def describe_student_spec(spec: Mapping[str, Any]) -> str | None:
+    """A phrase for a student spec of :func:`~distil_trainers.models.students.build_student` (the DDML recipe's
+    ``students``): ``layers [0, 2, 4] of <base>`` or ``a 2-layer distilbert (hidden 256) trained from scratch…``."""
+    if "base" in spec:
+        return f"encoder layers {list(spec['layers'])} of {spec['base']}" if spec.get("layers") else None
+    parts = [f"a {spec.get('num_layers', '?')}-layer {spec.get('architecture', 'transformer')}"]
+    if spec.get("hidden_size"):
+        parts.append(f"(hidden size {spec['hidden_size']})")
+    parts.append("trained from scratch")
+    if spec.get("vocab_size"):
+        parts.append(f"with its own {spec['vocab_size']:,}-token vocabulary learnt from the training texts")
+    return " ".join(parts)

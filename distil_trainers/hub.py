@@ -245,12 +245,13 @@ def push_saved_models(
     local_dir: str | os.PathLike | None = None,
     dry_run: bool = False,
 ) -> UploadPlan:
-    """Write each saved model's card (``README.md`` from ``contexts[key]``), plan the upload and push it (unless
-    ``dry_run``). The students of a mutual-learning run name their peers' repositories in their cards. Returns the
+    """Write each saved model's card (``README.md`` from ``contexts[key]``, titled with its repository's name), plan
+    the upload and push it (unless ``dry_run``). The students of a mutual-learning run name their peers' repositories in their cards. Returns the
     plan; raises :class:`HubPushError` if the upload fails (the models and cards are on disk by then)."""
     peer_repos = {s: student_repo_id(student_pattern, repo_id, s) for s in folders if s is not None}
     for key, folder in folders.items():
         context = contexts[key]
+        context.model_name = (repo_id if key is None else peer_repos[key]).split("/")[-1]  # the card names its repo
         for peer in context.peers:
             peer.repo_id = peer.repo_id or peer_repos.get(peer.name)
         write_model_card(context, folder)
@@ -312,4 +313,57 @@ def push_trainer(
             revision=revision if revision is not None else args.hub_revision,
             api=api,
         )
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def split_push_argument(args: Any) -> tuple[Any, bool]:
+    """``(args with push_to_hub=False, whether to push)``. The recipes train every stage with ``push_to_hub`` off
+    (so that no Trainer creates repositories or pushes checkpoints while training) and push the finished students
+    once, after their report is written (:func:`push_recipe_models`)."""
+    if not getattr(args, "push_to_hub", False):
+        return args, False
+    import dataclasses
+
+    return dataclasses.replace(args, push_to_hub=False), True
+
+
+def push_recipe_models(
+    args: Any,
+    folders: Mapping[str | None, str | os.PathLike],
+    contexts: Mapping[str | None, CardContext],
+    student_pattern: str = DEFAULT_STUDENT_PATTERN,
+    commit_message: str | None = None,
+    api: HfApi | None = None,
+) -> UploadPlan | None:
+    """The end of a recipe run with ``--push_to_hub``: on the main process, write the cards and push ``folders``
+    (``{None: folder}``: one repository ``args.hub_model_id``; ``{student: folder}``: one per student, named by
+    ``student_pattern``). If the upload fails, print the one :class:`HubPushError` message and exit with status 1;
+    the results and the saved models are on disk by then."""
+    if getattr(args, "process_index", 0) != 0:
+        return None
+    import sys
+
+    repo_id = default_repo_id(args)
+    try:
+        plan = push_saved_models(
+            folders,
+            contexts,
+            repo_id,
+            commit_message or DEFAULT_COMMIT_MESSAGE,
+            student_pattern,
+            token=getattr(args, "hub_token", None),
+            private=getattr(args, "hub_private_repo", None),
+            revision=getattr(args, "hub_revision", None),
+            api=api,
+            local_dir=args.output_dir,
+        )
+    except HubPushError as exc:
+        print(f"\n[hub] {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+    print("[hub] pushed: " + ", ".join(plan.repo_ids))
     return plan
