@@ -26,6 +26,8 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .metrics import per_class_keys
+
 __all__ = [
     "METHODS",
     "TEMPLATE_ENV",
@@ -398,17 +400,9 @@ def render_model_card(
         library_version=__version__,
         feature_matching=context.feature_matching,
         datasets=context.datasets,
-        hyperparameters=context.hyperparameters,
+        hyperparameters={k: _plain(v) for k, v in context.hyperparameters.items()},
         metrics=[{**row, "values": {k: _percent(v) for k, v in row["values"].items()}} for row in context.metrics],
-        metric_columns=[m for m in CARD_METRICS if any(m in row["values"] for row in context.metrics)]
-        + sorted(
-            {
-                k
-                for row in context.metrics
-                for k in row["values"]
-                if k.startswith("f1_") and k not in CARD_METRICS and k != "f1_weighted"
-            }
-        ),
+        metric_columns=_metric_columns(context),
         metrics_note=context.metrics_note,
         intended_use=context.intended_use or _default_intended_use(context),
         limitations=context.limitations,
@@ -417,6 +411,22 @@ def render_model_card(
     )
     ModelCard(text, ignore_metadata_errors=False)  # raises on metadata the Hub could not read
     return text
+
+
+def _metric_columns(context: CardContext) -> list[str]:
+    """The card's metric columns: the macro metrics, then per-class F1 in class order."""
+    present = {k for row in context.metrics for k in row["values"]}
+    columns = [m for m in CARD_METRICS if m in present]
+    per_class = sorted(k for k in present if k.startswith("f1_") and k not in CARD_METRICS and k != "f1_weighted")
+    if context.label_names:
+        order = [f"f1_{k}" for k in per_class_keys(context.label_names, len(context.label_names))]
+        per_class.sort(key=lambda k: order.index(k) if k in order else len(order))
+    return columns + per_class
+
+
+def _plain(value: Any) -> Any:
+    """Hyper-parameter values as the card prints them (enums by their value)."""
+    return getattr(value, "value", value)
 
 
 def _default_intended_use(context: CardContext) -> str:
@@ -534,6 +544,10 @@ def card_context(
     hparams = {k: getattr(args, k) for k in (*_COMMON_HPARAMS, *_METHOD_HPARAMS.get(method, ())) if hasattr(args, k)}
     if hparams.get("max_steps", -1) in (-1, 0):
         hparams.pop("max_steps", None)
+    if method == "bam":  # only the parameters of the schedule in use
+        unused = ("lambda_start", "lambda_end") if hparams.get("lambda_schedule") == "constant" else ("lambda_value",)
+        for key in unused:
+            hparams.pop(key, None)
     feature_text = None
     matches = getattr(args, "feature_matches", None)
     if matches:
