@@ -93,21 +93,19 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     for run_dir, found in details.items():
         tag = f"{Path(run_dir).name}_" if len(details) > 1 else ""
         for saved in found["models"]:
-            try:
-                history = load_log_history(
-                    saved.path
-                    if saved.role != "student" or not (saved.path.parent / "students.json").is_file()
-                    else saved.path.parent
-                )
-            except FileNotFoundError:
-                continue
-            slug = saved.name.replace("/", "_")
-            if saved.path.parent.joinpath("students.json").is_file():
-                slug = saved.path.parent.relative_to(run_dir).as_posix().replace("/", "_") or "students"
+            # mutual learning logs every student in one history, beside students.json
+            group = saved.path.parent if (saved.path.parent / "students.json").is_file() else saved.path
+            relative = group.relative_to(run_dir).as_posix()
+            slug = (relative if relative != "." else Path(run_dir).name).replace("/", "_")
             target = plots / f"curves_{tag}{slug}.png"
-            if target.exists() or not any("loss" in e for e in history):
+            if target in written:
                 continue
-            written.append(plot_training_curves(history, target, title=f"{Path(run_dir).name}: {slug}"))
+            try:
+                history = load_log_history(group)
+            except FileNotFoundError:
+                continue  # a model saved without its log history (e.g. a given teacher)
+            if any("loss" in entry for entry in history):
+                written.append(plot_training_curves(history, target, title=f"{Path(run_dir).name}: {slug}"))
     for name, entry in report["summary"].items():
         slug = name.replace("/", "_")
         written.append(

@@ -244,3 +244,23 @@ def test_plan_is_json_serialisable(tmp_path):
     plan = plan_upload({None: tmp_path / "m"}, "me/m", "msg")
     assert json.loads(json.dumps(plan.to_dict()))["uploads"][0]["repo_id"] == "me/m"
     assert "me/m <- " in plan.describe()
+
+
+def test_push_command_dry_run_and_offline(tmp_path, capsys):
+    from distil_trainers.cli import main
+
+    run = tmp_path / "ddml"
+    for seed, name in enumerate("ab"):
+        tiny_classifier(seed).save_pretrained(run / name)
+    (run / "students.json").write_text(json.dumps({"students": ["a", "b"]}))
+    (run / "a" / "training_complete.json").write_text("{}")
+    code = main(["push", str(run), "--repo_id", "me/ddml", "--dataset", "davidson", "--dry_run"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "me/ddml-a <- " in printed and "me/ddml-b <- " in printed
+    meta = metadata_load(run / "b" / "README.md")
+    assert meta["model_name"] == "ddml-b" and meta["datasets"] == ["tdavidson/hate_speech_offensive"]
+    assert "me/ddml-a" in (run / "b" / "README.md").read_text()  # the peer's repository
+    code = main(["push", str(run), "--repo_id", "me/ddml"])  # HF_HUB_OFFLINE=1
+    assert code == 1
+    assert f"The local save is complete: {run}" in capsys.readouterr().err

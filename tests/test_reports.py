@@ -163,3 +163,165 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
     assert [(e.name, e.members) for e in ensembles] == [("ddml/ensemble", ["ddml/a", "ddml/b"])]
     with pytest.raises(FileNotFoundError):
         find_saved_models(tmp_path / "alone" / "nothing")
+
+
+# ---- finished run directories: distil-trainers evaluate / recipes/evaluate.py ----------------------------------------
+
+TOY_WORDS = ["good", "bad", "fine", "awful", "nice", "vile", "ok", "meh"]
+
+
+def toy_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(TOY_WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, "[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def toy_dataset_name():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from distil_trainers.data import register_dataset
+
+    name = "toy_reports_eval"
+
+    def load(root, *, seed):
+        rng = np.random.default_rng(0)
+        texts = [" ".join(rng.choice(TOY_WORDS, size=int(rng.integers(2, 6)))) for _ in range(24)]
+        features = Features(
+            {"id": Value("string"), "text": Value("string"), "label": ClassLabel(names=["neg", "neu", "pos"])}
+        )
+
+        def make(lo, hi):
+            data = {
+                "id": [f"t{i}" for i in range(lo, hi)],
+                "text": texts[lo:hi],
+                "label": [i % 3 for i in range(lo, hi)],
+            }
+            return Dataset.from_dict(data, features=features)
+
+        return DatasetDict(train=make(0, 12), validation=make(12, 18), test=make(18, 24))
+
+    from distil_trainers.data.registry import _REGISTRY
+
+    if name not in _REGISTRY:
+        register_dataset(name)(load)
+    return name
+
+
+def save_toy_model(folder, seed, layers=2):
+    from conftest import tiny_classifier
+
+    model = tiny_classifier(
+        seed,
+        vocab_size=len(TOY_WORDS) + 2,
+        layers=layers,
+        id2label={0: "neg", 1: "neu", 2: "pos"},
+        label2id={"neg": 0, "neu": 1, "pos": 2},
+    )
+    model.save_pretrained(folder)
+    toy_tokenizer().save_pretrained(folder)
+    return model
+
+
+def test_evaluate_command_on_a_run_directory(tmp_path, toy_dataset_name):
+    import json as _json
+    import shutil
+
+    import torch
+
+    from distil_trainers.cli import main
+
+    run = tmp_path / "run"
+    models = {
+        "teacher": save_toy_model(run / "teacher", 0, layers=3),
+        "ddml/a": save_toy_model(run / "ddml" / "a", 1),
+        "ddml/b": save_toy_model(run / "ddml" / "b", 2),
+    }
+    (run / "ddml" / "students.json").write_text(_json.dumps({"students": ["a", "b"]}))
+    history = [
+        {
+            "loss": 2.0 - 0.1 * s,
+            "a/loss_hard": 1.0,
+            "a/loss_mutual": 0.1,
+            "b/loss_hard": 1.0,
+            "b/loss_mutual": 0.1,
+            "step": s,
+        }
+        for s in range(1, 6)
+    ]
+    (run / "ddml" / "log_history.json").write_text(_json.dumps(history))
+    (run / "ddml" / "checkpoint-5").mkdir()  # ignored: not a saved model
+    shutil.copytree(run, tmp_path / "run2")  # the same run "with another seed"
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            str(run),
+            str(tmp_path / "run2"),
+            "--seeds",
+            "1",
+            "2",
+            "--dataset",
+            toy_dataset_name,
+            "--output_dir",
+            str(out),
+            "--write_cards",
+            "true",
+            "--data_dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    report = _json.loads((out / "report.json").read_text())
+    assert list(report["summary"]) == ["ddml/a", "ddml/b", "teacher", "ddml/ensemble"]
+
+    # independent computation: each model's argmax on the 6 test texts, and the ensemble's averaged probabilities
+    tok = toy_tokenizer()
+    from distil_trainers.data import load_dataset_by_name
+
+    test = load_dataset_by_name(toy_dataset_name, data_dir=tmp_path)["test"]
+    batch = tok(test["text"][:], padding=True, return_tensors="pt")
+    labels = torch.tensor(test["label"][:])
+    probs = {}
+    for name, model in models.items():
+        model.eval()
+        with torch.no_grad():
+            probs[name] = model(**batch).logits.softmax(-1)
+        expected = (probs[name].argmax(-1) == labels).float().mean().item()
+        entry = report["summary"][name]
+        assert entry["metrics"]["accuracy"]["mean"] == pytest.approx(expected)
+        assert entry["metrics"]["accuracy"]["std"] == 0.0  # the same run twice
+        assert entry["metrics"]["params"]["mean"] == sum(p.numel() for p in model.parameters())
+        assert entry["seeds"] == [1, 2] and entry["num_examples"] == 6
+        assert np.sum(entry["confusion_matrix"]) == 12  # 6 examples x 2 runs
+    ensemble = ((probs["ddml/a"] + probs["ddml/b"]) / 2).argmax(-1)
+    assert report["summary"]["ddml/ensemble"]["metrics"]["accuracy"]["mean"] == pytest.approx(
+        (ensemble == labels).float().mean().item()
+    )
+    assert report["summary"]["teacher"]["role"] == "teacher"
+    assert "± 0.00" in (out / "report.md").read_text()
+
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert {"curves_run_ddml.png", "curves_run2_ddml.png", "comparison_f1_macro.png"} <= set(pngs)
+    assert "confusion_ddml_ensemble.png" in pngs
+    for png in (out / "plots").glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    card = (run / "ddml" / "a" / "README.md").read_text()
+    assert "10.3390/e27040417" in card and "`b`" in card
+    assert not (run / "teacher" / "README.md").exists()  # cards for students only
+
+
+def test_evaluate_refuses_a_model_of_another_label_space(tmp_path, toy_dataset_name):
+    from conftest import tiny_classifier
+
+    from distil_trainers.reports import evaluate_run_dirs
+
+    run = tmp_path / "run"
+    tiny_classifier(0, vocab_size=10, num_labels=2).save_pretrained(run / "student")
+    toy_tokenizer().save_pretrained(run / "student")
+    with pytest.raises(ValueError, match="predicts 2 classes"):
+        evaluate_run_dirs([run], toy_dataset_name, data_dir=str(tmp_path))
