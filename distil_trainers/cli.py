@@ -41,7 +41,13 @@ class EvaluateArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data)."}
     )
-    data_seed: int = field(default=42, metadata={"help": "Seed of the dataset's split / subsampling (as in the run)."})
+    data_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the dataset's split and subsampling. Default: each run's seed from --seeds (the "
+            "recipes split and subsample with their seed), else 42."
+        },
+    )
     max_samples: int | None = field(
         default=None,
         metadata={

@@ -393,34 +393,46 @@ def evaluate_run_dirs(
     split: str = "test",
     seeds: Sequence[int | None] | None = None,
     data_dir: str | None = None,
-    data_seed: int = 42,
+    data_seed: int | None = None,
     max_samples: int | None = None,
     max_length: int = 128,
     batch_size: int = 64,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate every saved model (and mutual-learning ensemble) of one or more finished runs on ``split`` of the
     registered ``dataset``. Runs are taken as repetitions with different seeds (``seeds``, in order): models with
-    the same path relative to their run are aggregated as "mean ± std". Returns ``(report, details)`` where
-    ``details`` maps each run to its models (``SavedModel`` lists) for the plots and cards."""
+    the same path relative to their run are aggregated as "mean ± std".
+
+    The split is made (and subsampled to ``max_samples``) with ``data_seed``; by default with each run's own seed
+    (as the recipes split and subsample their data with their ``seed``, so a run is scored on its own held-out
+    examples), or 42 without ``seeds``. Returns ``(report, details)`` where ``details`` maps each run to its models
+    (``SavedModel`` lists) for the plots and cards."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .data import load_dataset_by_name
 
-    limits = {split: max_samples} if max_samples else None
-    splits = load_dataset_by_name(dataset, data_dir=data_dir, seed=data_seed, max_samples_per_split=limits)
-    if split not in splits:
-        raise ValueError(f"{dataset} has no {split!r} split; it has {list(splits)}.")
-    data = splits[split]
-    label_names = list(data.features["label"].names)
-    labels = np.asarray(data["label"][:], dtype=np.int64)
     seeds = list(seeds) if seeds is not None else [None] * len(run_dirs)
     if len(seeds) != len(run_dirs):
         raise ValueError(f"{len(seeds)} seeds for {len(run_dirs)} run directories.")
+    limits = {split: max_samples} if max_samples else None
+    loaded: dict[int, Any] = {}
+
+    def split_for(seed: int) -> Any:
+        if seed not in loaded:
+            splits = load_dataset_by_name(dataset, data_dir=data_dir, seed=seed, max_samples_per_split=limits)
+            if split not in splits:
+                raise ValueError(f"{dataset} has no {split!r} split; it has {list(splits)}.")
+            loaded[seed] = splits[split]
+        return loaded[seed]
+
+    run_data_seeds = [data_seed if data_seed is not None else (s if s is not None else 42) for s in seeds]
+    label_names = list(split_for(run_data_seeds[0]).features["label"].names)
     results: list[ModelResult] = []
     details: dict[str, Any] = {}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    for run_dir, seed in zip(run_dirs, seeds):
+    for run_dir, seed, run_data_seed in zip(run_dirs, seeds, run_data_seeds):
+        data = split_for(run_data_seed)
+        labels = np.asarray(data["label"][:], dtype=np.int64)
         models, ensembles = find_saved_models(run_dir)
         details[str(run_dir)] = {"models": models, "ensembles": ensembles}
         outputs: dict[str, tuple[np.ndarray, float, int]] = {}
@@ -459,9 +471,12 @@ def evaluate_run_dirs(
                     seed=seed,
                 )
             )
-    notes = f"{len(labels)} examples" + (
-        f" (subsampled to at most {max_samples}, seed {data_seed})" if max_samples else ""
+    sizes = sorted({len(d) for d in loaded.values()})
+    notes = f"{'/'.join(map(str, sizes))} examples per run" + (
+        f" (at most {max_samples}, subsampled)" if max_samples else ""
     )
+    per_run = data_seed is None and seeds[0] is not None
+    notes += "; split and subsample seeded with " + ("each run's seed" if per_run else str(run_data_seeds[0]))
     report = build_report(results, dataset=dataset, split=split, label_names=label_names, notes=notes)
     report["run_dirs"] = [str(r) for r in run_dirs]
     return report, details
