@@ -7,7 +7,7 @@
 
 ``evaluate`` writes ``report.json`` / ``report.md``, ``plots/*.png`` (training curves of every trained model,
 confusion matrices, a bar chart per metric) and, with ``--write_cards``, a ``README.md`` model card beside every
-saved student. ``recipes/evaluate.py`` is the same with ``--config evaluate.yaml`` support.
+saved student. ``recipes/evaluate_runs.py`` is the same with ``--config evaluate.yaml`` support.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvaluateArguments:
-    """Arguments of ``distil-trainers evaluate`` and ``recipes/evaluate.py``."""
+    """Arguments of ``distil-trainers evaluate`` and ``recipes/evaluate_runs.py``."""
 
     run_dirs: list[str] = field(
         metadata={

@@ -15,11 +15,12 @@ evaluated on a split of a registered dataset, together with the ensemble of each
 
 Usage:
 
-    python recipes/evaluate.py --run_dirs runs/ddml_quickstart --dataset davidson --max_samples 800 --max_length 64
-    python recipes/evaluate.py --run_dirs runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson
-    python recipes/evaluate.py --config evaluate.yaml
+    python recipes/evaluate_runs.py --run_dirs runs/ddml_quickstart --dataset davidson --max_samples 800 --max_length 64
+    python recipes/evaluate_runs.py --run_dirs runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson
+    python recipes/evaluate_runs.py --config evaluate.yaml
 
-The same is available as ``distil-trainers evaluate <run dirs> --dataset ...`` once the package is installed.
+(The script is not called ``evaluate.py``: run as ``python recipes/<name>.py``, a file of that name in ``recipes/``
+would shadow the ``evaluate`` package for every recipe.) The same is available as ``distil-trainers evaluate <run dirs> --dataset ...`` once the package is installed.
 Use the run's ``max_eval_samples`` / ``max_length`` / ``seed`` so that the evaluated examples are the run's.
 """
 
