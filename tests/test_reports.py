@@ -165,7 +165,7 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
         find_saved_models(tmp_path / "alone" / "nothing")
 
 
-# ---- finished run directories: distil-trainers evaluate / recipes/evaluate.py ----------------------------------------
+# ---- finished run directories: distil-trainers evaluate / recipes/evaluate_runs.py -----------------------------------
 
 TOY_WORDS = ["good", "bad", "fine", "awful", "nice", "vile", "ok", "meh"]
 
