@@ -219,7 +219,7 @@ def plot_comparison(
         )
     ax.set_xticks(x, labels=names, rotation=25, ha="right")
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_ylim(0, min(100.0, max(means) * 1.15 + 1))
+    ax.set_ylim(0, min(100.0, max(m + s for m, s in zip(means, stds)) * 1.12 + 1))
     roles = []
     for entry in summary.values():
         role = entry.get("role", "")
