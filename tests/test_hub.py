@@ -264,3 +264,27 @@ def test_push_command_dry_run_and_offline(tmp_path, capsys):
     code = main(["push", str(run), "--repo_id", "me/ddml"])  # HF_HUB_OFFLINE=1
     assert code == 1
     assert f"The local save is complete: {run}" in capsys.readouterr().err
+
+
+def test_recipe_helpers(tmp_path, capsys):
+    from distil_trainers.cards import CardContext
+    from distil_trainers.hub import push_recipe_models, split_push_argument
+
+    args = AnnealingArguments(output_dir=str(tmp_path), push_to_hub=True, hub_model_id="me/run", report_to="none")
+    stripped, push = split_push_argument(args)
+    assert push and not stripped.push_to_hub and stripped.hub_model_id == "me/run"
+    assert split_push_argument(stripped) == (stripped, False)
+    tiny_classifier(0).save_pretrained(tmp_path / "student")
+    card = CardContext(model_name="ignored", method="bam")
+    api = RecordingApi()
+    plan = push_recipe_models(stripped, {None: tmp_path / "student"}, {None: card}, api=api)
+    assert plan.repo_ids == ["me/run"] and api.calls[-1][2]["files"] == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert metadata_load(tmp_path / "student" / "README.md")["model_name"] == "run"  # named after its repository
+    with pytest.raises(SystemExit) as stop:  # offline: one message, status 1, the files stay
+        push_recipe_models(stripped, {None: tmp_path / "student"}, {None: card})
+    assert stop.value.code == 1
+    assert "The local save is complete" in capsys.readouterr().err
