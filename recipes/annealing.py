@@ -21,6 +21,10 @@ Usage:
     # any option can be overridden on the command line
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
         --annealing jafari --output_dir runs/jafari
+
+    # push the student with its model card once the report is written (needs the network and a token)
+    accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
+        --push_to_hub true --hub_model_id <user>/minilm3-bam-davidson
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from transformers import AutoTokenizer, set_seed
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
+from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
+from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.workflow import (
@@ -74,6 +80,7 @@ class RecipeArguments(TeacherDataArguments):
 
 def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    args, push = split_push_argument(args)  # with --push_to_hub the student is pushed once, after the report
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
@@ -166,6 +173,12 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         print("\n" + header + "\n\n" + table + "\n")
         (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
         (output_dir / "results.json").write_text(json.dumps({"method": args.annealing, "rows": rows}, indent=2))
+    if push:
+        teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
+        card = card_context(student, args, teacher=teacher_label, datasets=datasets_of(suite),
+                            base_model=hub_id_of(recipe.student_base or recipe.teacher_base),
+                            metrics=rows_to_card_metrics(rows, "student", compare=("teacher",)))
+        push_recipe_models(args, {None: student_dir}, {None: card})
     return {"rows": rows}
 
 

@@ -21,6 +21,10 @@ Usage:
     # two CPU processes over gloo (`--cpu --num_processes 2` would silently run one process)
     torchrun --nproc_per_node 2 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml --use_cpu true
 
+    # push each DDML student with its model card (<user>/ddml-davidson-minilm3, ...-wpbert) after the report
+    accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml \\
+        --push_to_hub true --hub_model_id <user>/ddml-davidson
+
     # the paper's setting on GPUs: xlm-roberta-large teacher, mBERT and XLM-R base students
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/ddml.py \\
         --config recipes/configs/ddml_paper.yaml
@@ -40,6 +44,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import TrlParser
 
 from distil_trainers import MutualLearningArguments, MutualLearningTrainer
+from distil_trainers.cards import (
+    PeerInfo,
+    card_context,
+    datasets_of,
+    describe_student_spec,
+    hub_id_of,
+    rows_to_card_metrics,
+)
+from distil_trainers.hub import push_recipe_models, split_push_argument, student_folder
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.models.students import build_student
@@ -80,6 +93,10 @@ class DDMLRecipeArguments(TeacherDataArguments):
                           "num_layers, num_heads}."},
     )
     run_baselines: bool = field(default=True, metadata={"help": "Also train every student alone (same steps)."})
+    hub_student_pattern: str = field(
+        default="{repo_id}-{student}",
+        metadata={"help": "With --push_to_hub: the repository of each student, from hub_model_id and its name."},
+    )
 
     def __post_init__(self):
         if isinstance(self.students, str):
@@ -98,6 +115,7 @@ def _stage_args(args: MutualLearningArguments, output_dir: Path, **overrides) ->
 
 def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    args, push = split_push_argument(args)  # with --push_to_hub the students are pushed once, after the report
     set_seed(args.seed)
     out = Path(args.output_dir)
     suite = load_tasks([recipe.dataset], recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
@@ -220,6 +238,17 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
         print("\n" + header + "\n\n" + table + "\n")
         (out / "results.md").write_text(header + "\n\n" + table + "\n")
         (out / "results.json").write_text(json.dumps({"config": header, "rows": rows}, indent=2))
+    if push:
+        teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
+        cards = {name: card_context(
+            trainer.group.students[name], args, student=name, teacher=teacher_label, datasets=datasets_of(suite),
+            peers=[PeerInfo(p, base_model=hub_id_of(recipe.students[p].get("base"))) for p in students if p != name],
+            base_model=hub_id_of(recipe.students[name].get("base")),
+            student_description=describe_student_spec(recipe.students[name]),
+            metrics=rows_to_card_metrics(rows, f"{name} (DDML)",
+                                         compare=("teacher", "ensemble (DDML)", f"{name} (alone)")),
+        ) for name in students}
+        push_recipe_models(args, {n: student_folder(ddml_dir, n) for n in students}, cards, recipe.hub_student_pattern)
     return {"rows": rows}
 
 

@@ -51,7 +51,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
+from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
 from distil_trainers.features import FeatureMatch, model_dimensions, parse_feature_matches, uniform_matches
+from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.trainers.base import TaskAwareTrainer
 from distil_trainers.workflow import (
@@ -194,6 +196,7 @@ def train_stage(stage_dir: Path, key: str, build_trainer, tokenizer, args, info:
 
 def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    args, push = split_push_argument(args)  # with --push_to_hub the students are pushed once, after the report
     started = time.time()
     output_dir = Path(args.output_dir)
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
@@ -288,6 +291,19 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         summary = {"methods": recipe.methods, "born_again_generations": recipe.born_again_generations,
                    "born_again_method": recipe.born_again_method, "rows": rows, "wall_seconds": wall}
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    if push:  # one repository per method's student: <hub_model_id>-<method>
+        cards = {}
+        teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
+        for method in recipe.methods:
+            stage_args = method_arguments(recipe, args, method, output_dir / method, len(recipe.student_layers),
+                                          teacher_layers)
+            cards[method] = card_context(
+                models[method], stage_args, method="finetune" if method == "baseline" else None,
+                teacher=None if method == "baseline" else teacher_label,
+                datasets=datasets_of(suite), base_model=hub_id_of(recipe.teacher_base),
+                metrics=rows_to_card_metrics(rows, labels[method], compare=("teacher",)),
+            )
+        push_recipe_models(args, {m: output_dir / m for m in recipe.methods}, cards)
     return {"rows": rows, "wall_seconds": wall}
 
 

@@ -599,3 +599,28 @@ class DistillationTrainer(TaskAwareTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             return loss * self.accelerator.num_processes
         return loss
+
+    # ---- the Hub -------------------------------------------------------------------------------------------------
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Only names the repository (no network): :meth:`push_to_hub` creates it after the local save."""
+        from ..hub import default_repo_id
+
+        self.hub_model_id = default_repo_id(self.args)
+        self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoints are not pushed during training; :meth:`push_to_hub` pushes the student(s) with a card."""
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save the student(s) to ``args.output_dir``, write a model card beside each, and upload them to
+        ``args.hub_model_id`` (mutual learning: one repository per student, ``student_pattern="{repo_id}-{student}"``).
+        ``kwargs`` go to :func:`distil_trainers.cards.card_context_from_trainer` (e.g. ``datasets=["davidson"]``).
+        The upload is blocking. If it fails (offline…), one :class:`~distil_trainers.hub.HubPushError` says where the
+        complete local save is. Returns the :class:`~distil_trainers.hub.UploadPlan`."""
+        from ..hub import push_trainer
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        return push_trainer(self, commit_message=commit_message, token=token, revision=revision, private=private,
+                            **kwargs)

@@ -1,0 +1,253 @@
+"""The ``distil-trainers`` command: reports, plots and model cards of finished runs, and pushes to the Hub.
+
+    distil-trainers evaluate runs/ddml_quickstart --dataset davidson --split test
+    distil-trainers evaluate runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson   # mean ± std over seeds
+    distil-trainers push runs/annealing_quickstart/student --repo_id me/minilm3-bam-davidson --dataset davidson
+    distil-trainers push runs/ddml_quickstart/ddml --repo_id me/ddml-davidson                # one repo per student
+
+``evaluate`` writes ``report.json`` / ``report.md``, ``plots/*.png`` (training curves of every trained model,
+confusion matrices, a bar chart per metric) and, with ``--write_cards``, a ``README.md`` model card beside every
+saved student. ``recipes/evaluate_runs.py`` is the same with ``--config evaluate.yaml`` support.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateArguments:
+    """Arguments of ``distil-trainers evaluate`` and ``recipes/evaluate_runs.py``."""
+
+    run_dirs: list[str] = field(
+        metadata={
+            "help": "Finished run directories (the output_dir of a recipe). Several = the same run with "
+            "different seeds: their models are aggregated as mean ± sample std (ddof=1)."
+        }
+    )
+    dataset: str = field(
+        metadata={"help": "Registered dataset to evaluate on (distil_trainers.data.list_datasets())."}
+    )
+    split: str = field(default="test", metadata={"help": "Split to evaluate on: train, validation or test."})
+    seeds: list[int] | None = field(default=None, metadata={"help": "The seed of each run directory, in order."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data)."}
+    )
+    data_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the dataset's split and subsampling. Default: each run's seed from --seeds (the "
+            "recipes split and subsample with their seed), else 42."
+        },
+    )
+    max_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on at most this many examples (seeded, stratified; as the run's max_eval_samples)."
+        },
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncation length of the texts (tokens)."})
+    batch_size: int = field(default=64, metadata={"help": "Inference batch size."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where report and plots go (default: <first run dir>/evaluation)."}
+    )
+    metrics: list[str] = field(
+        default_factory=lambda: ["f1_macro", "accuracy"],
+        metadata={"help": "Metrics with a comparison bar chart each."},
+    )
+    write_cards: bool = field(
+        default=False,
+        metadata={"help": "Write a README.md model card beside every saved student (not teachers and baselines)."},
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id the students were cut from, for the cards' base_model (a saved folder does not say)."
+        },
+    )
+
+
+def run_evaluation(args: EvaluateArguments) -> dict:
+    """Report, plots and (optionally) cards of finished runs; returns the report."""
+    from .cards import saved_card_context, write_model_card
+    from .plots import load_log_history, plot_comparison, plot_confusion_matrix, plot_training_curves
+    from .reports import evaluate_run_dirs, write_report
+
+    report, details = evaluate_run_dirs(
+        args.run_dirs,
+        args.dataset,
+        args.split,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        data_seed=args.data_seed,
+        max_samples=args.max_samples,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.output_dir or Path(args.run_dirs[0]) / "evaluation")
+    json_path, md_path = write_report(report, out / "report")
+    plots = out / "plots"
+    written = [json_path, md_path]
+    for run_dir, found in details.items():
+        tag = f"{Path(run_dir).name}_" if len(details) > 1 else ""
+        for saved in found["models"]:
+            # mutual learning logs every student in one history, beside students.json
+            group = saved.path.parent if (saved.path.parent / "students.json").is_file() else saved.path
+            relative = group.relative_to(run_dir).as_posix()
+            slug = (relative if relative != "." else Path(run_dir).name).replace("/", "_")
+            target = plots / f"curves_{tag}{slug}.png"
+            if target in written:
+                continue
+            try:
+                history = load_log_history(group)
+            except FileNotFoundError:
+                continue  # a model saved without its log history (e.g. a given teacher)
+            if any("loss" in entry for entry in history):
+                written.append(plot_training_curves(history, target, title=f"{Path(run_dir).name}: {slug}"))
+    for name, entry in report["summary"].items():
+        slug = name.replace("/", "_")
+        written.append(
+            plot_confusion_matrix(
+                entry["confusion_matrix"],
+                report["label_names"],
+                plots / f"confusion_{slug}.png",
+                title=f"{name} ({args.split})",
+            )
+        )
+    for metric in args.metrics:
+        written.append(
+            plot_comparison(
+                report["summary"],
+                plots / f"comparison_{metric}.png",
+                metric=metric,
+                title=f"{metric} on {args.dataset} {args.split}",
+            )
+        )
+    if args.write_cards:
+        first = details[str(args.run_dirs[0])]
+        teacher = next((m.name for m in first["models"] if m.role == "teacher"), None)
+        for run_dir, found in details.items():
+            for saved in found["models"]:
+                if saved.role != "student":
+                    continue
+                peers = []
+                listing = saved.path.parent / "students.json"
+                if listing.is_file():
+                    peers = [s for s in json.loads(listing.read_text())["students"] if s != saved.path.name]
+                context = saved_card_context(
+                    saved.path,
+                    name=f"{Path(run_dir).name}-{saved.name.replace('/', '-')}",
+                    summary=report["summary"].get(saved.name),
+                    dataset=args.dataset,
+                    split=args.split,
+                    teacher=teacher,
+                    base_model=args.base_model,
+                    peers=peers,
+                )
+                written.append(write_model_card(context, saved.path))
+    print(md_path.read_text())
+    print("Written:\n" + "\n".join(f"  {p}" for p in written))
+    return report
+
+
+def push_folder(
+    folder: str,
+    repo_id: str,
+    dataset: str | None = None,
+    student_pattern: str | None = None,
+    commit_message: str = "End of training",
+    base_model: str | None = None,
+    private: bool | None = None,
+    dry_run: bool = False,
+):
+    """Push a saved model folder (or a mutual-learning output with ``students.json``: every student) with cards."""
+    from .cards import saved_card_context
+    from .hub import DEFAULT_STUDENT_PATTERN, push_saved_models, student_folder, student_repo_id
+
+    folder_path = Path(folder)
+    pattern = student_pattern or DEFAULT_STUDENT_PATTERN
+    listing = folder_path / "students.json"
+    if listing.is_file():
+        students = json.loads(listing.read_text())["students"]
+        folders = {s: student_folder(folder_path, s) for s in students}
+        contexts = {
+            s: saved_card_context(
+                folders[s],
+                name=student_repo_id(pattern, repo_id, s).split("/")[-1],
+                dataset=dataset,
+                base_model=base_model,
+                peers=[p for p in students if p != s],
+            )
+            for s in students
+        }
+    else:
+        folders = {None: folder_path}
+        contexts = {
+            None: saved_card_context(folder_path, name=repo_id.split("/")[-1], dataset=dataset, base_model=base_model)
+        }
+    plan = push_saved_models(
+        folders, contexts, repo_id, commit_message, pattern, private=private, local_dir=folder_path, dry_run=dry_run
+    )
+    print(plan.describe())
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    commands = ("evaluate", "push")
+    if not argv or argv[0] not in commands:
+        print(__doc__)
+        print(f"Commands: {', '.join(commands)}; `distil-trainers <command> --help` for its options.")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "evaluate":
+        if rest and not rest[0].startswith("-"):  # positional run directories
+            dirs = []
+            while rest and not rest[0].startswith("-"):
+                dirs.append(rest.pop(0))
+            rest = ["--run_dirs", *dirs, *rest]
+        (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(rest)
+        run_evaluation(args)
+        return 0
+    import argparse
+
+    from .hub import HubPushError
+
+    parser = argparse.ArgumentParser(prog="distil-trainers push", description=push_folder.__doc__)
+    parser.add_argument("folder", help="a saved model folder, or a mutual-learning output folder")
+    parser.add_argument("--repo_id", required=True, help="Hub repository (owner/name); students: the pattern's base")
+    parser.add_argument("--dataset", help="registered dataset name the model was trained on (for the card)")
+    parser.add_argument("--student_pattern", help="repository of each student, default '{repo_id}-{student}'")
+    parser.add_argument("--commit_message", default="End of training")
+    parser.add_argument("--base_model", help="Hub id of the pretrained model the students come from (for the card)")
+    parser.add_argument("--private", action="store_true", help="create private repositories")
+    parser.add_argument("--dry_run", action="store_true", help="write the cards and print the plan, upload nothing")
+    options = parser.parse_args(rest)
+    try:
+        push_folder(
+            options.folder,
+            options.repo_id,
+            options.dataset,
+            options.student_pattern,
+            options.commit_message,
+            options.base_model,
+            options.private or None,
+            options.dry_run,
+        )
+    except HubPushError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
