@@ -1,4 +1,4 @@
-"""Tiny offline models, tokenizers and teacher-annotated datasets for the rationale-distillation tests."""
+"""Helpers (no tests): tiny offline models, tokenizers and teacher-annotated datasets for the rationale tests."""
 
 from __future__ import annotations
 
