@@ -8,6 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_rationale_trainer_utils import (
+    CLASS_NAMES,
+    rationale_dataset,
+    seq2seq_tokenizer,
+    tiny_llama,
+    tiny_t5,
+    tiny_tokenizer,
+)
 
 from distil_trainers.trainers.rationale import (
     LABEL_VIEW,
@@ -21,20 +29,19 @@ from distil_trainers.trainers.rationale import (
     rationale_multitask_loss,
 )
 
-from test_rationale_trainer_utils import (
-    CLASS_NAMES,
-    rationale_dataset,
-    seq2seq_tokenizer,
-    tiny_llama,
-    tiny_t5,
-    tiny_tokenizer,
-)
-
 
 def sft_args(tmp_path, **kwargs) -> RationaleSFTConfig:
     defaults = dict(
-        output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, max_length=256, logging_steps=1,
-        save_strategy="no", per_device_train_batch_size=4, learning_rate=1e-3, disable_tqdm=True, bf16=False,
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        max_length=256,
+        logging_steps=1,
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        bf16=False,
     )
     defaults.update(kwargs)
     return RationaleSFTConfig(**defaults)
@@ -55,7 +62,9 @@ def test_two_views_per_post_and_unparsed_rows(tmp_path):
     assert "p3" not in {r["id"] for r in rationale_rows}
     first = next(r for r in rationale_rows if r["id"] == "p0")
     assert first["completion"] == "it contains an insult .\nLabel: offensive"
-    assert "explain your reasoning" in first["prompt"].lower() and first["prompt"].endswith("you are all stupid idiots\n")
+    assert "explain your reasoning" in first["prompt"].lower() and first["prompt"].endswith(
+        "you are all stupid idiots\n"
+    )
     assert label_rows[0]["completion"] == "offensive"
     assert "answer with the label only" in label_rows[0]["prompt"].lower()
 
@@ -105,7 +114,10 @@ def test_bad_input_is_refused_before_training(tmp_path):
         RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), train_dataset=plain, processing_class=tok)
     with pytest.raises(ValueError, match="has label 2 but there are 2 classes"):
         RationaleSFTTrainer(
-            tiny_llama(tok), args=sft_args(tmp_path), train_dataset=plain, processing_class=tok,
+            tiny_llama(tok),
+            args=sft_args(tmp_path),
+            train_dataset=plain,
+            processing_class=tok,
             class_names=["hate", "offensive"],
         )
 
@@ -158,9 +170,17 @@ def _one_step(tmp_path, name, batch_size, accumulation):
     tok = tiny_tokenizer()
     model = tiny_llama(tok, seed=1)
     args = sft_args(
-        tmp_path / name, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
-        max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", weight_decay=0.0,
-        max_grad_norm=0.0, alpha=0.3, seed=3,
+        tmp_path / name,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        alpha=0.3,
+        seed=3,
     )
     trainer = RationaleSFTTrainer(model, args=args, train_dataset=rationale_dataset(), processing_class=tok)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -181,7 +201,9 @@ def test_gradient_accumulation_equivalence(tmp_path):
     assert acc_logs["loss"] == pytest.approx(full_logs["loss"], rel=1e-5)
     assert acc_logs["loss_label"] == pytest.approx(full_logs["loss_label"], rel=1e-5)
     assert acc_logs["loss_rationale"] == pytest.approx(full_logs["loss_rationale"], rel=1e-5)
-    assert full_logs["loss"] == pytest.approx(0.3 * full_logs["loss_label"] + 0.7 * full_logs["loss_rationale"], rel=1e-5)
+    assert full_logs["loss"] == pytest.approx(
+        0.3 * full_logs["loss_label"] + 0.7 * full_logs["loss_rationale"], rel=1e-5
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -247,7 +269,9 @@ def test_evaluate_reports_label_scoring_metrics_and_view_losses(tmp_path):
 def test_training_learns_labels_and_explain_runs(tmp_path):
     tok = tiny_tokenizer()
     ds = rationale_dataset()
-    args = sft_args(tmp_path, num_train_epochs=40, per_device_train_batch_size=16, learning_rate=2e-2, alpha=0.7, logging_steps=1)
+    args = sft_args(
+        tmp_path, num_train_epochs=40, per_device_train_batch_size=16, learning_rate=2e-2, alpha=0.7, logging_steps=1
+    )
     trainer = RationaleSFTTrainer(tiny_llama(tok), args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
     trainer.train()
     losses = [log["loss_label"] for log in trainer.state.log_history if "loss_label" in log]
@@ -266,8 +290,16 @@ def test_seq2seq_loss_and_scoring(tmp_path):
     tok = seq2seq_tokenizer()
     model = tiny_t5(tok)
     args = RationaleSeq2SeqConfig(
-        output_dir=str(tmp_path / "t5"), report_to="none", use_cpu=True, per_device_train_batch_size=16,
-        alpha=0.4, learning_rate=1e-2, num_train_epochs=15, logging_steps=5, save_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path / "t5"),
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        alpha=0.4,
+        learning_rate=1e-2,
+        num_train_epochs=15,
+        logging_steps=5,
+        save_strategy="no",
+        disable_tqdm=True,
     )
     ds = rationale_dataset()
     trainer = RationaleSeq2SeqTrainer(model, args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
@@ -281,10 +313,14 @@ def test_seq2seq_loss_and_scoring(tmp_path):
         expected = 0.0
         for v, weight in ((LABEL_VIEW, 0.4), (RATIONALE_VIEW, 0.6)):
             rows = view == v
-            expected += weight * model(
-                input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows],
-                labels=batch["labels"][rows],
-            ).loss.item()
+            expected += (
+                weight
+                * model(
+                    input_ids=batch["input_ids"][rows],
+                    attention_mask=batch["attention_mask"][rows],
+                    labels=batch["labels"][rows],
+                ).loss.item()
+            )
         got = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()}).item()
     assert got == pytest.approx(expected, rel=1e-5)
     trainer.train()

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig
+from test_rationale_trainer_utils import rationale_dataset, tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
-
-from test_rationale_trainer_utils import rationale_dataset, tiny_llama, tiny_tokenizer
 
 try:
     import bitsandbytes as bnb
@@ -28,8 +27,15 @@ def _lora() -> LoraConfig:
 
 def _args(tmp_path, name):
     return RationaleSFTConfig(
-        output_dir=str(tmp_path / name), report_to="none", use_cpu=True, bf16=False, max_length=256,
-        per_device_train_batch_size=4, save_strategy="no", disable_tqdm=True, gradient_checkpointing=False,
+        output_dir=str(tmp_path / name),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        max_length=256,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+        disable_tqdm=True,
+        gradient_checkpointing=False,
     )
 
 
@@ -37,7 +43,9 @@ def test_qlora_lora_gradients_match_dequantized_reference(tmp_path):
     tok = tiny_tokenizer()
     tiny_llama(tok, seed=0).save_pretrained(tmp_path / "base")
     quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.float32,
     )
     quantized = AutoModelForCausalLM.from_pretrained(

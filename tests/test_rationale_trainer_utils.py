@@ -27,7 +27,10 @@ def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="</s>",
         additional_special_tokens=SPECIALS[3:],
     )
     if chat:
@@ -47,9 +50,17 @@ def seq2seq_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config)
 
@@ -57,8 +68,16 @@ def tiny_llama(tokenizer, seed: int = 0) -> LlamaForCausalLM:
 def tiny_t5(tokenizer, seed: int = 0) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-        dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     return T5ForConditionalGeneration(config)
@@ -91,9 +110,14 @@ def rationale_dataset(n: int | None = None, posts=POSTS) -> Dataset:
     }
     features = Features(
         {
-            "id": Value("string"), "text": Value("string"), "label": ClassLabel(names=CLASS_NAMES),
-            "teacher_label": Value("int64"), "rationale": Value("string"), "teacher_agrees": Value("bool"),
-            "parsed": Value("bool"), "raw_output": Value("string"),
+            "id": Value("string"),
+            "text": Value("string"),
+            "label": ClassLabel(names=CLASS_NAMES),
+            "teacher_label": Value("int64"),
+            "rationale": Value("string"),
+            "teacher_agrees": Value("bool"),
+            "parsed": Value("bool"),
+            "raw_output": Value("string"),
         }
     )
     return Dataset.from_dict(rows, features=features)

@@ -224,7 +224,9 @@ class RationaleSFTConfig(RationaleArguments, SFTConfig):
         if self.packing or self.padding_free:
             raise ValueError("RationaleSFTConfig does not support packing / padding_free: each row must be one view.")
         if self.completion_only_loss is False:
-            raise ValueError("Rationale distillation trains on completion tokens only; leave completion_only_loss unset.")
+            raise ValueError(
+                "Rationale distillation trains on completion tokens only; leave completion_only_loss unset."
+            )
         if self.assistant_only_loss:
             raise ValueError("assistant_only_loss does not apply: the views are prompt-completion pairs.")
         self.completion_only_loss = True
@@ -365,7 +367,9 @@ def parse_student_output(output: str, class_names: Sequence[str], answer_prefix:
     on the last ``answer_prefix`` line (or, failing that, anywhere in the last line)."""
     lines = [line for line in output.strip().splitlines() if line.strip()]
     prefix = answer_prefix.strip().lower()
-    answer_index = next((k for k in range(len(lines) - 1, -1, -1) if lines[k].strip().lower().startswith(prefix)), None)
+    answer_index = next(
+        (k for k in range(len(lines) - 1, -1, -1) if lines[k].strip().lower().startswith(prefix)), None
+    )
     if answer_index is None:
         answer, rationale = (lines[-1] if lines else ""), "\n".join(lines[:-1])
     else:
@@ -498,7 +502,9 @@ class _RationaleTrainerMixin:
         raw = self._raw_eval_dataset
         if isinstance(eval_dataset, datasets.Dataset) and not _is_view_dataset(eval_dataset):
             raw, eval_dataset = eval_dataset, self._views_for(eval_dataset)
-        metrics = super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        metrics = super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
         # `metric_key_prefix`'s per-view losses were logged (log() adds them to the same dict)
         if self.args.label_scoring and raw is not None and "label" in raw.column_names:
             if self.args.max_scoring_samples is not None:
@@ -523,7 +529,12 @@ class _RationaleTrainerMixin:
         try:
             batches = self._candidate_batches(texts)
             for i, batch in enumerate(
-                tqdm(batches, total=len(texts), desc="Scoring labels", disable=not show_progress or not self.is_world_process_zero())
+                tqdm(
+                    batches,
+                    total=len(texts),
+                    desc="Scoring labels",
+                    disable=not show_progress or not self.is_world_process_zero(),
+                )
             ):
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
                 labels = batch.pop("labels")
