@@ -317,8 +317,10 @@ def _teacher_predictor(script, names):
     try:
         from distil_trainers.rationales import default_prompt
 
-        backend = build_teacher(script)
         prompt = default_prompt(names)
+        if not hasattr(prompt, "to_messages"):
+            raise AttributeError("the teacher prompt cannot render chat messages (no to_messages)")
+        backend = build_teacher(script)
     except Exception as error:  # noqa: BLE001 - the table is then printed without the teacher
         logger.warning("Teacher not timed (%s)", error)
         return None, None
