@@ -6,8 +6,9 @@ latency per example and throughput, as rows and a Markdown table.
   layers as their packed uint8 storage plus their quantization state (absmax, code, nested state).
 * Peak memory is, on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated before the run
   (method ``"cuda_max_allocated"``); on CPU, the largest resident set size (RSS, ``/proc/self/statm``) sampled every
-  5 ms during the run minus the RSS just before it (method ``"rss_delta"``). It is what predicting costs on top of the
-  loaded weights, for one process; it includes the allocator's caching and any library's own buffers (llama.cpp's KV
+  5 ms during the run (warm-up included) minus the RSS just before it (method ``"rss_delta"``). It is what
+  predicting costs on top of the loaded weights, for one process; it includes the allocator's caching and any
+  library's own buffers (llama.cpp's KV
   cache, for instance), which the torch profiler would not see.
 * Latency is wall time per example (batches of ``batch_size``; the first ``warmup`` batches are not timed) and
   throughput its inverse, examples per second.
@@ -199,9 +200,11 @@ def measure(
     if weight_bytes is None and weights_path is not None:
         weight_bytes = os.path.getsize(weights_path)
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
-    for batch in batches[:warmup]:
-        predict(batch)
+    # memory is watched from before the warm-up: the allocator keeps what the first batch took, so a peak measured
+    # after it would miss the working memory
     with PeakMemory() as memory:
+        for batch in batches[:warmup]:
+            predict(batch)
         start = time.perf_counter()
         for batch in tqdm(batches, desc=f"Timing {name}", disable=not show_progress):
             predict(batch)

@@ -100,3 +100,15 @@ def test_weights_path_gives_weight_bytes(tmp_path):
     row = measure("file", lambda batch: None, ["a"], weights_path=path, show_progress=False)
     assert row.weight_bytes == 12345 and row.parameters is None
     assert "| file | - |" in efficiency_table([row])
+
+
+def test_peak_memory_includes_the_warm_up_allocation():
+    """The allocator keeps what the first (warm-up) batch took; the peak must still show the working memory."""
+    kept = []
+
+    def grow(batch):
+        if not kept:
+            kept.append(torch.ones(48 * 2**20 // 4))  # 48 MiB, allocated once and kept
+
+    row = measure("grow", grow, ["a", "b"], warmup=1, show_progress=False)
+    assert row.peak_memory_bytes >= 32 * 2**20
