@@ -8,8 +8,7 @@ latency per example and throughput, as rows and a Markdown table.
   (method ``"cuda_max_allocated"``); on CPU, the largest resident set size (RSS, ``/proc/self/statm``) sampled every
   5 ms during the run (warm-up included) minus the RSS just before it (method ``"rss_delta"``). It is what
   predicting costs on top of the loaded weights, for one process; it includes the allocator's caching and any
-  library's own buffers (llama.cpp's KV
-  cache, for instance), which the torch profiler would not see.
+  library's own buffers (llama.cpp's KV cache, for instance), which the torch profiler would not see.
 * Latency is wall time per example (batches of ``batch_size``; the first ``warmup`` batches are not timed) and
   throughput its inverse, examples per second.
 
