@@ -1,6 +1,7 @@
 """QLoRA: the LoRA gradients of a 4-bit (nf4, double quantization) tiny Llama inside RationaleSFTTrainer, taken after
 an eval-mode forward (label scoring), equal those of the same model with the dequantized fp32 weights and the same
-LoRA weights. On CPUs with avx512_bf16 this fails without the work-around the trainer applies."""
+LoRA weights, and that the trainer applied the avx512_bf16 work-around (on CPUs with avx512_bf16 an eval forward
+repacks the 4-bit weights without it; the CPU this was written on has none, so the failure itself was not seen here)."""
 
 from __future__ import annotations
 
