@@ -1,4 +1,4 @@
-"""Shared by the rationale tests (holds no tests): tiny offline models, tokenizers and teacher-annotated datasets for the rationale tests."""
+"""Shared by the rationale tests (no tests here): tiny offline models, tokenizers and teacher-annotated datasets."""
 
 from __future__ import annotations
 
