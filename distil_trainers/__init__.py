@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
-from . import features, losses, schedules
+from . import efficiency, features, losses, schedules
 from .features import FeatureDistiller, FeatureMatch, uniform_layer_map, uniform_matches
 from .models import MultiTaskConfig, MultiTaskModel, make_student
 from .trainers import (
@@ -12,6 +12,10 @@ from .trainers import (
     DistillationTrainer,
     MutualLearningArguments,
     MutualLearningTrainer,
+    RationaleSeq2SeqConfig,
+    RationaleSeq2SeqTrainer,
+    RationaleSFTConfig,
+    RationaleSFTTrainer,
 )
 
 __all__ = [
@@ -25,6 +29,11 @@ __all__ = [
     "MultiTaskModel",
     "MutualLearningArguments",
     "MutualLearningTrainer",
+    "RationaleSFTConfig",
+    "RationaleSFTTrainer",
+    "RationaleSeq2SeqConfig",
+    "RationaleSeq2SeqTrainer",
+    "efficiency",
     "losses",
     "make_student",
     "schedules",

@@ -7,6 +7,14 @@ from .base import (
     label_space,
 )
 from .mutual import MutualLearningArguments, MutualLearningTrainer, StudentGroup
+from .rationale import (
+    RationaleSeq2SeqConfig,
+    RationaleSeq2SeqTrainer,
+    RationaleSFTConfig,
+    RationaleSFTTrainer,
+    build_rationale_views,
+    rationale_multitask_loss,
+)
 
 __all__ = [
     "ANNEALING_MODES",
@@ -16,8 +24,14 @@ __all__ = [
     "DistillationTrainer",
     "MutualLearningArguments",
     "MutualLearningTrainer",
+    "RationaleSFTConfig",
+    "RationaleSFTTrainer",
+    "RationaleSeq2SeqConfig",
+    "RationaleSeq2SeqTrainer",
     "StudentGroup",
     "TaskAwareTrainer",
+    "build_rationale_views",
     "check_label_space",
     "label_space",
+    "rationale_multitask_loss",
 ]

@@ -1,0 +1,329 @@
+"""RationaleSFTTrainer / RationaleSeq2SeqTrainer: two-view data building, the alpha-weighted loss against a hand
+computation, gradient-accumulation equivalence, label scoring, and the seq2seq variant. Tiny models built offline."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_rationale_trainer_utils import (
+    CLASS_NAMES,
+    rationale_dataset,
+    seq2seq_tokenizer,
+    tiny_llama,
+    tiny_t5,
+    tiny_tokenizer,
+)
+
+from distil_trainers.trainers.rationale import (
+    LABEL_VIEW,
+    RATIONALE_VIEW,
+    RationaleSeq2SeqConfig,
+    RationaleSeq2SeqTrainer,
+    RationaleSFTConfig,
+    RationaleSFTTrainer,
+    build_rationale_views,
+    parse_student_output,
+    rationale_multitask_loss,
+)
+
+
+def sft_args(tmp_path, **kwargs) -> RationaleSFTConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        max_length=256,
+        logging_steps=1,
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        bf16=False,
+    )
+    defaults.update(kwargs)
+    return RationaleSFTConfig(**defaults)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_two_views_per_post_and_unparsed_rows(tmp_path):
+    ds = rationale_dataset()  # 8 posts, post 3 unparsed (empty rationale)
+    args = sft_args(tmp_path, alpha=0.5)
+    views = build_rationale_views(ds, args, CLASS_NAMES, conversational=False)
+    label_rows = [r for r in views if r["view"] == LABEL_VIEW]
+    rationale_rows = [r for r in views if r["view"] == RATIONALE_VIEW]
+    assert len(label_rows) == 8 and len(rationale_rows) == 7
+    assert "p3" not in {r["id"] for r in rationale_rows}
+    first = next(r for r in rationale_rows if r["id"] == "p0")
+    assert first["completion"] == "it contains an insult .\nLabel: offensive"
+    assert "explain your reasoning" in first["prompt"].lower() and first["prompt"].endswith(
+        "you are all stupid idiots\n"
+    )
+    assert label_rows[0]["completion"] == "offensive"
+    assert "answer with the label only" in label_rows[0]["prompt"].lower()
+
+    dropped = build_rationale_views(ds, sft_args(tmp_path, unparsed_rows="drop"), CLASS_NAMES, conversational=False)
+    assert len(dropped) == 14 and "p3" not in set(dropped["id"][:])
+
+    label_only = build_rationale_views(ds, sft_args(tmp_path, alpha=1.0), CLASS_NAMES, conversational=False)
+    assert set(label_only["view"][:]) == {LABEL_VIEW} and len(label_only) == 8
+
+    chat = build_rationale_views(ds, args, CLASS_NAMES, conversational=True)
+    assert chat[0]["prompt"][0]["role"] == "user" and chat[0]["completion"] == [
+        {"role": "assistant", "content": "offensive"}
+    ]
+
+
+def test_label_source_teacher_and_agreement(tmp_path):
+    ds = rationale_dataset()
+    rows = ds.to_dict()
+    rows["teacher_label"][0] = 0  # the teacher says "hate" where the gold label is "offensive"
+    rows["teacher_agrees"][0] = False
+    ds = ds.from_dict(rows, features=ds.features)
+    teacher = build_rationale_views(ds, sft_args(tmp_path, label_source="teacher"), CLASS_NAMES, conversational=False)
+    p0 = [r for r in teacher if r["id"] == "p0"]
+    assert [r["completion"].splitlines()[-1] for r in p0] == ["hate", "Label: hate"]
+    assert "p3" not in set(teacher["id"][:])  # no teacher label: no views at all
+    gold = build_rationale_views(ds, sft_args(tmp_path), CLASS_NAMES, conversational=False)
+    assert [r["completion"].splitlines()[-1] for r in gold if r["id"] == "p0"] == ["offensive", "Label: offensive"]
+    agreeing = build_rationale_views(
+        ds, sft_args(tmp_path, rationales_when_teacher_agrees=True), CLASS_NAMES, conversational=False
+    )
+    assert [r["view"] for r in agreeing if r["id"] == "p0"] == [LABEL_VIEW]
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="alpha"):
+        sft_args(tmp_path, alpha=1.5)
+    with pytest.raises(ValueError, match="label_source"):
+        sft_args(tmp_path, label_source="majority")
+    with pytest.raises(ValueError, match="packing"):
+        sft_args(tmp_path, packing=True)
+    no_rationale = rationale_dataset().remove_columns(["rationale"])
+    with pytest.raises(ValueError, match=r"lacks the columns \['rationale'\]"):
+        RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), train_dataset=no_rationale, processing_class=tok)
+    plain = rationale_dataset().cast_column("label", rationale_dataset().features["teacher_label"])
+    with pytest.raises(ValueError, match="class names are unknown"):
+        RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), train_dataset=plain, processing_class=tok)
+    with pytest.raises(ValueError, match="has label 2 but there are 2 classes"):
+        RationaleSFTTrainer(
+            tiny_llama(tok),
+            args=sft_args(tmp_path),
+            train_dataset=plain,
+            processing_class=tok,
+            class_names=["hate", "offensive"],
+        )
+
+
+def test_parse_student_output():
+    assert parse_student_output("it insults .\nLabel: offensive", CLASS_NAMES) == ("it insults .", 1)
+    assert parse_student_output("no label here", CLASS_NAMES) == ("", -1)
+    assert parse_student_output("x\nlabel: not-hate", ["not-hate", "hate"]) == ("x", 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loss
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_alpha_weighted_loss_matches_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, generator=g)
+    labels = torch.tensor(
+        [[-100, -100, 3, 4, -100], [-100, 1, 2, 6, 0], [-100, -100, -100, 5, -100]]
+    )  # prompt / padding = -100
+    view = torch.tensor([LABEL_VIEW, RATIONALE_VIEW, LABEL_VIEW])
+    alpha = 0.3
+    # by hand: token t is predicted at position t - 1
+    per_view = {LABEL_VIEW: [], RATIONALE_VIEW: []}
+    for b in range(3):
+        for t in range(1, 5):
+            if labels[b, t] != -100:
+                logp = logits[b, t - 1] - torch.logsumexp(logits[b, t - 1], 0)
+                per_view[int(view[b])].append(-logp[labels[b, t]].item())
+    expected = alpha * sum(per_view[0]) / len(per_view[0]) + (1 - alpha) * sum(per_view[1]) / len(per_view[1])
+    out = rationale_multitask_loss(logits, labels, view, alpha)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["count_label"].item() == 3 and out["count_rationale"].item() == 4
+    # the denominators of a whole accumulation window
+    windowed = rationale_multitask_loss(logits, labels, view, alpha, num_label_tokens=6, num_rationale_tokens=10)
+    assert windowed["loss"].item() == pytest.approx(
+        alpha * sum(per_view[0]) / 6 + (1 - alpha) * sum(per_view[1]) / 10, rel=1e-5
+    )
+    # alpha = 1: rationale tokens do not matter at all
+    only = rationale_multitask_loss(logits, labels, view, 1.0)
+    assert only["loss"].item() == pytest.approx(sum(per_view[0]) / 3, rel=1e-5)
+    # seq2seq: no shift
+    no_shift = rationale_multitask_loss(logits, labels, torch.tensor([RATIONALE_VIEW] * 3), 0.0, shift=False)
+    valid = labels != -100
+    assert no_shift["loss"].item() == pytest.approx(F.cross_entropy(logits[valid], labels[valid]).item(), rel=1e-5)
+
+
+def _one_step(tmp_path, name, batch_size, accumulation):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, seed=1)
+    args = sft_args(
+        tmp_path / name,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        alpha=0.3,
+        seed=3,
+    )
+    trainer = RationaleSFTTrainer(model, args=args, train_dataset=rationale_dataset(), processing_class=tok)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer.train()
+    update = {k: before[k] - v.detach() for k, v in model.named_parameters()}  # = lr * gradient
+    logs = trainer.state.log_history[0]
+    return update, logs
+
+
+def test_gradient_accumulation_equivalence(tmp_path):
+    """Batch 4 in one step == batch 2 x 2 accumulation steps: same update and logged losses, although the two
+    micro-batches hold different numbers of label / rationale tokens."""
+    full, full_logs = _one_step(tmp_path, "full", 4, 1)
+    acc, acc_logs = _one_step(tmp_path, "acc", 2, 2)
+    for name in full:
+        torch.testing.assert_close(acc[name], full[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert any(v.abs().max() > 0 for v in full.values())
+    assert acc_logs["loss"] == pytest.approx(full_logs["loss"], rel=1e-5)
+    assert acc_logs["loss_label"] == pytest.approx(full_logs["loss_label"], rel=1e-5)
+    assert acc_logs["loss_rationale"] == pytest.approx(full_logs["loss_rationale"], rel=1e-5)
+    assert full_logs["loss"] == pytest.approx(
+        0.3 * full_logs["loss_label"] + 0.7 * full_logs["loss_rationale"], rel=1e-5
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Label scoring
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _constant_logits_llama(tok, favourite: int):
+    """A Llama whose logits are the same vector z at every position: all embeddings equal, every residual branch
+    zeroed (o_proj, down_proj = 0), so the final hidden state is the same everywhere. z favours one class word."""
+    model = tiny_llama(tok)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.linspace(-1, 1, 32).expand_as(model.model.embed_tokens.weight))
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        favourite_id = tok.convert_tokens_to_ids(CLASS_NAMES[favourite])
+        model.lm_head.weight[favourite_id] = torch.linspace(-1, 1, 32) * 3
+        model.lm_head.weight[tok.convert_tokens_to_ids("hate")] += torch.linspace(-1, 1, 32)  # second best: hate
+    return model
+
+
+@pytest.mark.parametrize("favourite", [1, 2])
+def test_label_scoring_picks_the_most_likely_label(tmp_path, favourite):
+    tok = tiny_tokenizer()
+    model = _constant_logits_llama(tok, favourite)
+    trainer = RationaleSFTTrainer(
+        model, args=sft_args(tmp_path), train_dataset=rationale_dataset(), processing_class=tok
+    )
+    texts = ["good morning all", "you are all stupid idiots"]
+    predictions, scores = trainer.predict_labels(texts, return_scores=True, show_progress=False)
+    assert predictions.tolist() == [favourite, favourite]
+    # independent computation: every completion is "<word> <|end|>", each token scored with the same z
+    with torch.no_grad():
+        hidden = model.model.norm(model.model.embed_tokens.weight[:1])
+        logp = torch.log_softmax(model.lm_head(hidden)[0], -1)
+    end = tok.convert_tokens_to_ids("<|end|>")
+    for c, name in enumerate(CLASS_NAMES):
+        expected = (logp[tok.convert_tokens_to_ids(name)] + logp[end]).item()
+        assert scores[0, c] == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_reports_label_scoring_metrics_and_view_losses(tmp_path):
+    tok = tiny_tokenizer()
+    model = _constant_logits_llama(tok, favourite=2)
+    ds = rationale_dataset()
+    trainer = RationaleSFTTrainer(
+        model, args=sft_args(tmp_path), train_dataset=ds, eval_dataset=ds, processing_class=tok
+    )
+    metrics = trainer.evaluate()
+    # always "neither": 5 of 8 posts are "neither"
+    assert metrics["eval_accuracy"] == pytest.approx(5 / 8)
+    f1_neither = 2 * (5 / 8) / (1 + 5 / 8)
+    assert metrics["eval_f1_neither"] == pytest.approx(f1_neither)
+    assert metrics["eval_f1_macro"] == pytest.approx(f1_neither / 3)
+    assert {"eval_loss", "eval_loss_label", "eval_loss_rationale"} <= set(metrics)
+    assert metrics["eval_loss"] == pytest.approx(
+        0.5 * metrics["eval_loss_label"] + 0.5 * metrics["eval_loss_rationale"], rel=0.2
+    )  # batch-wise means vs whole-set means: close, not equal
+
+
+def test_training_learns_labels_and_explain_runs(tmp_path):
+    tok = tiny_tokenizer()
+    ds = rationale_dataset()
+    args = sft_args(
+        tmp_path, num_train_epochs=40, per_device_train_batch_size=16, learning_rate=2e-2, alpha=0.7, logging_steps=1
+    )
+    trainer = RationaleSFTTrainer(tiny_llama(tok), args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
+    trainer.train()
+    losses = [log["loss_label"] for log in trainer.state.log_history if "loss_label" in log]
+    assert losses[-1] < 0.5 * losses[0]
+    assert trainer.evaluate()["eval_accuracy"] >= 6 / 8  # fits the 8 training posts (5 / 8 = always "neither")
+    out = trainer.explain(["you are all stupid idiots"], max_new_tokens=12)
+    assert out[0]["text"] == "you are all stupid idiots" and isinstance(out[0]["output"], str)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Encoder-decoder students
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_seq2seq_loss_and_scoring(tmp_path):
+    tok = seq2seq_tokenizer()
+    model = tiny_t5(tok)
+    args = RationaleSeq2SeqConfig(
+        output_dir=str(tmp_path / "t5"),
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        alpha=0.4,
+        learning_rate=1e-2,
+        num_train_epochs=15,
+        logging_steps=5,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    ds = rationale_dataset()
+    trainer = RationaleSeq2SeqTrainer(model, args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
+    first = trainer.train_dataset[0]
+    assert tok.decode(first["input_ids"], skip_special_tokens=True).startswith("[ label ]")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    view = batch["view"]
+    # independent: T5's own mean token loss on label-view rows and on rationale-view rows
+    model.eval()
+    with torch.no_grad():
+        expected = 0.0
+        for v, weight in ((LABEL_VIEW, 0.4), (RATIONALE_VIEW, 0.6)):
+            rows = view == v
+            expected += (
+                weight
+                * model(
+                    input_ids=batch["input_ids"][rows],
+                    attention_mask=batch["attention_mask"][rows],
+                    labels=batch["labels"][rows],
+                ).loss.item()
+            )
+        got = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()}).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics["eval_accuracy"] >= 6 / 8 and math.isfinite(metrics["eval_loss_rationale"])
+    assert trainer.explain(["hello"], max_new_tokens=8)[0]["text"] == "hello"
