@@ -138,7 +138,9 @@ class StepTimer:
     def __init__(self):
         self.stamps: list[float] = []
         self._owner: int | None = None
-        self.handle = torch.optim.optimizer.register_optimizer_step_post_hook(self._hook)
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.handle = register_optimizer_step_post_hook(self._hook)
 
     def _hook(self, optimizer, args, kwargs):
         if self._owner is None:

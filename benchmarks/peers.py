@@ -84,8 +84,9 @@ def run_textbrewer(spec, opts, batches):
     def adaptor(batch, outputs):
         return {"logits": outputs.logits, "losses": outputs.loss}
 
+    # one checkpoint, written after the last step (outside the timed steps)
     train_config = TrainingConfig(device="cpu", output_dir=str(Path(spec["workdir"]) / "tb_out"),
-                                  log_dir=str(Path(spec["workdir"]) / "tb_log"))
+                                  log_dir=str(Path(spec["workdir"]) / "tb_log"), ckpt_steps=len(batches))
     distill_config = DistillationConfig(temperature=TEMPERATURE, hard_label_weight=ALPHA, kd_loss_type="ce",
                                         kd_loss_weight=(1 - ALPHA) * TEMPERATURE**2)
     distiller = GeneralDistiller(train_config, distill_config, teacher, student, adaptor, adaptor)
@@ -145,13 +146,12 @@ def run_ours_ddml(spec, opts, cached: bool):
 
 
 def run_kdlib(spec, opts, batches):
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
     # KD-Lib 0.0.32's package __init__ imports `transformers.AdamW`, which transformers 5 removed; its DML module itself
     # needs only torch, so it is loaded from its file.
     import KD_Lib  # noqa: F401  (locates the installed package without running KD_Lib.KD's __init__)
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
     path = Path(importlib.util.find_spec("KD_Lib").submodule_search_locations[0]) / "KD" / "vision" / "DML" / "dml.py"
     module_spec = importlib.util.spec_from_file_location("kdlib_dml", path)

@@ -341,7 +341,7 @@ def precompute_teacher_outputs(
         chunks: list[Tensor] = []
         total = sum(len(ds) for _, ds in parts)
         with tqdm(total=total, desc="Teacher outputs", unit="ex") as bar:
-            for name, ds in parts:
+            for _, ds in parts:
                 prefix, columns = _teacher_columns(ds)
                 collator = _make_collator(tokenizer, data_collator, prefix)
                 out = torch.empty(0)
@@ -403,7 +403,7 @@ def precompute_topk_logprobs(
         per_example: list[tuple[Tensor, Tensor, Tensor]] = []
         total = sum(len(ds) for _, ds in parts)
         with tqdm(total=total, desc="Teacher top-k log-probs", unit="ex") as bar:
-            for name, ds in parts:
+            for _, ds in parts:
                 prefix, columns = _teacher_columns(ds)
                 if "labels" in ds.column_names:
                     columns = [*columns, "labels"]

@@ -40,9 +40,9 @@ from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import losses
+from ..cache import TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator, tokenize_for_models
-from ..cache import TeacherOutputs, resolve_teacher_outputs
 from .base import (
     DistillationArguments,
     DistillationTrainer,
