@@ -73,7 +73,7 @@ def child(name: str, spec: dict, opts) -> None:
                 start = time.perf_counter()
                 teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
                 times.append(time.perf_counter() - start)
-        result["step_s"] = statistics.median(times[opts.warmup :])
+        result.update(step_s=statistics.median(times[opts.warmup :]), min_step_s=min(times[opts.warmup :]))
         C.emit(result)
         return
 
@@ -104,7 +104,7 @@ def child(name: str, spec: dict, opts) -> None:
     timer = C.StepTimer()
     trainer.train()
     steps = timer.step_seconds(opts.warmup)
-    result.update(step_s=statistics.median(steps), steps_timed=len(steps))
+    result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps))
     C.emit(result)
 
 

@@ -226,7 +226,7 @@ def child(name: str, spec: dict, opts) -> None:
     result["wall_s"] = time.perf_counter() - start
     if "step_s" not in result:
         steps = timer.step_seconds(opts.warmup)
-        result.update(step_s=statistics.median(steps), steps_timed=len(steps))
+        result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps))
     result["macro_f1"] = C.macro_f1(students[0], C.load_split(spec, "eval"))
     C.emit(result)
 
