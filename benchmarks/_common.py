@@ -137,6 +137,7 @@ class StepTimer:
 
     def __init__(self):
         self.stamps: list[float] = []
+        self.cpu_stamps: list[float] = []
         self._owner: int | None = None
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -147,9 +148,17 @@ class StepTimer:
             self._owner = id(optimizer)
         if id(optimizer) == self._owner:
             self.stamps.append(time.perf_counter())
+            self.cpu_stamps.append(time.process_time())
 
     def step_seconds(self, warmup: int) -> list[float]:
+        """Wall-clock seconds of each step after ``warmup``."""
         diffs = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return diffs[warmup:]
+
+    def cpu_seconds(self, warmup: int) -> list[float]:
+        """CPU seconds of this process in each step after ``warmup``: the work done, whatever share of the cores the
+        process got (on a shared machine the wall time mostly measures the share)."""
+        diffs = [b - a for a, b in zip(self.cpu_stamps, self.cpu_stamps[1:])]
         return diffs[warmup:]
 
 

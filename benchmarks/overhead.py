@@ -67,13 +67,15 @@ def child(name: str, spec: dict, opts) -> None:
     if name == "teacher_forward":
         teacher = C.load_model(spec, "teacher").eval()
         batches = C.tensor_batches(train, opts.batch_size, spec["seed"], opts.warmup + opts.steps + 1)
-        times = []
+        times, cpu = [], []
         with torch.no_grad():
             for batch in batches:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
                 times.append(time.perf_counter() - start)
-        result.update(step_s=statistics.median(times[opts.warmup :]), min_step_s=min(times[opts.warmup :]))
+                cpu.append(time.process_time() - start_cpu)
+        result.update(step_s=statistics.median(times[opts.warmup :]), min_step_s=min(times[opts.warmup :]),
+                      cpu_step_s=statistics.median(cpu[opts.warmup :]))
         C.emit(result)
         return
 
@@ -104,12 +106,13 @@ def child(name: str, spec: dict, opts) -> None:
     timer = C.StepTimer()
     trainer.train()
     steps = timer.step_seconds(opts.warmup)
-    result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps))
+    result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps),
+                  cpu_step_s=statistics.median(timer.cpu_seconds(opts.warmup)))
     C.emit(result)
 
 
 def report(results: dict, cache_info: dict, spec: dict, opts, header: dict) -> dict:
-    med = {n: C.median_of(r, "step_s") for n, r in results.items()}
+    med = {n: C.median_of(r, opts.metric) for n, r in results.items()}
     rss = {n: C.median_of(r, "peak_rss_mb") for n, r in results.items()}
     plain, tf = med.get("plain"), med.get("teacher_forward")
     share = tf / plain if plain and tf else None
@@ -127,6 +130,7 @@ def report(results: dict, cache_info: dict, spec: dict, opts, header: dict) -> d
     print(f"teacher forward / student step = {share:.3f}" if share else "teacher forward share: n/a")
     print(f"cache build: {cache_info['build_s']:.1f} s for {cache_info['examples']} examples "
           f"(= {cache_info['build_s'] / plain:.1f} plain student steps)" if plain else "")
+    print(f"step time: {opts.metric} (median over steps, then over repetitions)")
     print(f"{'contender':<14}{'ms/step':>10}{'ratio':>8}{'floor':>8}{'samples/s':>11}{'peak RSS MB':>13}")
     for r in rows:
         fmt = lambda v, f: format(v, f) if v is not None else "n/a"  # noqa: E731
@@ -149,6 +153,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n-eval", type=int, default=500)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--metric", choices=["cpu_step_s", "step_s"], default="cpu_step_s",
+                        help="step time compared: the process's CPU time (default; robust on a shared machine) or "
+                        "wall-clock time")
     parser.add_argument("--workdir", help="where to write models/data (default: a temporary directory)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -174,7 +181,7 @@ def main(argv=None) -> None:
     cache_info = {"build_s": time.perf_counter() - start, "examples": len(train)}
     header = {"benchmark": "overhead", **{k: spec[k] for k in ("setup", "dataset", "teacher_desc", "student_desc")},
               "batch_size": opts.batch_size, "max_length": opts.max_length, "steps": opts.steps, "warmup": opts.warmup,
-              "reps": opts.reps, "threads": opts.threads, "versions": C.versions(PACKAGES)}
+              "reps": opts.reps, "threads": opts.threads, "metric": opts.metric, "versions": C.versions(PACKAGES)}
     print(json.dumps(header), flush=True)
     names = [n for n in opts.contenders.split(",") if n]
     extra = ["--steps", str(opts.steps), "--warmup", str(opts.warmup), "--batch-size", str(opts.batch_size),

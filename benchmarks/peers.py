@@ -185,13 +185,14 @@ def run_kdlib(spec, opts, batches):
 
 
 def run_independent(spec, opts):
-    timer_total, students = 0.0, []
+    timer_total, cpu_total, students = 0.0, 0.0, []
     for _ in range(opts.k):
         timer = C.StepTimer()
         students += run_ours(spec, opts, cached=False)
         timer.handle.remove()
         timer_total += statistics.median(timer.step_seconds(opts.warmup))
-    return students, timer_total
+        cpu_total += statistics.median(timer.cpu_seconds(opts.warmup))
+    return students, timer_total, cpu_total
 
 
 def child(name: str, spec: dict, opts) -> None:
@@ -219,29 +220,31 @@ def child(name: str, spec: dict, opts) -> None:
         students = run_kdlib(spec, opts, batches)
     elif name == "independent_kd":
         timer.handle.remove()
-        students, step_s = run_independent(spec, opts)
-        result["step_s"] = step_s
+        students, step_s, cpu_s = run_independent(spec, opts)
+        result.update(step_s=step_s, cpu_step_s=cpu_s)
     else:
         raise ValueError(f"unknown contender {name!r}")
     result["wall_s"] = time.perf_counter() - start
     if "step_s" not in result:
         steps = timer.step_seconds(opts.warmup)
-        result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps))
+        result.update(step_s=statistics.median(steps), min_step_s=min(steps), steps_timed=len(steps),
+                      cpu_step_s=statistics.median(timer.cpu_seconds(opts.warmup)))
     result["macro_f1"] = C.macro_f1(students[0], C.load_split(spec, "eval"))
     C.emit(result)
 
 
 def report(results: dict, header: dict, opts) -> dict:
     print("\n" + json.dumps(header))
+    print(f"step time: {opts.metric} (median over steps, then over repetitions)")
     rows = []
     for group, reference in ((KD, "ours"), (MUTUAL, "ours_ddml")):
-        ref = C.median_of(results.get(reference, []), "step_s")
+        ref = C.median_of(results.get(reference, []), opts.metric)
         print(f"\n{'contender':<18}{'ms/step':>10}{'samples/s':>11}{'ratio':>8}{'macro-F1':>10}{'peak RSS MB':>13}"
               f"   (ratio = samples/s relative to {reference})")
         for n in group:
             if n not in results:
                 continue
-            step = C.median_of(results[n], "step_s")
+            step = C.median_of(results[n], opts.metric)
             f1 = C.median_of(results[n], "macro_f1")
             rss = C.median_of(results[n], "peak_rss_mb")
             errors = [r["error"] for r in results[n] if "error" in r]
@@ -270,6 +273,9 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=2, help="students in the mutual-learning runs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--contenders", default=",".join(KD + MUTUAL))
+    parser.add_argument("--metric", choices=["cpu_step_s", "step_s"], default="cpu_step_s",
+                        help="step time compared: the process's CPU time (default; robust on a shared machine) or "
+                        "wall-clock time")
     parser.add_argument("--workdir")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -290,7 +296,7 @@ def main(argv=None) -> None:
     precompute_teacher_outputs(C.load_model(spec, "teacher"), C.load_split(spec, "train"), workdir / "teacher_cache")
     header = {"benchmark": "peers", **{k: spec[k] for k in ("setup", "dataset", "teacher_desc", "student_desc")},
               "batch_size": opts.batch_size, "max_length": opts.max_length, "steps": opts.steps, "warmup": opts.warmup,
-              "reps": opts.reps, "k": opts.k, "threads": opts.threads, "temperature": TEMPERATURE, "alpha": ALPHA,
+              "reps": opts.reps, "k": opts.k, "threads": opts.threads, "temperature": TEMPERATURE, "alpha": ALPHA, "metric": opts.metric,
               "versions": C.versions(PACKAGES)}
     print(json.dumps(header), flush=True)
     names = [n for n in opts.contenders.split(",") if n]
