@@ -128,8 +128,7 @@ def report(results: dict, cache_info: dict, spec: dict, opts, header: dict) -> d
                      "samples_per_s": med[n] and opts.batch_size / med[n], "peak_rss_mb": rss[n], "errors": errors})
     print("\n" + json.dumps(header))
     print(f"teacher forward / student step = {share:.3f}" if share else "teacher forward share: n/a")
-    print(f"cache build: {cache_info['build_s']:.1f} s for {cache_info['examples']} examples "
-          f"(= {cache_info['build_s'] / plain:.1f} plain student steps)" if plain else "")
+    print(f"cache build: {cache_info['build_s']:.1f} s wall for {cache_info['examples']} examples")
     print(f"step time: {opts.metric} (median over steps, then over repetitions)")
     print(f"{'contender':<14}{'ms/step':>10}{'ratio':>8}{'floor':>8}{'samples/s':>11}{'peak RSS MB':>13}")
     for r in rows:
