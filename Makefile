@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
-.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd test test-fast lint clean
+.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd test test-fast lint clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+# Distillation overhead vs the student's own Trainer step (tiny models, then MiniLM-L6 -> 3 layers on Davidson).
+# The comparison with other KD libraries (benchmarks/peers.py) needs their own virtualenv: see benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py --setup tiny
+	$(PY) benchmarks/overhead.py --setup minilm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -24,9 +24,11 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import seed_worker
 
 from .. import losses
+from ..cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
@@ -200,6 +202,28 @@ def check_dataset_labels(dataset: Any, space: dict[str, int], split: str, task_n
             )
 
 
+def check_cached_label_space(cache: TeacherOutputs, students: dict[str, nn.Module]) -> dict[str, int]:
+    """The students' common label space, which must have as many classes as the cached teacher logits."""
+    space = check_label_space(students)
+    if "default" not in space:
+        raise ValueError("Teacher-output caches hold single-task logits; multi-task students need the live teacher.")
+    if space["default"] != cache.num_labels:
+        raise ValueError(
+            f"The cached teacher logits have {cache.num_labels} classes but the students predict {space['default']}."
+        )
+    return space
+
+
+def attach_cache(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> tuple[Any, Any]:
+    """Give the datasets the cache-row column (each example's cache row, looked up by its id)."""
+    train_dataset = cache.attach(train_dataset, "train dataset")
+    if isinstance(eval_dataset, dict):
+        eval_dataset = {k: cache.attach(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
+    else:
+        eval_dataset = cache.attach(eval_dataset, "eval dataset")
+    return train_dataset, eval_dataset
+
+
 def _is_tokenizer(obj: Any) -> bool:
     return isinstance(obj, PreTrainedTokenizerBase)
 
@@ -247,7 +271,8 @@ class TaskAwareTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
-            keep = [TASK_COLUMN] + [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
+            keep = [TASK_COLUMN, CACHE_ROW_COLUMN]
+            keep += [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
             self._signature_columns += [c for c in keep if c not in self._signature_columns]
 
     def get_train_dataloader(self) -> DataLoader:
@@ -308,17 +333,32 @@ class DistillationTrainer(TaskAwareTrainer):
         eval_dataset=None,
         processing_class=None,
         teacher_processing_class=None,
+        teacher_outputs: TeacherOutputs | str | os.PathLike | None = None,
         **kwargs,
     ):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs the student `model` (a model, a Hub id or a local path).")
-        if teacher_model is None:
-            raise ValueError(f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path).")
+        if teacher_model is None and teacher_outputs is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
+                "`teacher_outputs` (distil_trainers.cache.precompute_teacher_outputs)."
+            )
         init_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
         model = load_classifier(model, "student")
-        teacher = freeze(load_classifier(teacher_model, "teacher", **init_kwargs))
+        teacher = None
+        if teacher_model is not None:
+            teacher = freeze(load_classifier(teacher_model, "teacher", **init_kwargs))
+        if teacher_outputs is not None:
+            teacher_outputs = resolve_teacher_outputs(teacher_outputs, teacher)
+            teacher = None  # the cache replaces the teacher: it is not kept in memory
+            if getattr(args, "feature_matches", None):
+                raise ValueError("feature_matches need the live teacher's hidden states; drop teacher_outputs.")
+            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
 
-        space = check_label_space({"teacher": teacher, "student": model})
+        if teacher is not None:
+            space = check_label_space({"teacher": teacher, "student": model})
+        else:
+            space = check_cached_label_space(teacher_outputs, {"student": model})
         task_names = list(space) if "default" not in space else None
         check_dataset_labels(train_dataset, space, "train", task_names)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
@@ -341,16 +381,19 @@ class DistillationTrainer(TaskAwareTrainer):
             **kwargs,
         )
         self.teacher_processing_class = teacher_processing_class
-        self._setup_distillation(teacher, space)
+        self._setup_distillation(teacher, space, teacher_outputs)
 
-    def _setup_distillation(self, teacher: nn.Module, space: dict[str, int]) -> None:
+    def _setup_distillation(
+        self, teacher: nn.Module | None, space: dict[str, int], teacher_outputs: TeacherOutputs | None = None
+    ) -> None:
         """What every distillation trainer does once ``Trainer.__init__`` has run."""
+        self.teacher_cache = teacher_outputs
         # Our losses normalise by `num_items_in_batch` (the labelled examples of the whole accumulated batch), so the
         # Trainer must count them and must not divide the loss by the accumulation steps again.
         self.model_accepts_loss_kwargs = True
         self.label_space = space
         self._setup_feature_distiller(teacher)
-        self.teacher = self._prepare_frozen(teacher)
+        self.teacher = self._prepare_frozen(teacher) if teacher is not None else None
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
 
@@ -518,16 +561,41 @@ class DistillationTrainer(TaskAwareTrainer):
             other[TASK_COLUMN] = own[TASK_COLUMN]
         return own, other
 
+    def cached_teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
+        """The cached logits of the batch's examples (its ``teacher_cache_row`` column, looked up by id)."""
+        rows = teacher_inputs.get(CACHE_ROW_KEY)
+        if rows is None:
+            raise ValueError(
+                f"The batch has no `{CACHE_ROW_COLUMN}` column; with teacher_outputs, datasets must go through the "
+                "trainer (which adds it) and a custom data_collator must keep integer columns."
+            )
+        device = next(iter(v for v in teacher_inputs.values() if torch.is_tensor(v))).device
+        return self.teacher_cache.logits_at(rows).to(device)
+
     @torch.no_grad()
     def teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
+        if self.teacher_cache is not None:
+            return self.cached_teacher_logits(teacher_inputs)
         self.teacher.eval()
         return self.teacher(**teacher_inputs).logits
 
     @torch.no_grad()
     def teacher_outputs(self, teacher_inputs: dict[str, Any]) -> Any:
         """The teacher's outputs, with hidden states / attentions when the feature matches need them."""
+        if self.teacher_cache is not None:
+            return SequenceClassifierOutput(logits=self.cached_teacher_logits(teacher_inputs))
         self.teacher.eval()
         return self.teacher(**teacher_inputs, **self.feature_output_kwargs)
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """Trainer's estimate (6 × tokens × non-embedding parameters) with the parameter count taken once: Trainer
+        recounts every parameter at every step, a measurable share of a small student's step."""
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if getattr(self, "_flos_parameters", None) is None:
+            self._flos_parameters = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._flos_parameters
 
     # ---- progress and metrics ------------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import losses
+from ..cache import TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator, tokenize_for_models
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_student_feature_matches
@@ -47,6 +48,8 @@ from .base import (
     DistillationArguments,
     DistillationTrainer,
     TaskAwareTrainer,
+    attach_cache,
+    check_cached_label_space,
     check_dataset_labels,
     check_label_space,
     freeze,
@@ -191,6 +194,7 @@ class MutualLearningTrainer(DistillationTrainer):
         processing_classes: Mapping[str, PreTrainedTokenizerBase] | None = None,
         data_collator=None,
         compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        teacher_outputs: TeacherOutputs | str | os.PathLike | None = None,
         **kwargs,
     ):
         if args is None:
@@ -201,8 +205,11 @@ class MutualLearningTrainer(DistillationTrainer):
             raise TypeError("MutualLearningTrainer takes `students={name: model}`, not `model=`.")
         if not students or len(students) < 2:
             raise ValueError(f"Mutual learning needs at least 2 students, got {len(students or {})}.")
-        if teacher_model is None:
-            raise ValueError("MutualLearningTrainer needs a `teacher_model` (a model, a Hub id or a local path).")
+        if teacher_model is None and teacher_outputs is None:
+            raise ValueError(
+                "MutualLearningTrainer needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
+                "`teacher_outputs`."
+            )
         names = list(students)
         _check_names(names)
         unknown = set(args.student_learning_rates or {}) - set(names)
@@ -215,11 +222,19 @@ class MutualLearningTrainer(DistillationTrainer):
             models[name] = load_classifier(student, f"student {name!r}")
             if name not in processing_classes and isinstance(student, (str, os.PathLike)):
                 processing_classes[name] = AutoTokenizer.from_pretrained(student)
-        teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
-        if "teacher" not in processing_classes and isinstance(teacher_model, (str, os.PathLike)):
+        teacher = None
+        if teacher_model is not None:
+            teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
+        if teacher_outputs is not None:
+            teacher_outputs, teacher = resolve_teacher_outputs(teacher_outputs, teacher), None
+        elif "teacher" not in processing_classes and isinstance(teacher_model, (str, os.PathLike)):
             processing_classes["teacher"] = AutoTokenizer.from_pretrained(teacher_model)
 
-        space = check_label_space({"teacher": teacher, **{f"student {n!r}": m for n, m in models.items()}})
+        student_models = {f"student {n!r}": m for n, m in models.items()}
+        if teacher is not None:
+            space = check_label_space({"teacher": teacher, **student_models})
+        else:
+            space = check_cached_label_space(teacher_outputs, student_models)
         task_names = list(space) if "default" not in space else None
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         check_dataset_labels(train_dataset, space, "train", task_names)
@@ -227,7 +242,8 @@ class MutualLearningTrainer(DistillationTrainer):
             check_dataset_labels(ds, space, split, task_names)
 
         prefixes = {name: f"{name}_" for name in names} | {"teacher": TEACHER_PREFIX}
-        missing = [n for n in [*names, "teacher"] if n not in processing_classes]
+        needed = [*names, "teacher"] if teacher is not None else names  # a cache needs no teacher tokens
+        missing = [n for n in needed if n not in processing_classes]
         datasets_given = [ds for ds in [train_dataset, *eval_sets.values()] if isinstance(ds, datasets.Dataset)]
         for n in missing:
             pre_tokenized = datasets_given and all(f"{prefixes[n]}input_ids" in ds.column_names for ds in datasets_given)
@@ -246,6 +262,8 @@ class MutualLearningTrainer(DistillationTrainer):
             eval_dataset = {k: self.tokenize_dataset(v) for k, v in eval_dataset.items()}
         else:
             eval_dataset = self.tokenize_dataset(eval_dataset)
+        if teacher_outputs is not None:
+            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
         if data_collator is None:
             data_collator = MultiTokenizerCollator(tokenizers_by_prefix)
 
@@ -265,7 +283,7 @@ class MutualLearningTrainer(DistillationTrainer):
         )
         self.label_names = ["labels"]  # the group's forward(**inputs) hides them from Trainer's introspection
         self.can_return_loss = False
-        self._setup_distillation(teacher, space)
+        self._setup_distillation(teacher, space, teacher_outputs)
 
     def tokenize_dataset(self, dataset):
         """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model

@@ -1,0 +1,531 @@
+"""Teacher-output cache: run the teacher once over a dataset, then distil without it.
+
+A classifier teacher's logits are stored in full; a causal-LM teacher's output is stored as the top-k
+log-probabilities of every completion token plus the log of the remaining probability mass (the approach of
+DistillKit's offline mode and of sparse-logit KD). Everything is keyed by the dataset's ``id`` column, never by
+position, step or rank, so shuffling, gradient accumulation and data parallelism read the right rows.
+
+On disk a cache is a directory with two files, never a pickle:
+
+- ``teacher_outputs.safetensors``: the tensors (``logits`` ``(N, C)``; or ``topk_logprobs`` ``(T, k)``,
+  ``topk_indices`` ``(T, k)``, ``rest_logprob`` ``(T,)`` and ``offsets`` ``(N + 1,)`` for the top-k kind);
+- ``teacher_outputs.json``: the example ids (row ``i`` of the tensors belongs to ``ids[i]``), the kind, the
+  fingerprint and the settings it was built with.
+
+The fingerprint hashes the teacher (config and every weight) and the dataset columns the teacher reads (ids and
+token columns): :func:`precompute_teacher_outputs` reuses a cache whose fingerprint matches and rebuilds it otherwise.
+
+Example::
+
+    cache = precompute_teacher_outputs(teacher, tokenized["train"], "runs/teacher_cache", tokenizer=tokenizer)
+    trainer = AnnealingTrainer(model=student, teacher_outputs=cache, args=args, train_dataset=tokenized["train"], ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data.multitask import TASK_COLUMN
+from .data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
+
+logger = logging.getLogger(__name__)
+
+ID_COLUMN = "id"
+# Integer column added to a dataset by the trainers: the cache row of each example, looked up by id. It carries the
+# teacher prefix, so `split_inputs` hands it to the teacher side as `cache_row`.
+CACHE_ROW_COLUMN = TEACHER_PREFIX + "cache_row"
+CACHE_ROW_KEY = "cache_row"
+TENSORS_FILE = "teacher_outputs.safetensors"
+META_FILE = "teacher_outputs.json"
+KINDS = ("logits", "topk")
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fingerprints
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's config and of every parameter and buffer (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(config.to_json_string(use_diff=False).encode())
+    h.update(type(model).__name__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: datasets.Dataset, columns: Sequence[str]) -> str:
+    """sha256 of the given columns' values, rows taken in ``id`` order when there is an ``id`` column (the cache is
+    keyed by id, so a shuffled copy of the same examples hashes the same)."""
+    order = None
+    if ID_COLUMN in dataset.column_names:
+        ids = [str(i) for i in dataset[ID_COLUMN][:]]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+    h = hashlib.sha256()
+    for column in columns:
+        values = dataset[column][:]
+        if order is not None:
+            values = [values[i] for i in order]
+        h.update(column.encode())
+        h.update(json.dumps(values, default=str).encode())
+    return h.hexdigest()
+
+
+def _teacher_columns(dataset: datasets.Dataset) -> tuple[str, list[str]]:
+    """The prefix of the teacher's token columns (``teacher_`` when the dataset has them, else ``""``) and the
+    columns the teacher reads."""
+    names = dataset.column_names
+    prefix = TEACHER_PREFIX if f"{TEACHER_PREFIX}input_ids" in names else ""
+    if f"{prefix}input_ids" not in names:
+        raise ValueError(f"The dataset has no `input_ids` (nor `teacher_input_ids`) column; columns: {names}.")
+    columns = [prefix + c for c in TOKENIZER_COLUMNS if prefix + c in names]
+    if TASK_COLUMN in names:
+        columns.append(TASK_COLUMN)
+    return prefix, columns
+
+
+def _check_ids(dataset: datasets.Dataset, what: str) -> list[str]:
+    if ID_COLUMN not in dataset.column_names:
+        raise ValueError(
+            f"The {what} has no `{ID_COLUMN}` column. The teacher-output cache is keyed by example id: add one "
+            "(e.g. `dataset.add_column('id', [str(i) for i in range(len(dataset))])` before any shuffling)."
+        )
+    ids = [str(i) for i in dataset[ID_COLUMN][:]]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"The {what} has duplicate values in its `{ID_COLUMN}` column; ids must be unique.")
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The cache object
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherOutputs:
+    """Precomputed teacher outputs, one entry per example id.
+
+    Attributes:
+        ids: example ids; row ``i`` of the tensors belongs to ``ids[i]``.
+        kind: ``"logits"`` (classifier logits, ``tensors["logits"]`` of shape ``(N, C)``) or ``"topk"`` (causal LM,
+            see :func:`precompute_topk_logprobs`).
+        tensors: the stored tensors.
+        fingerprint: hash of the teacher and of the dataset columns it read.
+        meta: settings the cache was built with (``num_labels``, ``k``, ``temperature``…).
+    """
+
+    ids: list[str]
+    kind: str
+    tensors: dict[str, Tensor]
+    fingerprint: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}.")
+        self._row_of = {i: r for r, i in enumerate(self.ids)}
+        if len(self._row_of) != len(self.ids):
+            raise ValueError("TeacherOutputs ids must be unique.")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_labels(self) -> int:
+        if self.kind != "logits":
+            raise ValueError("num_labels is defined for classifier caches only.")
+        return int(self.tensors["logits"].shape[-1])
+
+    def rows(self, ids: Sequence[Any], what: str = "dataset") -> list[int]:
+        """Cache rows of ``ids``; raises naming the ids the cache does not hold."""
+        out, missing = [], []
+        for i in ids:
+            row = self._row_of.get(str(i))
+            if row is None:
+                missing.append(str(i))
+            out.append(row)
+        if missing:
+            raise ValueError(
+                f"The teacher-output cache has no entry for {len(missing)} example(s) of the {what} (ids "
+                f"{missing[:5]}{'…' if len(missing) > 5 else ''}). Precompute it over every dataset the trainer "
+                "reads (train and eval), e.g. precompute_teacher_outputs(teacher, {'train': train, 'eval': eval}, ...)."
+            )
+        return out
+
+    def logits_at(self, rows: Tensor) -> Tensor:
+        """Classifier logits of the given cache rows, ``(len(rows), C)``."""
+        if self.kind != "logits":
+            raise ValueError("logits_at needs a classifier ('logits') cache; this one holds top-k log-probabilities.")
+        return self.tensors["logits"].index_select(0, rows.detach().long().cpu())
+
+    def topk_at(self, rows: Sequence[int]) -> list[dict[str, Tensor]]:
+        """Per row, ``{"topk_logprobs": (T_i, k), "topk_indices": (T_i, k), "rest_logprob": (T_i,)}``."""
+        if self.kind != "topk":
+            raise ValueError("topk_at needs a top-k ('topk') cache.")
+        offsets = self.tensors["offsets"]
+        out = []
+        for r in rows:
+            a, b = int(offsets[int(r)]), int(offsets[int(r) + 1])
+            out.append({k: self.tensors[k][a:b] for k in ("topk_logprobs", "topk_indices", "rest_logprob")})
+        return out
+
+    def attach(self, dataset: Any, what: str = "dataset") -> Any:
+        """``dataset`` with the :data:`CACHE_ROW_COLUMN` column (its examples' cache rows, looked up by id).
+        Non-``datasets.Dataset`` objects and ``None`` pass through unchanged."""
+        if not isinstance(dataset, datasets.Dataset):
+            return dataset
+        rows = self.rows(_check_ids(dataset, what), what)
+        if CACHE_ROW_COLUMN in dataset.column_names:
+            dataset = dataset.remove_columns(CACHE_ROW_COLUMN)
+        return dataset.add_column(CACHE_ROW_COLUMN, rows)
+
+    # ---- disk ----------------------------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(directory / TENSORS_FILE))
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "fingerprint": self.fingerprint,
+                "meta": self.meta, "ids": self.ids}
+        tmp = directory / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(directory / META_FILE)  # written last: a directory with this file holds a complete cache
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> TeacherOutputs:
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"No teacher-output cache in {directory} (missing {META_FILE}).")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}.")
+        tensors = load_file(str(directory / TENSORS_FILE))
+        return cls(ids=meta["ids"], kind=meta["kind"], tensors=tensors, fingerprint=meta["fingerprint"],
+                   meta=meta["meta"])
+
+    @staticmethod
+    def stored_fingerprint(directory: str | os.PathLike) -> str | None:
+        path = Path(directory) / META_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building caches
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _as_dataset_list(dataset: datasets.Dataset | Mapping[str, datasets.Dataset]) -> list[tuple[str, datasets.Dataset]]:
+    if isinstance(dataset, datasets.Dataset):
+        return [("dataset", dataset)]
+    if isinstance(dataset, Mapping) and all(isinstance(d, datasets.Dataset) for d in dataset.values()) and dataset:
+        return list(dataset.items())
+    raise TypeError("dataset must be a datasets.Dataset or a non-empty {name: Dataset} mapping.")
+
+
+def _fingerprint(teacher_fp: str, parts: list[tuple[str, datasets.Dataset]], settings: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(teacher_fp.encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for _, ds in parts:
+        _, columns = _teacher_columns(ds)
+        h.update(dataset_fingerprint(ds, [ID_COLUMN, *columns]).encode())
+    return h.hexdigest()[:32]
+
+
+def _batches(ds: datasets.Dataset, columns: list[str], batch_size: int):
+    """Index batches over ``ds`` ordered by length (little padding), with the rows' features."""
+    lengths = [len(x) for x in ds[columns[0]][:]]
+    order = sorted(range(len(ds)), key=lengths.__getitem__)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, ds.select(idx).select_columns(columns)
+
+
+def _collate(rows: datasets.Dataset, prefix: str, collator) -> dict[str, Tensor]:
+    features = [dict(r) for r in rows]
+    batch = collator(features)
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in batch.items()}
+
+
+def _make_collator(tokenizer, data_collator, prefix: str):
+    if data_collator is not None:
+        return data_collator
+    if tokenizer is not None:
+        return MultiTokenizerCollator({prefix: tokenizer})
+    from transformers import default_data_collator
+
+    return default_data_collator
+
+
+def _build_or_load(cache_dir, fingerprint: str, rebuild: bool, build) -> TeacherOutputs:
+    if cache_dir is not None and not rebuild and TeacherOutputs.stored_fingerprint(cache_dir) == fingerprint:
+        logger.info("Teacher-output cache in %s is up to date; reusing it.", cache_dir)
+        return TeacherOutputs.load(cache_dir)
+    if cache_dir is not None and TeacherOutputs.stored_fingerprint(cache_dir) is not None:
+        logger.info("Teacher or data changed since the cache in %s was built: rebuilding it.", cache_dir)
+    start = time.perf_counter()
+    cache = build()
+    cache.meta["build_seconds"] = round(time.perf_counter() - start, 3)
+    if cache_dir is not None:
+        cache.save(cache_dir)
+    return cache
+
+
+@torch.no_grad()
+def precompute_teacher_outputs(
+    teacher: nn.Module,
+    dataset: datasets.Dataset | Mapping[str, datasets.Dataset],
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    tokenizer=None,
+    data_collator=None,
+    batch_size: int = 64,
+    rebuild: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> TeacherOutputs:
+    """Run a classifier teacher once over ``dataset`` (or several, e.g. ``{"train": ..., "validation": ...}``) and
+    return its logits keyed by the ``id`` column.
+
+    The teacher reads ``teacher_input_ids``/``teacher_attention_mask`` when the dataset has them, else
+    ``input_ids``/``attention_mask`` (and ``task_ids`` for a multi-task model). With ``cache_dir`` the result is
+    saved there and reused as long as the fingerprint (teacher weights and config, the columns the teacher reads)
+    matches; otherwise it is rebuilt (``rebuild=True`` forces it). Batches are formed by length, padded with
+    ``tokenizer`` (or ``data_collator``; without either, rows must have equal lengths).
+    """
+    parts = _as_dataset_list(dataset)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    tasks = getattr(getattr(teacher, "config", None), "tasks", None)
+    if tasks and len(tasks) > 1:
+        raise ValueError("Caching a multi-task teacher's logits is not supported (its heads differ in width).")
+    ids_all: list[str] = []
+    for name, ds in parts:
+        ids_all += _check_ids(ds, name)
+    if len(set(ids_all)) != len(ids_all):
+        raise ValueError("The datasets share example ids; a cache over several datasets needs ids unique across them.")
+    teacher_fp = model_fingerprint(teacher)
+    fp = _fingerprint(teacher_fp, parts, {"kind": "logits", "dtype": str(dtype)})
+
+    def build() -> TeacherOutputs:
+        was_training = teacher.training
+        teacher.eval()
+        dev = torch.device(device) if device is not None else next(teacher.parameters()).device
+        chunks: list[Tensor] = []
+        total = sum(len(ds) for _, ds in parts)
+        with tqdm(total=total, desc="Teacher outputs", unit="ex") as bar:
+            for _, ds in parts:
+                prefix, columns = _teacher_columns(ds)
+                collator = _make_collator(tokenizer, data_collator, prefix)
+                out = torch.empty(0)
+                for idx, rows in _batches(ds, columns, batch_size):
+                    batch = {k: v.to(dev) for k, v in _collate(rows, prefix, collator).items()}
+                    logits = teacher(**batch).logits.to("cpu", dtype)
+                    if out.numel() == 0:
+                        out = torch.empty(len(ds), logits.shape[-1], dtype=dtype)
+                    out[torch.as_tensor(idx)] = logits
+                    bar.update(len(idx))
+                chunks.append(out)
+        teacher.train(was_training)
+        return TeacherOutputs(ids=ids_all, kind="logits", tensors={"logits": torch.cat(chunks)}, fingerprint=fp,
+                              meta={"num_labels": int(chunks[0].shape[-1]), "teacher": type(teacher).__name__,
+                                    "teacher_fingerprint": teacher_fp})
+
+    return _build_or_load(cache_dir, fp, rebuild, build)
+
+
+@torch.no_grad()
+def precompute_topk_logprobs(
+    teacher: nn.Module,
+    dataset: datasets.Dataset | Mapping[str, datasets.Dataset],
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    k: int = 50,
+    temperature: float = 1.0,
+    tokenizer=None,
+    data_collator=None,
+    batch_size: int = 8,
+    rebuild: bool = False,
+    device: str | torch.device | None = None,
+) -> TeacherOutputs:
+    """Run a causal-LM teacher once and keep, for every completion token, the top-``k`` log-probabilities of the
+    next-token distribution ``log_softmax(logits / temperature)``, their token ids and the log of the remaining mass
+    ``log(1 - sum(top-k probabilities))`` (computed from the full distribution, so nothing of the tail is lost).
+
+    Completion tokens are the positions with ``labels != -100`` (a ``labels`` column; without one, every non-padded
+    token). The entry of position ``t`` is the distribution the teacher predicts *for* token ``t`` (from the logits
+    at ``t - 1``); a sequence's first token has none. Per example the entries are stored in position order;
+    ``offsets[i]:offsets[i + 1]`` are example ``i``'s. Consume them with :func:`topk_kl_loss`."""
+    parts = _as_dataset_list(dataset)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    ids_all: list[str] = []
+    for name, ds in parts:
+        ids_all += _check_ids(ds, name)
+    if len(set(ids_all)) != len(ids_all):
+        raise ValueError("The datasets share example ids; a cache over several datasets needs ids unique across them.")
+    teacher_fp = model_fingerprint(teacher)
+    fp = _fingerprint(teacher_fp, parts, {"kind": "topk", "k": k, "temperature": temperature})
+
+    def build() -> TeacherOutputs:
+        was_training = teacher.training
+        teacher.eval()
+        dev = torch.device(device) if device is not None else next(teacher.parameters()).device
+        per_example: list[tuple[Tensor, Tensor, Tensor]] = []
+        total = sum(len(ds) for _, ds in parts)
+        with tqdm(total=total, desc="Teacher top-k log-probs", unit="ex") as bar:
+            for _, ds in parts:
+                prefix, columns = _teacher_columns(ds)
+                if "labels" in ds.column_names:
+                    columns = [*columns, "labels"]
+                collator = _make_collator(tokenizer, data_collator, prefix)
+                slot: list[Any] = [None] * len(ds)
+                for idx, rows in _batches(ds, columns, batch_size):
+                    batch = {k_: v.to(dev) for k_, v in _collate(rows, prefix, collator).items()}
+                    labels = batch.pop("labels", None)
+                    logits = teacher(**batch).logits.float()
+                    mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
+                    if labels is not None:
+                        mask = mask & (labels != -100)
+                    for j, i in enumerate(idx):
+                        positions = mask[j, 1:].nonzero().squeeze(-1)  # predicted tokens t >= 1
+                        slot[i] = topk_entries(logits[j, positions], k, temperature)  # logits at t - 1
+                    bar.update(len(idx))
+                per_example += slot
+        teacher.train(was_training)
+        lengths = torch.tensor([0] + [e[0].shape[0] for e in per_example])
+        tensors = {
+            "topk_logprobs": torch.cat([e[0] for e in per_example]),
+            "topk_indices": torch.cat([e[1] for e in per_example]),
+            "rest_logprob": torch.cat([e[2] for e in per_example]),
+            "offsets": torch.cumsum(lengths, 0),
+        }
+        return TeacherOutputs(ids=ids_all, kind="topk", tensors=tensors, fingerprint=fp,
+                              meta={"k": k, "temperature": temperature, "teacher": type(teacher).__name__,
+                                    "teacher_fingerprint": teacher_fp})
+
+    return _build_or_load(cache_dir, fp, rebuild, build)
+
+
+def topk_entries(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-``k`` log-probabilities ``(T, k)``, their indices ``(T, k)`` and the log of the remaining mass ``(T,)``
+    of ``log_softmax(logits / temperature)`` for logits ``(T, V)``."""
+    log_p = F.log_softmax(logits.double() / temperature, dim=-1)
+    k = min(k, log_p.shape[-1])
+    values, indices = log_p.topk(k, dim=-1)
+    rest = log_p.scatter(-1, indices, float("-inf")).logsumexp(-1)
+    return values.float(), indices.to(torch.int64), rest.float()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loss that consumes a top-k cache
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def topk_kl_loss(
+    student_logits: Tensor,
+    topk_logprobs: Tensor,
+    topk_indices: Tensor,
+    rest_logprob: Tensor,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """``T^2 * KL(p_t || p_s)`` over the ``k + 1`` outcomes "one of the teacher's top-k tokens" and "any other token".
+
+    ``p_t`` is the cached teacher distribution (top-k log-probabilities and the log of the remaining mass);
+    ``p_s`` is ``softmax(student_logits / T)`` gathered at the same token ids, with the student's mass on all other
+    tokens as the last outcome. When the top-k set covers the vocabulary this equals the full KL; otherwise it is the
+    KL of the coarse-grained distributions, a lower bound of the full KL whose gap shrinks with ``k`` (the tail's
+    shape is not stored). Per item (token), reduced with ``reduce_per_item``.
+
+    Args:
+        student_logits: ``(..., V)``.
+        topk_logprobs: ``(..., k)`` teacher log-probabilities; ``topk_indices``: ``(..., k)`` token ids;
+            ``rest_logprob``: ``(...)`` log of the teacher's remaining mass.
+        temperature: the temperature the cache was built with (the student is softened by the same).
+        mask, num_items_in_batch: as in :func:`distil_trainers.losses.kd_kl_loss`.
+    """
+    from .losses import reduce_per_item
+
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if topk_logprobs.shape != topk_indices.shape or topk_logprobs.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"shape mismatch: student_logits {tuple(student_logits.shape)}, topk_logprobs "
+            f"{tuple(topk_logprobs.shape)}, topk_indices {tuple(topk_indices.shape)}."
+        )
+    if rest_logprob.shape != student_logits.shape[:-1]:
+        raise ValueError(f"rest_logprob must have shape {tuple(student_logits.shape[:-1])}, got {tuple(rest_logprob.shape)}.")
+    z = student_logits.float() / temperature
+    log_norm = z.logsumexp(-1)
+    idx = topk_indices.long().to(z.device)
+    s_top = z.gather(-1, idx) - log_norm[..., None]
+    # a finite fill keeps the gradient finite when the top-k set covers the whole vocabulary
+    s_rest = z.scatter(-1, idx, torch.finfo(z.dtype).min).logsumexp(-1) - log_norm
+    t_top = topk_logprobs.to(z.device, z.dtype)
+    t_rest = rest_logprob.to(z.device, z.dtype)
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    top_terms = torch.where(t_top > float("-inf"), t_top.exp() * (t_top - s_top), zero).sum(-1)
+    rest_terms = torch.where(t_rest > float("-inf"), t_rest.exp() * (t_rest - s_rest), zero)
+    per_item = (top_terms + rest_terms) * (temperature * temperature)
+    return reduce_per_item(per_item, mask, num_items_in_batch)
+
+
+def resolve_teacher_outputs(
+    teacher_outputs: TeacherOutputs | str | os.PathLike, teacher: nn.Module | None = None
+) -> TeacherOutputs:
+    """A classifier cache from a :class:`TeacherOutputs` or a cache directory. When the teacher model is given too,
+    the cache must have been built from these very weights (else it is stale and an error says so)."""
+    cache = teacher_outputs if isinstance(teacher_outputs, TeacherOutputs) else TeacherOutputs.load(teacher_outputs)
+    if cache.kind != "logits":
+        raise ValueError("The classifier trainers need a 'logits' teacher-output cache (precompute_teacher_outputs).")
+    stored = cache.meta.get("teacher_fingerprint")
+    if teacher is not None and stored is not None and stored != model_fingerprint(teacher):
+        raise ValueError(
+            "The teacher-output cache was built from different teacher weights than the teacher_model given. "
+            "Rebuild it with precompute_teacher_outputs(teacher, ...), or pass only teacher_outputs."
+        )
+    return cache
+
+
+__all__ = [
+    "resolve_teacher_outputs",
+    "CACHE_ROW_COLUMN",
+    "TeacherOutputs",
+    "dataset_fingerprint",
+    "model_fingerprint",
+    "precompute_teacher_outputs",
+    "precompute_topk_logprobs",
+    "topk_entries",
+    "topk_kl_loss",
+]
