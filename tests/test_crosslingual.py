@@ -218,3 +218,92 @@ def test_with_language_replaces_the_column():
     assert ds[LANGUAGE_COLUMN][:] == [1, 1, 1, 1]
     assert np.all(np.asarray(ds[LANGUAGE_COLUMN][:]) == 1)
     json.dumps(stage_sizes_note([ds]))
+
+
+# ---- MTKD: single-task teachers routed per task, and the adversary on a multi-task model ----------------------------
+
+
+def _two_task_data():
+    from distil_trainers.data import concatenate_tasks
+
+    a = random_classification_dataset(n=16, num_labels=2, seed=3)
+    b = random_classification_dataset(n=16, num_labels=3, seed=4)
+    return concatenate_tasks({"sentiment": a, "hate": b}, ["sentiment", "hate"])
+
+
+def _tiny_multitask(seed=0):
+    from conftest import tiny_bert_config
+
+    from distil_trainers import MultiTaskConfig, MultiTaskModel
+
+    torch.manual_seed(seed)
+    return MultiTaskModel(MultiTaskConfig(encoder=tiny_bert_config().to_dict(), tasks={"sentiment": 2, "hate": 3}))
+
+
+def test_routed_teacher_answers_with_the_batch_tasks_teacher():
+    from distil_trainers.models.routed import TaskRoutedTeacher
+
+    sentiment, hate = tiny_classifier(seed=5, num_labels=2), tiny_classifier(seed=6, num_labels=3)
+    routed = TaskRoutedTeacher({"sentiment": sentiment, "hate": hate})
+    assert routed.config.tasks == {"sentiment": 2, "hate": 3}
+    ids = torch.randint(1, 99, (4, 8))
+    torch.testing.assert_close(
+        routed(input_ids=ids, task_ids=torch.ones(4, dtype=torch.long)).logits, hate(input_ids=ids).logits
+    )
+    torch.testing.assert_close(
+        routed(input_ids=ids, task_ids=torch.zeros(4, dtype=torch.long)).logits, sentiment(input_ids=ids).logits
+    )
+    with pytest.raises(ValueError, match="one task"):
+        routed(input_ids=ids, task_ids=torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="single-task"):
+        TaskRoutedTeacher({"both": _tiny_multitask()})
+
+
+def test_annealing_from_routed_single_task_teachers_into_a_multitask_student(tmp_path):
+    from distil_trainers import AnnealingArguments, AnnealingTrainer
+    from distil_trainers.models.routed import TaskRoutedTeacher
+
+    routed = TaskRoutedTeacher(
+        {"sentiment": tiny_classifier(seed=5, num_labels=2), "hate": tiny_classifier(seed=6, num_labels=3)}
+    )
+    args = AnnealingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+    )
+    trainer = AnnealingTrainer(
+        model=_tiny_multitask(), teacher_model=routed, args=args, train_dataset=_two_task_data()
+    )
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert logs and all("loss_ta" in e and "lambda" in e for e in logs)
+    with pytest.raises(ValueError, match="Label spaces differ"):
+        AnnealingTrainer(
+            model=_tiny_multitask(),
+            args=args,
+            train_dataset=_two_task_data(),
+            teacher_model=TaskRoutedTeacher(
+                {"sentiment": tiny_classifier(num_labels=2), "hate": tiny_classifier(num_labels=4)}
+            ),
+        )
+
+
+def test_adversary_on_a_multitask_model(tmp_path):
+    data = _two_task_data()
+    data = data.add_column(LANGUAGE_COLUMN, [i % 2 for i in range(len(data))])
+    args = AdversarialArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+    )
+    trainer = AdversarialTrainer(model=_tiny_multitask(), args=args, train_dataset=data)
+    trainer.train()
+    assert all("loss_adversarial" in e for e in trainer.state.log_history if "loss" in e)
