@@ -143,6 +143,13 @@ class RecipeArguments:
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of the teacher the students keep."}
     )
     max_length: int = field(default=64, metadata={"help": "Maximum tokens per post."})
+    lexicon_b_two_class: bool = field(
+        default=True,
+        metadata={
+            "help": "With the profanity step, train the transformer B model on HATE / OFFN only, as in the seed "
+            "(one more teacher and student); false reuses the HATE / OFFN / PRFN student."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Subsample the train split for the transformers (baselines use all of it)."}
     )
@@ -409,7 +416,10 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                 transformer_predictor(hof_student, tokenizer, args.per_device_eval_batch_size, recipe.max_length)
             ]
             names = [hof_names]
-            if lexicon is not None:
+            if lexicon is not None and not recipe.lexicon_b_two_class:
+                predict_hof.append(predict_hof[0])
+                names.append(hof_names)
+            elif lexicon is not None:
                 two = hof_subset(hof_task, non_profane, "b_hof2")
                 _, hof2_student, _ = distil(recipe, args, two, tokenizer, output_dir / "hierarchical_b_no_prfn")
                 predict_hof.append(
