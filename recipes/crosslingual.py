@@ -91,7 +91,7 @@ LABELS = {
 class RecipeArguments:
     target_task: str = field(default="redv1", metadata={"help": "Registered target-language dataset."})
     source_task: str = field(default="tweeteval_emotion", metadata={"help": "Registered source-language dataset."})
-    source_label_map: dict | str = field(
+    source_label_map: dict | str | None = field(
         default='{"anger": "anger", "joy": "joy", "optimism": "joy", "sadness": "sadness"}',
         metadata={"help": "Source class -> target class (null drops the class), a JSON string on the command line."},
     )
@@ -127,6 +127,8 @@ class RecipeArguments:
     def __post_init__(self):
         if isinstance(self.source_label_map, str):
             self.source_label_map = json.loads(self.source_label_map)
+        if not self.source_label_map:
+            raise ValueError("source_label_map is required: where each source class goes among the target classes.")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {self.variants}.")
