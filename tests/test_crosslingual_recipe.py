@@ -104,3 +104,16 @@ def test_recipe_arguments_are_checked():
         recipe.RecipeArguments(variants=["distil"])
     with pytest.raises(ValueError, match="born_again_generations"):
         recipe.RecipeArguments(born_again_generations=0)
+
+
+def test_quick_config_parses():
+    from trl import TrlParser
+
+    recipe = _recipe()
+    parser = TrlParser((recipe.RecipeArguments, AdversarialArguments))
+    recipe_args, args = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "configs" / "crosslingual_quick.yaml"), "--max_train_samples", "10"]
+    )
+    assert recipe_args.source_label_map["optimism"] == "joy"
+    assert recipe_args.stage_shares == [0.5, 0.25, 0.0] and recipe_args.max_train_samples == 10
+    assert args.adversarial_weight == 0.1

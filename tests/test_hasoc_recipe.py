@@ -120,3 +120,17 @@ def test_recipe_arguments_are_checked():
         recipe.RecipeArguments(cv_folds=1)
     with pytest.raises(ValueError, match="is not a file"):
         recipe.RecipeArguments(profanity="/nonexistent/words.txt")
+
+
+@pytest.mark.parametrize("language", ["en", "de", "hi"])
+def test_quick_configs_parse(language):
+    from trl import TrlParser
+
+    recipe = _recipe()
+    parser = TrlParser((recipe.RecipeArguments, AnnealingArguments))
+    recipe_args, args = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "configs" / f"hasoc_{language}_quick.yaml")]
+    )
+    assert recipe_args.language == language and recipe_args.cv_folds == 10
+    assert recipe_args.profanity == ("better_profanity" if language == "en" else None)
+    assert args.output_dir == f"runs/hasoc_{language}_quick"
