@@ -165,6 +165,8 @@ def test_prompt_rejects_bad_label_sets_and_examples():
         ("The post is a friendly greeting.\nNeither", 2, "The post is a friendly greeting."),
         ("- Explanation: slur against a group\n- Label: `HATE`", 0, "slur against a group"),
         ("Rationale: rude words.\nClassification: OFFENSIVE!", 1, "rude words."),
+        # explanation and label on one line
+        ("Explanation: it mocks a religion. Label: hate", 0, "it mocks a religion."),
     ],
 )
 def test_parser_reads_label_and_rationale(output, label, rationale):

@@ -49,6 +49,9 @@ _KEY_LINE = re.compile(
     + r")\s*[:=\-–]\s*(?P<value>.*)$",
     re.IGNORECASE,
 )
+_INLINE_LABEL = re.compile(
+    r"(?:^|[\s.;,])(?:final\s+)?(?:label|answer|classification)\s*[:=]\s*(?P<value>[^\n.;,]+)", re.IGNORECASE
+)
 _EXPLANATION_LINE = re.compile(
     r"^\s*(?:[-•]\s*)?(?P<key>" + "|".join(_EXPLANATION_KEYS) + r")\s*[:=\-–]\s*(?P<value>.*)$", re.IGNORECASE
 )
@@ -254,7 +257,18 @@ def parse_teacher_output(
                     label_id, label_line = i, last
                     break
 
-    rationale = _extract_rationale(lines, label_line, set(key_lines))
+    if label_line is None:  # "Explanation: ... Label: hate" written on one line
+        inline = list(_INLINE_LABEL.finditer("\n".join(lines)))
+        for match in reversed(inline):
+            label_id = _match_label(match.group("value"), table)
+            if label_id >= 0:
+                before = "\n".join(lines)[: match.start()].split("\n")
+                rationale = _extract_rationale(before, None, set())
+                break
+        else:
+            label_id = -1
+    if label_line is not None or label_id < 0:
+        rationale = _extract_rationale(lines, label_line, set(key_lines))
     if label_id < 0:
         reason = "a label line with an unknown label" if key_lines else "no label line"
         return ParsedOutput(-1, "", False, f"{reason} (expected one of {list(label_names)})")
