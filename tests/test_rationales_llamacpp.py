@@ -139,6 +139,9 @@ def test_llamacpp_backend_on_packaged_smollm2(gguf_path, davidson_posts, tmp_pat
     # greedy decoding is deterministic: the cache is reused and a fresh generation gives the same answers
     again = backend.generate([default_prompt(names).to_messages(davidson_posts["text"][0])], max_new_tokens=80)
     assert again[0].text == out["raw_output"][0] and again[0].num_tokens > 0
+    backend.close()
+    with pytest.raises(TeacherBackendError, match="closed"):
+        backend.generate([[{"role": "user", "content": "hi"}]])
 
 
 def test_openai_endpoint_backend_against_llama_cpp_server(llama_server, davidson_posts, tmp_path):

@@ -322,10 +322,18 @@ class LlamaCppBackend(TeacherBackend):
             **llama_kwargs,
         )
 
+    def close(self) -> None:
+        """Free the llama.cpp model now (instead of at interpreter exit)."""
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None
+
     def generate(
         self, messages_batch: Sequence[Messages], max_new_tokens: int = 256, temperature: float = 0.0
     ) -> list[GenerationResult]:
         _check_batch(messages_batch, max_new_tokens, temperature)
+        if self.llm is None:
+            raise TeacherBackendError("this LlamaCppBackend was closed")
         results = []
         for messages in messages_batch:
             response = self.llm.create_chat_completion(
