@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server(gguf_path):
+def llama_server(gguf_path, tmp_path_factory):
     """``python -m llama_cpp.server`` on a free local port; waits until it lists its model, killed afterwards."""
     pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed (pip install 'distil-trainers[llamacpp]')"
@@ -85,25 +85,28 @@ def llama_server(gguf_path):
         "--n_threads",
         str(os.cpu_count() or 1),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    log = open(log_path, "w")  # a file, not a pipe: the server's verbose log would fill a pipe and block it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 400
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
                 if requests.get(f"{url}/models", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             if time.time() > deadline:
-                pytest.fail("llama_cpp.server did not answer within 120 s")
+                pytest.fail("llama_cpp.server did not answer within 400 s")
             time.sleep(0.5)
         yield url
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        log.close()
 
 
 def check_structure(out, n):
