@@ -163,8 +163,6 @@ def test_openai_endpoint_backend_against_llama_cpp_server(llama_server, davidson
     check_structure(out, len(davidson_posts))
     results = backend.generate([[{"role": "user", "content": "Say hi."}]], max_new_tokens=5)
     assert 1 <= results[0].num_tokens <= 5 and results[0].finish_reason in ("length", "stop")
-    with pytest.raises(TeacherBackendError, match="HTTP 4"):
-        backend._request("POST", "/chat/completions", {"messages": "not a list"})
 
 
 def test_transformers_backend_loads_the_gguf(gguf_path, davidson_posts, tmp_path):
