@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from test_rationale_trainer_utils import tiny_llama, tiny_tokenizer
+from rationale_fixtures import tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from distil_trainers.efficiency import (

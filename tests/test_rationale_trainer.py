@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_rationale_trainer_utils import (
+from rationale_fixtures import (
     CLASS_NAMES,
     rationale_dataset,
     seq2seq_tokenizer,

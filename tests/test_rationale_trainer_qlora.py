@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig
-from test_rationale_trainer_utils import rationale_dataset, tiny_llama, tiny_tokenizer
+from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer

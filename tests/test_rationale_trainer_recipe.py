@@ -10,7 +10,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from test_rationale_trainer_utils import rationale_dataset, tiny_llama, tiny_tokenizer
+from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
 from trl import ModelConfig
 
 from distil_trainers.trainers.rationale import RationaleSFTConfig
