@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
-.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd test test-fast lint clean bench
+.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd quickstart-rationale test test-fast lint clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ quickstart-multitask: $(STAMP)
 
 quickstart-feature-kd: $(STAMP)
 	$(LAUNCH) recipes/feature_kd.py --config recipes/configs/feature_kd_quickstart.yaml
+
+quickstart-rationale: $(STAMP)
+	$(LAUNCH) recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
