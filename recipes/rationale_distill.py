@@ -251,7 +251,7 @@ def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
             directory / f"cache_{split}.jsonl",
             batch_size=script.teacher_batch_size,
             max_new_tokens=script.teacher_max_new_tokens,
-        )
+        ).cast_column("label", datasets.ClassLabel(names=names))  # the class names travel with the rationales
     generated.save_to_disk(str(directory / "dataset"))
     report = {split: teacher_report(generated[split], names) for split in generated}
     (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))

@@ -87,3 +87,23 @@ def test_train_and_evaluate_stages(tmp_path):
     again = recipe.main(script, args, model_args)
     assert (tmp_path / "run" / "student" / "training_complete.json").stat().st_mtime == marker
     assert again["student"]["f1_macro"] == results["student"]["f1_macro"]
+
+
+def test_generate_stage_keeps_the_class_names_for_training(tmp_path):
+    """The generate stage on real Davidson posts with a tiny Llama teacher (transformers backend): the saved rationales
+    carry the dataset's class names, which the train and evaluate stages read."""
+    recipe = _recipe()
+    tok = tiny_tokenizer()
+    tiny_llama(tok).save_pretrained(tmp_path / "teacher")
+    tok.save_pretrained(tmp_path / "teacher")
+    script = recipe.RationaleScriptArguments(
+        stage="generate", teacher_backend="transformers", teacher_model=str(tmp_path / "teacher"),
+        teacher_max_new_tokens=4, teacher_batch_size=4, max_train_samples=6, max_eval_samples=3,
+    )
+    args = RationaleSFTConfig(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, bf16=False)
+    directory = recipe.stage_generate(script, args, Path(args.output_dir))
+    rationales = recipe.load_rationales(script, Path(args.output_dir))
+    assert {split: len(ds) for split, ds in rationales.items()} == {"train": 6, "eval": 3}
+    assert rationales["train"].features["label"].names == ["hate", "offensive", "neither"]
+    assert json.loads((directory / "teacher_report.json").read_text())["train"]["n"] == 6
+    assert recipe.stage_generate(script, args, Path(args.output_dir)) == directory  # finished: reused
