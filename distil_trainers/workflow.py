@@ -220,6 +220,24 @@ def train_or_resume(trainer: Trainer, output_dir: str | os.PathLike) -> None:
     trainer.train(resume_from_checkpoint=last)
 
 
+# what a sub-stage (a teacher fine-tuning, a baseline) takes over from the run's own arguments
+STAGE_FIELDS = (
+    "per_device_train_batch_size", "warmup_steps", "weight_decay", "seed", "logging_steps", "report_to", "use_cpu",
+    "bf16",
+)
+
+
+def stage_arguments(args: TrainingArguments, output_dir: str | os.PathLike, **overrides: Any) -> TrainingArguments:
+    """Arguments of the same class as ``args`` for a sub-stage trained in ``output_dir``: the run's batch size, warm-up,
+    weight decay, seed, logging and device settings (:data:`STAGE_FIELDS`), one checkpoint per epoch with only the
+    last one kept, and ``overrides`` (e.g. ``num_train_epochs``, ``learning_rate``). Every other field takes its
+    default."""
+    values = {name: getattr(args, name) for name in STAGE_FIELDS}
+    values.update(output_dir=str(output_dir), save_strategy="epoch", save_total_limit=1)
+    values.update(overrides)
+    return type(args)(**values)
+
+
 def finetune_teacher(
     suite: TaskSuite,
     base: str,

@@ -72,6 +72,7 @@ from distil_trainers.workflow import (
     mark_complete,
     prepare_stage,
     results_table,
+    stage_arguments,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -214,24 +215,11 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         {"": tokenizer},
         recipe.max_length,
     )
-    plain_args = dict(
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        save_strategy="epoch",
-        save_total_limit=1,
-        logging_steps=args.logging_steps,
-        report_to=args.report_to,
-        use_cpu=args.use_cpu,
-        bf16=args.bf16,
-    )
     models = {}
     # ---- 1. target only ----
     if "target_only" in recipe.variants:
-        stage_args = AdversarialArguments(
-            output_dir=str(output_dir / "target_only"), num_train_epochs=args.num_train_epochs, **plain_args
+        stage_args = stage_arguments(
+            args, output_dir / "target_only", num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate
         )
         models["target_only"] = finetune_teacher(target_suite, base, tokenizer, output_dir / "target_only", stage_args)
 
@@ -274,10 +262,9 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         teachers = {target.name: models[target_teacher_variant]}
         for task in everything.tasks[1:]:
             suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
-            teacher_args = AdversarialArguments(
-                output_dir=str(output_dir / f"teacher_{task.name}"),
-                num_train_epochs=recipe.teacher_epochs,
-                **plain_args,
+            teacher_args = stage_arguments(
+                args, output_dir / f"teacher_{task.name}", num_train_epochs=recipe.teacher_epochs,
+                learning_rate=args.learning_rate,
             )
             teachers[task.name] = finetune_teacher(
                 suite, base, tokenizer, output_dir / f"teacher_{task.name}", teacher_args

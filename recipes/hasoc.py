@@ -74,6 +74,7 @@ from distil_trainers.workflow import (
     fingerprint,
     mark_complete,
     prepare_stage,
+    stage_arguments,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -204,20 +205,9 @@ def distil(recipe: RecipeArguments, args: AnnealingArguments, task: TaskData, to
     """Fine-tune (or reuse) the teacher of one task and distil (or reuse) its student; returns both models."""
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
     suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
-    teacher_args = AnnealingArguments(
-        output_dir=str(output_dir / "teacher"),
-        num_train_epochs=recipe.teacher_epochs,
+    teacher_args = stage_arguments(
+        args, output_dir / "teacher", num_train_epochs=recipe.teacher_epochs,
         learning_rate=recipe.teacher_learning_rate,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        save_strategy="epoch",
-        save_total_limit=1,
-        logging_steps=args.logging_steps,
-        report_to=args.report_to,
-        use_cpu=args.use_cpu,
-        bf16=args.bf16,
     )
     teacher = finetune_teacher(suite, teacher_base, tokenizer, output_dir / "teacher", teacher_args)
 

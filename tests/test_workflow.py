@@ -36,3 +36,19 @@ def test_results_table_formats_percentages_and_extra_columns():
     table = results_table(rows, metrics=("f1_macro", "accuracy"), extra=("samples_per_second",)).splitlines()
     assert table[0] == "| model | params | task | f1_macro | accuracy | samples_per_second |"
     assert table[2] == "| student | 17.4M | davidson | 58.12 | - | 75.4 |"
+
+
+def test_stage_arguments_take_the_runs_settings_and_the_overrides(tmp_path):
+    from distil_trainers import AnnealingArguments
+    from distil_trainers.workflow import STAGE_FIELDS, stage_arguments
+
+    run = AnnealingArguments(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=7, warmup_steps=3, weight_decay=0.02, seed=5,
+        logging_steps=4, report_to="none", use_cpu=True, learning_rate=1e-3, num_train_epochs=9, annealing="jafari",
+    )
+    stage = stage_arguments(run, tmp_path / "teacher", num_train_epochs=2, learning_rate=5e-5)
+    assert type(stage) is AnnealingArguments
+    assert all(getattr(stage, name) == getattr(run, name) for name in STAGE_FIELDS)
+    assert (stage.output_dir, stage.num_train_epochs, stage.learning_rate) == (str(tmp_path / "teacher"), 2, 5e-5)
+    assert (stage.save_strategy, stage.save_total_limit) == ("epoch", 1)
+    assert stage.annealing == "bam"  # not taken over from the run: the field's default
