@@ -283,6 +283,30 @@ def test_training_learns_labels_and_explain_runs(tmp_path):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Encoder-decoder students
+def test_missing_or_wrong_constructor_arguments_are_named(tmp_path):
+    tok, data = tiny_tokenizer(), rationale_dataset()
+    with pytest.raises(TypeError, match="RationaleSFTTrainer needs `args`, a RationaleSFTConfig"):
+        RationaleSFTTrainer(tiny_llama(tok), args=None, train_dataset=data, processing_class=tok)
+    with pytest.raises(ValueError, match="RationaleSFTTrainer builds its own collator"):
+        RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), train_dataset=data, processing_class=tok,
+                            data_collator=lambda rows: rows)
+    with pytest.raises(ValueError, match="RationaleSFTTrainer needs the student's tokenizer"):
+        RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), train_dataset=data)
+    with pytest.raises(ValueError, match="RationaleSFTTrainer needs a `train_dataset`"):
+        RationaleSFTTrainer(tiny_llama(tok), args=sft_args(tmp_path), processing_class=tok)
+
+    s2s_tok = seq2seq_tokenizer()
+    s2s_args = RationaleSeq2SeqConfig(output_dir=str(tmp_path / "t5"), report_to="none", use_cpu=True)
+    with pytest.raises(TypeError, match="RationaleSeq2SeqTrainer needs `args`, a RationaleSeq2SeqConfig"):
+        RationaleSeq2SeqTrainer(tiny_t5(s2s_tok), args=sft_args(tmp_path), train_dataset=data, processing_class=s2s_tok)
+    with pytest.raises(ValueError, match="RationaleSeq2SeqTrainer needs the student's tokenizer"):
+        RationaleSeq2SeqTrainer(tiny_t5(s2s_tok), args=s2s_args, train_dataset=data)
+    with pytest.raises(ValueError, match="RationaleSeq2SeqTrainer needs a `train_dataset`"):
+        RationaleSeq2SeqTrainer(tiny_t5(s2s_tok), args=s2s_args, processing_class=s2s_tok)
+    with pytest.raises(ValueError, match="needs an encoder-decoder student"):
+        RationaleSeq2SeqTrainer(tiny_llama(tok), args=s2s_args, train_dataset=data, processing_class=tok)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 
 

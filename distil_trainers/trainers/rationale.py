@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,6 +422,28 @@ class _RationaleTrainerMixin:
 
     # ---- set-up --------------------------------------------------------------------------------------------------
 
+    def _check_inputs(self, args, config_class: type, processing_class, train_dataset, data_collator=None) -> None:
+        """The errors both trainers raise before anything is built (``data_collator``: one the trainer refuses)."""
+        name = type(self).__name__
+        if args is None or not isinstance(args, config_class):
+            raise TypeError(f"{name} needs `args`, a {config_class.__name__}.")
+        if data_collator is not None:
+            raise ValueError(f"{name} builds its own collator (it must carry the `view` column).")
+        if processing_class is None:
+            raise ValueError(f"{name} needs the student's tokenizer as `processing_class`.")
+        if train_dataset is None:
+            raise ValueError(f"{name} needs a `train_dataset` (the teacher-annotated posts).")
+
+    def _training_views(self, train_dataset, eval_dataset, views_of: Callable[[datasets.Dataset], datasets.Dataset]):
+        """The views of the training and evaluation sets (``views_of`` builds them from posts, and passes view datasets
+        through); a raw evaluation set is also kept for label scoring."""
+        self._raw_eval_dataset = None
+        train_views, eval_views = views_of(train_dataset), eval_dataset
+        if isinstance(eval_dataset, datasets.Dataset) and not _is_view_dataset(eval_dataset):
+            self._raw_eval_dataset = eval_dataset
+            eval_views = views_of(eval_dataset)
+        return train_views, eval_views
+
     def _init_rationale_state(self) -> None:
         self._view_token_counts: torch.Tensor | None = None
         self._view_logs = {mode: torch.zeros(4, dtype=torch.float64) for mode in ("train", "eval")}
@@ -606,22 +628,12 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
         class_names: Sequence[str] | None = None,
         **kwargs,
     ):
-        if args is None or not isinstance(args, RationaleSFTConfig):
-            raise TypeError("RationaleSFTTrainer needs `args`, a RationaleSFTConfig.")
-        if kwargs.get("data_collator") is not None:
-            raise ValueError("RationaleSFTTrainer builds its own collator (it must carry the `view` column).")
-        if processing_class is None:
-            raise ValueError("RationaleSFTTrainer needs the student's tokenizer as `processing_class`.")
-        if train_dataset is None:
-            raise ValueError("RationaleSFTTrainer needs a `train_dataset` (the teacher-annotated posts).")
+        self._check_inputs(args, RationaleSFTConfig, processing_class, train_dataset, kwargs.get("data_collator"))
         self.class_names = _class_names(args, train_dataset, class_names)
         self._conversational = getattr(processing_class, "chat_template", None) is not None
-        self._raw_eval_dataset = None
-        train_views = train_dataset if _is_view_dataset(train_dataset) else self._build_views(train_dataset, args)
-        eval_views = eval_dataset
-        if isinstance(eval_dataset, datasets.Dataset) and not _is_view_dataset(eval_dataset):
-            self._raw_eval_dataset = eval_dataset
-            eval_views = self._build_views(eval_dataset, args)
+        train_views, eval_views = self._training_views(
+            train_dataset, eval_dataset, lambda ds: ds if _is_view_dataset(ds) else self._build_views(ds, args)
+        )
         super().__init__(
             model=model,
             args=args,
@@ -788,23 +800,13 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, Seq2SeqTrainer):
         class_names: Sequence[str] | None = None,
         **kwargs,
     ):
-        if args is None or not isinstance(args, RationaleSeq2SeqConfig):
-            raise TypeError("RationaleSeq2SeqTrainer needs `args`, a RationaleSeq2SeqConfig.")
-        if processing_class is None:
-            raise ValueError("RationaleSeq2SeqTrainer needs the student's tokenizer as `processing_class`.")
-        if train_dataset is None:
-            raise ValueError("RationaleSeq2SeqTrainer needs a `train_dataset` (the teacher-annotated posts).")
+        self._check_inputs(args, RationaleSeq2SeqConfig, processing_class, train_dataset)
         if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
             raise ValueError("RationaleSeq2SeqTrainer needs an encoder-decoder student; use RationaleSFTTrainer.")
         self.class_names = _class_names(args, train_dataset, class_names)
         self._tok = processing_class
         self._seq2seq_args = args
-        self._raw_eval_dataset = None
-        train_views = self._views_for(train_dataset)
-        eval_views = eval_dataset
-        if isinstance(eval_dataset, datasets.Dataset) and not _is_view_dataset(eval_dataset):
-            self._raw_eval_dataset = eval_dataset
-            eval_views = self._views_for(eval_dataset)
+        train_views, eval_views = self._training_views(train_dataset, eval_dataset, self._views_for)
         super().__init__(
             model=model,
             args=args,
