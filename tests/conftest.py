@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -11,7 +14,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,6 +46,33 @@ def tiny_bert_config(num_labels: int = 3, layers: int = 2, vocab_size: int = 99,
         num_labels=num_labels,
         **kwargs,
     )
+
+
+def load_recipe(name: str):
+    """Import ``recipes/<name>.py`` as the module ``<name>_recipe``, registered in ``sys.modules`` (the recipe's
+    dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_minilm_base(directory, layers: int = 2, max_position_embeddings: int = 64, seed: int | None = None) -> str:
+    """Save a tiny random BERT with the packaged MiniLM's tokenizer in ``directory`` (a stand-in for MiniLM that
+    trains in seconds on real text) and return its path. OSError when the MiniLM package is not installed."""
+    from distil_trainers.models import resolve_model_name_or_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(MINILM))
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=max_position_embeddings,
+    )
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
 
 
 def small_run_args(cls, tmp_path, **overrides):

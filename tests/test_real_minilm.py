@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from distil_trainers import AnnealingArguments
 from distil_trainers.data import get_data_dir, load_dataset_by_name
@@ -15,7 +13,6 @@ from distil_trainers.metrics import classification_metrics
 from distil_trainers.models import packaged_model_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "annealing.py"
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,16 +21,8 @@ pytestmark = [
 ]
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("annealing_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_annealing_recipe_student_learns_davidson(tmp_path):
-    recipe = load_recipe()
+    recipe = load_recipe("annealing")
     recipe_args = recipe.RecipeArguments(
         tasks=["davidson"], teacher_base=MINILM, teacher_epochs=3, teacher_learning_rate=1e-4, student_layers=[0, 2, 4],
         max_length=48,
@@ -70,7 +59,7 @@ def test_annealing_recipe_student_learns_davidson(tmp_path):
 
 def test_multitask_recipe_runs_both_heads(tmp_path):
     """The multi-task config's path (SST-2 + Davidson, one encoder, two heads) end to end on a tiny slice."""
-    recipe = load_recipe()
+    recipe = load_recipe("annealing")
     recipe_args = recipe.RecipeArguments(
         tasks=["sst2", "davidson"], teacher_base=MINILM, teacher_epochs=1, student_layers=[0, 3], max_length=32,
         max_train_samples=96, max_eval_samples=64,
