@@ -8,6 +8,7 @@ import pytest
 
 from distil_trainers.baselines import (
     BASELINES,
+    VOTING_MEMBERS,
     cross_validate_baseline,
     make_baseline,
     normalise_text,
@@ -69,3 +70,18 @@ def test_baselines_beat_the_majority_class_on_real_hasoc(hasoc_slice):
     assert results["knn"].cv["f1_macro"] > majority.cv["f1_macro"]
     # test metrics carry the class names of the dataset
     assert "f1_hof" in results["logreg"].test and "f1_not" in results["logreg"].test
+
+
+def test_mode_is_the_majority_vote_of_the_four_classifiers(hasoc_slice):
+    train, test = hasoc_slice["train"], hasoc_slice["test"]
+    texts, labels = list(train["text"]), np.asarray(train["label"])
+    test_texts = list(test["text"])
+    votes = np.stack(
+        [make_baseline(m, n_estimators=20).fit(texts, labels).predict(test_texts) for m in VOTING_MEMBERS], axis=1
+    )
+    # the mode of each row, a tie going to the smallest class id, written out
+    expected = np.array([min(set(row), key=lambda c: (-list(row).count(c), c)) for row in votes])
+    predicted = make_baseline("mode", n_estimators=20).fit(texts, labels).predict(test_texts)
+    np.testing.assert_array_equal(predicted, expected)
+    # the vote is not a copy of one member on this slice
+    assert any((votes[:, i] != predicted).any() for i in range(votes.shape[1]))
