@@ -1,6 +1,7 @@
 """Run by tests/test_ddp.py, once as a single process and once under `torchrun --nproc_per_node 2`: a few
 MutualLearningTrainer / AnnealingTrainer steps on tiny models, then the final weights and the log history are saved
-(by the main process) to the output directory given on the command line."""
+(by the main process) to the output directory given on the command line. Kind ``annealing_cached`` trains without
+the teacher, on the teacher-output cache given as the fourth argument."""
 
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ from distil_trainers import (  # noqa: E402
 )
 
 
-def main(kind: str, out: str, per_device_batch: int) -> None:
+def annealing_data():
+    data = random_classification_dataset(n=32, masked=5)
+    return data.add_column("id", [f"ex{i}" for i in range(len(data))])
+
+
+def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -> None:
     common = dict(
         output_dir=out, per_device_train_batch_size=per_device_batch, max_steps=4, learning_rate=0.5, optim="sgd",
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0,
@@ -40,9 +46,10 @@ def main(kind: str, out: str, per_device_batch: int) -> None:
             data_collator=lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]},
         )
     else:
+        teacher = dict(teacher_outputs=cache) if kind == "annealing_cached" else dict(teacher_model=tiny_classifier(0))
         trainer = AnnealingTrainer(
-            model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=AnnealingArguments(annealing="bam", **common),
-            train_dataset=random_classification_dataset(n=32, masked=5),
+            model=tiny_classifier(1), args=AnnealingArguments(annealing="bam", **common),
+            train_dataset=annealing_data(), **teacher,
         )
     trainer.train()
     if trainer.args.process_index == 0:
@@ -53,4 +60,4 @@ def main(kind: str, out: str, per_device_batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:])
