@@ -249,12 +249,18 @@ def _as_dataset_list(dataset: datasets.Dataset | Mapping[str, datasets.Dataset])
     raise TypeError("dataset must be a datasets.Dataset or a non-empty {name: Dataset} mapping.")
 
 
-def _fingerprint(teacher_fp: str, parts: list[tuple[str, datasets.Dataset]], settings: dict[str, Any]) -> str:
+def _fingerprint(
+    teacher_fp: str,
+    parts: list[tuple[str, datasets.Dataset]],
+    settings: dict[str, Any],
+    extra_columns: Sequence[str] = (),
+) -> str:
     h = hashlib.sha256()
     h.update(teacher_fp.encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     for _, ds in parts:
         _, columns = _teacher_columns(ds)
+        columns += [c for c in extra_columns if c in ds.column_names]
         h.update(dataset_fingerprint(ds, [ID_COLUMN, *columns]).encode())
     return h.hexdigest()[:32]
 
@@ -268,8 +274,8 @@ def _batches(ds: datasets.Dataset, columns: list[str], batch_size: int):
         yield idx, ds.select(idx).select_columns(columns)
 
 
-def _collate(rows: datasets.Dataset, prefix: str, collator) -> dict[str, Tensor]:
-    features = [dict(r) for r in rows]
+def _collate(rows: datasets.Dataset | list[dict[str, Any]], prefix: str, collator) -> dict[str, Tensor]:
+    features = rows if isinstance(rows, list) else [dict(r) for r in rows]
     batch = collator(features)
     return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in batch.items()}
 
@@ -379,10 +385,12 @@ def precompute_topk_logprobs(
     next-token distribution ``log_softmax(logits / temperature)``, their token ids and the log of the remaining mass
     ``log(1 - sum(top-k probabilities))`` (computed from the full distribution, so nothing of the tail is lost).
 
-    Completion tokens are the positions with ``labels != -100`` (a ``labels`` column; without one, every non-padded
+    Completion tokens are the positions with ``labels != -100`` (a ``labels`` column, one value per token, ragged
+    rows welcome: it is aligned with each row's tokens whatever the padding side; without one, every non-padded
     token). The entry of position ``t`` is the distribution the teacher predicts *for* token ``t`` (from the logits
     at ``t - 1``); a sequence's first token has none. Per example the entries are stored in position order;
-    ``offsets[i]:offsets[i + 1]`` are example ``i``'s. Consume them with :func:`topk_kl_loss`."""
+    ``offsets[i]:offsets[i + 1]`` are example ``i``'s. Consume them with :func:`topk_kl_loss`. The fingerprint
+    covers the ``labels`` column too; ``meta["vocab_size"]`` records the teacher's logit width."""
     parts = _as_dataset_list(dataset)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
@@ -394,31 +402,43 @@ def precompute_topk_logprobs(
     if len(set(ids_all)) != len(ids_all):
         raise ValueError("The datasets share example ids; a cache over several datasets needs ids unique across them.")
     teacher_fp = model_fingerprint(teacher)
-    fp = _fingerprint(teacher_fp, parts, {"kind": "topk", "k": k, "temperature": temperature})
+    fp = _fingerprint(teacher_fp, parts, {"kind": "topk", "k": k, "temperature": temperature}, ["labels"])
 
     def build() -> TeacherOutputs:
         was_training = teacher.training
         teacher.eval()
         dev = torch.device(device) if device is not None else next(teacher.parameters()).device
         per_example: list[tuple[Tensor, Tensor, Tensor]] = []
+        vocab_size = None
         total = sum(len(ds) for _, ds in parts)
         with tqdm(total=total, desc="Teacher top-k log-probs", unit="ex") as bar:
             for _, ds in parts:
                 prefix, columns = _teacher_columns(ds)
-                if "labels" in ds.column_names:
-                    columns = [*columns, "labels"]
+                has_labels = "labels" in ds.column_names
                 collator = _make_collator(tokenizer, data_collator, prefix)
                 slot: list[Any] = [None] * len(ds)
-                for idx, rows in _batches(ds, columns, batch_size):
-                    batch = {k_: v.to(dev) for k_, v in _collate(rows, prefix, collator).items()}
-                    labels = batch.pop("labels", None)
+                for idx, rows in _batches(ds, [*columns, "labels"] if has_labels else columns, batch_size):
+                    # the labels stay out of the collator (ragged rows, any padding side) and are aligned below
+                    features = [dict(r) for r in rows]
+                    labels = [f.pop("labels") for f in features] if has_labels else None
+                    batch = {k_: v.to(dev) for k_, v in _collate(features, prefix, collator).items()}
                     logits = teacher(**batch).logits.float()
-                    mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
-                    if labels is not None:
-                        mask = mask & (labels != -100)
+                    vocab_size = int(logits.shape[-1])
+                    attention = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
                     for j, i in enumerate(idx):
-                        positions = mask[j, 1:].nonzero().squeeze(-1)  # predicted tokens t >= 1
-                        slot[i] = topk_entries(logits[j, positions], k, temperature)  # logits at t - 1
+                        real = attention[j].nonzero().squeeze(-1)  # the row's token positions, in order
+                        targets = real
+                        if labels is not None:
+                            row_labels = torch.as_tensor(labels[j], device=real.device)
+                            if row_labels.shape[0] != real.shape[0]:
+                                raise ValueError(
+                                    f"Example {ids_all[len(per_example) + i]!r} has {row_labels.shape[0]} labels "
+                                    f"but {real.shape[0]} tokens."
+                                )
+                            targets = real[row_labels != -100]
+                        if real.numel():
+                            targets = targets[targets > real[0]]  # a row's first token is predicted by nothing
+                        slot[i] = topk_entries(logits[j, targets - 1], k, temperature)  # logits at t - 1
                     bar.update(len(idx))
                 per_example += slot
         teacher.train(was_training)
@@ -430,8 +450,8 @@ def precompute_topk_logprobs(
             "offsets": torch.cumsum(lengths, 0),
         }
         return TeacherOutputs(ids=ids_all, kind="topk", tensors=tensors, fingerprint=fp,
-                              meta={"k": k, "temperature": temperature, "teacher": type(teacher).__name__,
-                                    "teacher_fingerprint": teacher_fp})
+                              meta={"k": k, "temperature": temperature, "vocab_size": vocab_size,
+                                    "teacher": type(teacher).__name__, "teacher_fingerprint": teacher_fp})
 
     return _build_or_load(cache_dir, fp, rebuild, build)
 
@@ -477,6 +497,18 @@ def topk_kl_loss(
     """
     from .losses import reduce_per_item
 
+    per_item = topk_kl_per_item(student_logits, topk_logprobs, topk_indices, rest_logprob, temperature)
+    return reduce_per_item(per_item, mask, num_items_in_batch)
+
+
+def topk_kl_per_item(
+    student_logits: Tensor,
+    topk_logprobs: Tensor,
+    topk_indices: Tensor,
+    rest_logprob: Tensor,
+    temperature: float = 1.0,
+) -> Tensor:
+    """The unreduced :func:`topk_kl_loss`: ``T^2 * KL(p_t || p_s)`` per item, shape ``student_logits.shape[:-1]``."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     if topk_logprobs.shape != topk_indices.shape or topk_logprobs.shape[:-1] != student_logits.shape[:-1]:
@@ -497,18 +529,25 @@ def topk_kl_loss(
     zero = torch.zeros((), dtype=z.dtype, device=z.device)
     top_terms = torch.where(t_top > float("-inf"), t_top.exp() * (t_top - s_top), zero).sum(-1)
     rest_terms = torch.where(t_rest > float("-inf"), t_rest.exp() * (t_rest - s_rest), zero)
-    per_item = (top_terms + rest_terms) * (temperature * temperature)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    return (top_terms + rest_terms) * (temperature * temperature)
 
 
 def resolve_teacher_outputs(
-    teacher_outputs: TeacherOutputs | str | os.PathLike, teacher: nn.Module | None = None
+    teacher_outputs: TeacherOutputs | str | os.PathLike, teacher: nn.Module | None = None, kind: str = "logits"
 ) -> TeacherOutputs:
-    """A classifier cache from a :class:`TeacherOutputs` or a cache directory. When the teacher model is given too,
-    the cache must have been built from these very weights (else it is stale and an error says so)."""
+    """A cache of the given ``kind`` (``"logits"``: classifier; ``"topk"``: causal LM) from a :class:`TeacherOutputs`
+    or a cache directory. When the teacher model is given too, the cache must have been built from these very weights
+    (else it is stale and an error says so)."""
     cache = teacher_outputs if isinstance(teacher_outputs, TeacherOutputs) else TeacherOutputs.load(teacher_outputs)
-    if cache.kind != "logits":
-        raise ValueError("The classifier trainers need a 'logits' teacher-output cache (precompute_teacher_outputs).")
+    if cache.kind != kind:
+        if kind == "logits":
+            raise ValueError(
+                "The classifier trainers need a 'logits' teacher-output cache (precompute_teacher_outputs)."
+            )
+        raise ValueError(
+            f"Token-level distillation needs a '{kind}' teacher-output cache (precompute_topk_logprobs); this one "
+            f"holds {cache.kind!r} outputs."
+        )
     stored = cache.meta.get("teacher_fingerprint")
     if teacher is not None and stored is not None and stored != model_fingerprint(teacher):
         raise ValueError(
@@ -528,4 +567,5 @@ __all__ = [
     "precompute_topk_logprobs",
     "topk_entries",
     "topk_kl_loss",
+    "topk_kl_per_item",
 ]

@@ -14,6 +14,7 @@ from .rationale import (
     RationaleSFTTrainer,
     build_rationale_views,
     rationale_multitask_loss,
+    training_views,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "check_label_space",
     "label_space",
     "rationale_multitask_loss",
+    "training_views",
 ]

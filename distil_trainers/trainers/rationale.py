@@ -13,6 +13,13 @@ COMPLETION tokens of its view, normalised by the number of completion tokens of 
 (all gradient-accumulation micro-batches, all processes), so that batch 4 gives the same gradients as batch 2 x 2
 accumulation steps. ``alpha = 1`` is the label-only ablation (rationale views are not built at all).
 
+With a teacher LLM that shares the student's tokenizer, :class:`RationaleSFTTrainer` also distils token by token from a
+cache of the teacher's top-k next-token log-probabilities (``teacher_outputs=``, built over :func:`training_views` with
+``distil_trainers.cache.precompute_topk_logprobs``): with ``w = teacher_kd_weight`` the loss becomes
+``(1 - w) * [alpha * L_label + (1 - alpha) * L_rationale] + w * [alpha * KD_label + (1 - alpha) * KD_rationale]``,
+``KD_view`` being ``T^2 * KL(teacher || student)`` summed over that view's completion tokens and divided by the same
+token counts as the cross-entropy.
+
 At evaluation the student classifies by scoring: for every post, the log-likelihood of each candidate label word as the
 completion of the label-view prompt (one batched forward per post's candidate set, no free generation); the argmax is
 the prediction, reported as ``eval_accuracy``, ``eval_f1_macro``, ``eval_f1_<class>`` ...
@@ -25,8 +32,9 @@ encoder-decoder students, task prefixes ``[label]`` / ``[rationale]`` as in Dist
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +47,14 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 from trl import SFTConfig, SFTTrainer
 
+from ..cache import CACHE_ROW_COLUMN, TeacherOutputs, resolve_teacher_outputs, topk_kl_per_item
 from ..metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "LABEL_VIEW",
+    "POST_ID_COLUMN",
     "RATIONALE_VIEW",
     "VIEW_COLUMN",
     "RationaleSFTConfig",
@@ -55,10 +65,15 @@ __all__ = [
     "disable_avx512_bf16_repacking",
     "parse_student_output",
     "rationale_multitask_loss",
+    "training_views",
+    "view_row_id",
 ]
 
 LABEL_VIEW, RATIONALE_VIEW = 0, 1
 VIEW_COLUMN = "view"
+VIEW_NAMES = {LABEL_VIEW: "label", RATIONALE_VIEW: "rationale"}
+# Column of :func:`training_views`' rows: the post a view row comes from (their `id` is the view row's own id)
+POST_ID_COLUMN = "post_id"
 LABEL_SOURCES = ("gold", "teacher")
 UNPARSED_ROWS = ("drop_rationale", "drop")
 
@@ -196,6 +211,22 @@ class RationaleArguments:
         default=None,
         metadata={"help": "Score at most this many evaluation posts (the first ones); None = all."},
     )
+    teacher_kd_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight w of token-level distillation from a top-k teacher cache (RationaleSFTTrainer's "
+            "`teacher_outputs`): loss = (1 - w) * view loss + w * KD, where KD = alpha * KD_label + (1 - alpha) * "
+            "KD_rationale and KD_view is T^2 * KL(teacher || student) per completion token of that view. 0 = off "
+            "(the loss is exactly the view loss)."
+        },
+    )
+    teacher_kd_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Temperature T of the distillation term; must equal the temperature the top-k cache was built "
+            "with (precompute_topk_logprobs(temperature=...))."
+        },
+    )
 
     def _check_rationale_arguments(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -210,6 +241,10 @@ class RationaleArguments:
                 raise ValueError(f"class_names must be >= 2 distinct non-empty words, got {self.class_names}.")
         if self.max_scoring_samples is not None and self.max_scoring_samples < 1:
             raise ValueError(f"max_scoring_samples must be >= 1 or None, got {self.max_scoring_samples}.")
+        if not 0.0 <= self.teacher_kd_weight <= 1.0:
+            raise ValueError(f"teacher_kd_weight must be in [0, 1], got {self.teacher_kd_weight}.")
+        if not self.teacher_kd_temperature > 0:
+            raise ValueError(f"teacher_kd_temperature must be > 0, got {self.teacher_kd_temperature}.")
 
 
 @dataclass
@@ -362,6 +397,87 @@ def _is_view_dataset(dataset: Any) -> bool:
     return isinstance(dataset, datasets.Dataset) and VIEW_COLUMN in dataset.column_names
 
 
+def view_row_id(post_id: Any, view: int) -> str:
+    """The id of one view row: ``"<post id>:label"`` or ``"<post id>:rationale"`` (what a top-k teacher cache is
+    keyed by)."""
+    return f"{post_id}:{VIEW_NAMES[int(view)]}"
+
+
+def _view_row_ids(dataset: datasets.Dataset, what: str = "dataset") -> list[str]:
+    """The view-row ids of a view dataset: its ``id`` column when it comes from :func:`training_views` (it has a
+    ``post_id`` column), else built from the post ``id`` and the ``view``."""
+    columns = dataset.column_names
+    if POST_ID_COLUMN in columns:
+        return [str(i) for i in dataset["id"][:]]
+    if "id" not in columns or VIEW_COLUMN not in columns:
+        raise ValueError(
+            f"The {what} has no `id` / `{VIEW_COLUMN}` columns, so its rows cannot be matched with the teacher cache. "
+            "Pass teacher-annotated posts with an `id` column (or the output of training_views)."
+        )
+    return [view_row_id(i, v) for i, v in zip(dataset["id"][:], dataset[VIEW_COLUMN][:])]
+
+
+def _prepare_sft_views(
+    views: datasets.Dataset, args: RationaleSFTConfig, processing_class, name: str = "train"
+) -> datasets.Dataset:
+    """Tokenise prompt-completion view rows with TRL's own ``SFTTrainer._prepare_dataset``, as the trainer does (no
+    model needed: the preparation reads only the tokenizer and the config)."""
+    if args.dataset_kwargs and args.dataset_kwargs.get("skip_prepare_dataset", False):
+        return views
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if args.eos_token is not None:
+        tokenizer.eos_token = args.eos_token  # as SFTTrainer.__init__ does before preparing
+    preparer = SFTTrainer.__new__(SFTTrainer)
+    preparer._tokenizer = tokenizer
+    preparer.chat_template = None  # assistant_only_loss is refused by RationaleSFTConfig
+    preparer.completion_only_loss = True
+    return SFTTrainer._prepare_dataset(preparer, views, processing_class, args, False, None, name)
+
+
+def training_views(
+    dataset: datasets.Dataset | Mapping[str, datasets.Dataset],
+    args: RationaleSFTConfig,
+    processing_class,
+    class_names: Sequence[str] | None = None,
+    name: str = "train",
+) -> datasets.Dataset | dict[str, datasets.Dataset]:
+    """The tokenised view rows :class:`RationaleSFTTrainer` trains on, for precomputing a top-k teacher cache.
+
+    ``dataset``: teacher-annotated posts (or a ``{"train": ..., "eval": ...}`` mapping of them, returned as a dict),
+    turned into label and rationale views and tokenised exactly as the trainer does with the same ``args`` and
+    tokenizer. Columns: ``id`` (the view row's id, ``"<post id>:label"`` / ``"<post id>:rationale"``), ``post_id``,
+    ``view``, ``input_ids`` and ``labels`` (-100 outside the completion). Pass the result to
+    ``distil_trainers.cache.precompute_topk_logprobs(teacher, views, cache_dir, k=..., temperature=...,
+    tokenizer=tokenizer)`` and the cache to the trainer as ``teacher_outputs``.
+    """
+    if isinstance(dataset, Mapping):
+        return {key: training_views(ds, args, processing_class, class_names, key) for key, ds in dataset.items()}
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(
+            f"training_views needs a datasets.Dataset (or a mapping of them), got {type(dataset).__name__}."
+        )
+    if not isinstance(args, RationaleSFTConfig):
+        raise TypeError("training_views needs `args`, the RationaleSFTConfig the student will be trained with.")
+    if _is_view_dataset(dataset):
+        views = dataset
+    else:
+        names = _class_names(args, dataset, class_names)
+        conversational = getattr(processing_class, "chat_template", None) is not None
+        views = build_rationale_views(dataset, args, names, conversational=conversational)
+    prepared = _prepare_sft_views(views, args, processing_class, name)
+    ids = _view_row_ids(prepared)
+    posts = prepared[POST_ID_COLUMN][:] if POST_ID_COLUMN in prepared.column_names else prepared["id"][:]
+    return datasets.Dataset.from_dict(
+        {
+            "id": ids,
+            POST_ID_COLUMN: [str(p) for p in posts],
+            VIEW_COLUMN: prepared[VIEW_COLUMN][:],
+            "input_ids": prepared["input_ids"][:],
+            "labels": prepared["labels"][:],
+        }
+    )
+
+
 def parse_student_output(output: str, class_names: Sequence[str], answer_prefix: str = "Label: ") -> tuple[str, int]:
     """Split a rationale-view generation into (rationale, label id); the label id is -1 when no class name is found
     on the last ``answer_prefix`` line (or, failing that, anywhere in the last line)."""
@@ -446,7 +562,9 @@ class _RationaleTrainerMixin:
 
     def _init_rationale_state(self) -> None:
         self._view_token_counts: torch.Tensor | None = None
-        self._view_logs = {mode: torch.zeros(4, dtype=torch.float64) for mode in ("train", "eval")}
+        # summed token losses and token counts of each view, then the summed KD terms of each view
+        self._view_logs = {mode: torch.zeros(6, dtype=torch.float64) for mode in ("train", "eval")}
+        self.teacher_cache: TeacherOutputs | None = None
         # compute_loss normalises by num_items_in_batch itself: Trainer must count the items and not divide again
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
@@ -454,8 +572,9 @@ class _RationaleTrainerMixin:
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
-            if VIEW_COLUMN not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, VIEW_COLUMN]
+            extra = [VIEW_COLUMN] + ([CACHE_ROW_COLUMN] if getattr(self, "teacher_cache", None) is not None else [])
+            extra = [c for c in extra if c not in self._signature_columns]
+            self._signature_columns = [*self._signature_columns, *extra]
 
     # ---- token counts over the whole optimizer step ----------------------------------------------------------------
 
@@ -476,35 +595,91 @@ class _RationaleTrainerMixin:
 
     # ---- loss ------------------------------------------------------------------------------------------------------
 
-    def _view_loss(self, logits, labels, view, num_items_in_batch) -> torch.Tensor:
+    def _view_loss(self, logits, labels, view, num_items_in_batch, cache_rows=None) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
         counts = self._view_token_counts if (num_items_in_batch is not None and mode == "train") else None
+        alpha = self.args.alpha
         out = rationale_multitask_loss(
             logits,
             labels,
             view,
-            alpha=self.args.alpha,
+            alpha=alpha,
             num_label_tokens=None if counts is None else counts[0],
             num_rationale_tokens=None if counts is None else counts[1],
             shift=self._shift_labels,
         )
         loss = out["loss"]
+        zero = torch.zeros((), dtype=out["sum_label"].dtype, device=out["sum_label"].device)
+        kd_label, kd_rationale = zero, zero
+        weight = self.args.teacher_kd_weight
+        if weight > 0:
+            kd_label, kd_rationale = self._teacher_kd_sums(logits, labels, view, cache_rows)
+            # the denominators of the cross-entropy: this optimizer step's completion tokens of each view
+            n_label = out["count_label"] if counts is None else counts[0]
+            n_rationale = out["count_rationale"] if counts is None else counts[1]
+            kd = alpha * kd_label / n_label.to(kd_label.device).clamp(min=1)
+            if alpha < 1:
+                kd = kd + (1 - alpha) * kd_rationale / n_rationale.to(kd_label.device).clamp(min=1)
+            loss = (1 - weight) * loss + weight * kd
         if counts is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the counts cover every rank
         parts = torch.stack(
-            [out["sum_label"], out["count_label"], out["sum_rationale"], out["count_rationale"]]
+            [
+                out["sum_label"],
+                out["count_label"],
+                out["sum_rationale"],
+                out["count_rationale"],
+                kd_label.detach(),
+                kd_rationale.detach(),
+            ]
         ).double()
         self._view_logs[mode] += self.accelerator.gather(parts.unsqueeze(0)).sum(0).cpu()
         return loss
 
+    def _teacher_kd_sums(self, logits, labels, view, cache_rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """``T^2 * KL(teacher || student)`` from the top-k cache, summed over the completion tokens of the label views
+        and of the rationale views of the batch."""
+        if self.teacher_cache is None or cache_rows is None:
+            raise ValueError(
+                "teacher_kd_weight > 0 needs the teacher's top-k cache: pass `teacher_outputs` to the trainer (and "
+                f"keep the `{CACHE_ROW_COLUMN}` column the trainer adds to its datasets)."
+            )
+        if self._shift_labels:  # the entry of token t is predicted by the logits at t - 1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        valid = labels.ne(-100)
+        entries = self.teacher_cache.topk_at(cache_rows.tolist())
+        for b, (entry, n) in enumerate(zip(entries, valid.sum(1).tolist())):
+            if entry["rest_logprob"].shape[0] != n:
+                raise ValueError(
+                    f"Row {b} of the batch has {n} completion tokens but its teacher-cache entry holds "
+                    f"{entry['rest_logprob'].shape[0]}: the cache was built over differently tokenised views."
+                )
+        device = logits.device
+        stacked = {k: torch.cat([e[k] for e in entries]).to(device) for k in entries[0]}
+        per_token = topk_kl_per_item(
+            logits[valid],  # row by row, positions in order: the order of the cached entries
+            stacked["topk_logprobs"],
+            stacked["topk_indices"],
+            stacked["rest_logprob"],
+            temperature=self.args.teacher_kd_temperature,
+        )
+        token_view = view.to(device).unsqueeze(1).expand_as(valid)[valid]
+        zero = per_token.new_zeros(())
+        kd_label = torch.where(token_view == LABEL_VIEW, per_token, zero).sum()
+        kd_rationale = torch.where(token_view == RATIONALE_VIEW, per_token, zero).sum()
+        return kd_label, kd_rationale
+
     def _pop_view_logs(self, mode: str) -> dict[str, float]:
-        sum_l, n_l, sum_r, n_r = self._view_logs[mode].tolist()
+        sum_l, n_l, sum_r, n_r, kd_l, kd_r = self._view_logs[mode].tolist()
         self._view_logs[mode].zero_()
         out = {}
         if n_l > 0:
             out["loss_label"] = sum_l / n_l
         if n_r > 0:
             out["loss_rationale"] = sum_r / n_r
+        if self.args.teacher_kd_weight > 0 and n_l + n_r > 0:
+            alpha = self.args.alpha
+            out["loss_teacher_kd"] = alpha * (kd_l / n_l if n_l else 0.0) + (1 - alpha) * (kd_r / n_r if n_r else 0.0)
         return out
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -579,16 +754,47 @@ class _RationaleTrainerMixin:
 
 
 class _ViewCollator:
-    """Wraps TRL's language-modeling collator and adds the ``view`` column as a tensor."""
+    """Wraps TRL's language-modeling collator and adds the ``view`` column (and the teacher-cache rows, when the
+    dataset has them) as tensors."""
 
     def __init__(self, inner):
         self.inner = inner
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        views = [int(ex[VIEW_COLUMN]) for ex in examples]
-        batch = self.inner([{k: v for k, v in ex.items() if k != VIEW_COLUMN} for ex in examples])
-        batch[VIEW_COLUMN] = torch.tensor(views, dtype=torch.long)
+        extra = [c for c in (VIEW_COLUMN, CACHE_ROW_COLUMN) if c in examples[0]]
+        batch = self.inner([{k: v for k, v in ex.items() if k not in extra} for ex in examples])
+        for column in extra:
+            batch[column] = torch.tensor([int(ex[column]) for ex in examples], dtype=torch.long)
         return batch
+
+
+def _resolve_topk_cache(teacher_outputs, args: RationaleArguments) -> TeacherOutputs | None:
+    """The top-k cache, checked against the arguments (kind, temperature) before anything is built."""
+    if teacher_outputs is None:
+        if args.teacher_kd_weight > 0:
+            raise ValueError(
+                f"teacher_kd_weight = {args.teacher_kd_weight} needs `teacher_outputs`: a top-k teacher cache built "
+                "with precompute_topk_logprobs over training_views(posts, args, tokenizer)."
+            )
+        return None
+    cache = resolve_teacher_outputs(teacher_outputs, kind="topk")
+    cached = cache.meta.get("temperature")
+    if cached is None or float(cached) != float(args.teacher_kd_temperature):
+        raise ValueError(
+            f"teacher_kd_temperature = {args.teacher_kd_temperature} but the teacher cache was built with temperature "
+            f"{cached}: set teacher_kd_temperature={cached} or rebuild the cache with "
+            f"precompute_topk_logprobs(..., temperature={args.teacher_kd_temperature})."
+        )
+    return cache
+
+
+def _output_vocab_size(model: nn.Module) -> int:
+    """Width of the student's logits."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if getattr(head, "out_features", None) is not None:
+        return int(head.out_features)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(config.vocab_size)
 
 
 class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
@@ -602,7 +808,15 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
     ``transformers.BitsAndBytesConfig``, e.g. nf4 + double quantization) and ``peft_config`` (a ``peft.LoraConfig``)
     give QLoRA. On CPU the 4-bit layers get the avx512_bf16 work-around and LoRA weights stay in float32.
 
-    Logged: ``loss``, ``loss_label``, ``loss_rationale`` (per-token means of each view), and at evaluation
+    ``teacher_outputs`` (a top-k :class:`~distil_trainers.cache.TeacherOutputs` or its directory, built with
+    ``precompute_topk_logprobs`` over :func:`training_views` by a teacher with the student's tokenizer) adds the
+    token-level distillation term weighted by ``args.teacher_kd_weight``. Its rows are found by view-row id, never by
+    position; every train and eval view row needs one, with as many completion tokens as the student's row, token ids
+    inside the student's vocabulary and the temperature ``args.teacher_kd_temperature`` (all checked here, before
+    training).
+
+    Logged: ``loss``, ``loss_label``, ``loss_rationale`` (per-token means of each view), ``loss_teacher_kd`` (with a
+    teacher cache: ``alpha * KD_label + (1 - alpha) * KD_rationale``, per-token means), and at evaluation
     ``eval_loss*`` plus label-scoring metrics ``eval_accuracy``, ``eval_f1_macro``, ``eval_f1_<class>``...
 
     Example::
@@ -626,9 +840,11 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
         eval_dataset: datasets.Dataset | None = None,
         processing_class=None,
         class_names: Sequence[str] | None = None,
+        teacher_outputs: TeacherOutputs | str | os.PathLike | None = None,
         **kwargs,
     ):
         self._check_inputs(args, RationaleSFTConfig, processing_class, train_dataset, kwargs.get("data_collator"))
+        cache = _resolve_topk_cache(teacher_outputs, args)
         self.class_names = _class_names(args, train_dataset, class_names)
         self._conversational = getattr(processing_class, "chat_template", None) is not None
         train_views, eval_views = self._training_views(
@@ -644,6 +860,8 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
         )
         self.data_collator = _ViewCollator(self.data_collator)
         self._init_rationale_state()
+        if cache is not None:
+            self._attach_teacher_cache(cache)
         if _is_4bit(self.model):
             n = disable_avx512_bf16_repacking(self.model)
             logger.info("4-bit student: avx512_bf16 repacking disabled on %d Linear4bit layers", n)
@@ -659,11 +877,79 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
     def _views_for(self, dataset: datasets.Dataset) -> datasets.Dataset:
         return self._build_views(dataset, self.args)
 
+    # ---- the top-k teacher cache ----------------------------------------------------------------------------------
+
+    def _attach_teacher_cache(self, cache: TeacherOutputs) -> None:
+        """Check the cache against the student and the prepared views, and give every view dataset the cache-row
+        column (each view row's entry, looked up by its id)."""
+        vocab = _output_vocab_size(self.accelerator.unwrap_model(self.model))
+        cached_vocab = cache.meta.get("vocab_size")
+        top_index = int(cache.tensors["topk_indices"].max()) if cache.tensors["topk_indices"].numel() else -1
+        if (cached_vocab is not None and int(cached_vocab) != vocab) or top_index >= vocab:
+            found = f"a vocabulary of {cached_vocab}" if cached_vocab is not None else f"token id {top_index}"
+            raise ValueError(
+                f"The teacher cache was built by a teacher with {found} but the student's vocabulary has {vocab} "
+                "tokens. Token-level distillation needs a teacher that shares the student's tokenizer (e.g. a 70B "
+                "and an 8B model of the same family)."
+            )
+        self.teacher_cache = cache
+        self._signature_columns = None  # recomputed with the cache-row column
+        self.train_dataset = self._with_cache_rows(self.train_dataset, "train views")
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {
+                k: self._with_cache_rows(v, f"eval views {k!r}") for k, v in self.eval_dataset.items()
+            }
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._with_cache_rows(self.eval_dataset, "eval views")
+        if self.args.teacher_kd_weight == 0:
+            logger.warning("teacher_outputs is given but teacher_kd_weight = 0: the teacher cache is not used.")
+
+    def _with_cache_rows(self, dataset: Any, what: str) -> Any:
+        if not isinstance(dataset, datasets.Dataset):
+            raise ValueError(f"With teacher_outputs the {what} must be a datasets.Dataset, got {type(dataset).__name__}.")
+        cache = self.teacher_cache
+        ids = _view_row_ids(dataset, what)
+        known = set(cache.ids)
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise ValueError(
+                f"The teacher cache has no entry for {len(missing)} of the {len(ids)} {what} rows (ids "
+                f"{missing[:5]}{'…' if len(missing) > 5 else ''}). Build the views with training_views(posts, args, "
+                "tokenizer), for the train and the eval posts, with the student's arguments, and precompute the cache "
+                "over them: precompute_topk_logprobs(teacher, {'train': ..., 'eval': ...}, ...)."
+            )
+        rows = cache.rows(ids, what)
+        offsets = cache.tensors["offsets"]
+        cached = (offsets[1:] - offsets[:-1])[torch.as_tensor(rows, dtype=torch.long)].tolist()
+        tokens = [sum(1 for t in row[1:] if t != -100) for row in dataset["labels"][:]]
+        wrong = [(i, n, c) for i, n, c in zip(ids, tokens, cached) if n != c]
+        if wrong:
+            detail = ", ".join(f"{i!r}: {n} vs {c}" for i, n, c in wrong[:3])
+            raise ValueError(
+                f"{len(wrong)} {what} rows have a different number of completion tokens than their teacher-cache entry "
+                f"({detail}; student vs cache). The cache must be built over the views tokenised with the student's "
+                "tokenizer and these very arguments (training_views(posts, args, tokenizer))."
+            )
+        if CACHE_ROW_COLUMN in dataset.column_names:
+            dataset = dataset.remove_columns(CACHE_ROW_COLUMN)
+        return dataset.add_column(CACHE_ROW_COLUMN, rows)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # a dataset given to evaluate() (prepared by SFTTrainer.evaluate) gets its cache rows here
+        if (
+            self.teacher_cache is not None
+            and isinstance(eval_dataset, datasets.Dataset)
+            and CACHE_ROW_COLUMN not in eval_dataset.column_names
+        ):
+            eval_dataset = self._with_cache_rows(eval_dataset, "eval views")
+        return super().get_eval_dataloader(eval_dataset)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         view = inputs.pop(VIEW_COLUMN)
         labels = inputs.pop("labels")
+        cache_rows = inputs.pop(CACHE_ROW_COLUMN, None)
         outputs = model(**inputs, use_cache=False)
-        loss = self._view_loss(outputs.logits, labels, view, num_items_in_batch)
+        loss = self._view_loss(outputs.logits, labels, view, num_items_in_batch, cache_rows)
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -801,6 +1087,12 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, Seq2SeqTrainer):
         **kwargs,
     ):
         self._check_inputs(args, RationaleSeq2SeqConfig, processing_class, train_dataset)
+        if args.teacher_kd_weight > 0 or kwargs.get("teacher_outputs") is not None:
+            raise ValueError(
+                "Token-level distillation from a top-k teacher cache (teacher_kd_weight, teacher_outputs) is available "
+                "in RationaleSFTTrainer (decoder-only students) only."
+            )
+        kwargs.pop("teacher_outputs", None)
         if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
             raise ValueError("RationaleSeq2SeqTrainer needs an encoder-decoder student; use RationaleSFTTrainer.")
         self.class_names = _class_names(args, train_dataset, class_names)
