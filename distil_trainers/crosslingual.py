@@ -1,4 +1,4 @@
-"""Cross-lingual transfer pieces of seed 003 (Romanian emotion classification helped by English data).
+"""Cross-lingual transfer pieces of Matei's study (Romanian emotion classification helped by English data).
 
 * **Gradual (multi-stage) fine-tuning** (Xu et al. 2021): :class:`GradualMixSchedule` says, stage by stage, what share
   of the training mix is source-language data; :func:`build_gradual_stages` turns a source and a target dataset into

@@ -1,4 +1,4 @@
-"""The hierarchical HASOC classifier of seed 004: subtask A decides HOF / NOT; posts judged NOT get the subtask-B label
+"""The hierarchical HASOC classifier of Saseendran et al. (2021): subtask A decides HOF / NOT; posts judged NOT get the subtask-B label
 NONE, and the HOF posts go on to a subtask-B classifier trained on HOF posts only (HATE / OFFN / PRFN), optionally
 behind a profanity-lexicon step that labels a post PRFN when it contains a listed word.
 
@@ -6,7 +6,7 @@ The classifiers are plain callables ``texts -> class ids`` (:func:`sklearn_predi
 :func:`transformer_predictor` a sequence-classification model), so any pair of models can be composed. Labels are
 matched by name, never by id: the output label set is HASOC's task-2 set (``NONE, HATE, OFFN, PRFN`` in the data
 registry's order), the B classifier may predict any subset of its HOF classes (``HATE, OFFN`` when the lexicon decides
-PRFN, as in the seed).
+PRFN, as in the paper).
 
 Example::
 
@@ -74,7 +74,7 @@ class LexiconProfanityDetector:
 
 class BetterProfanityDetector:
     """The ``better-profanity`` package's English word list and leetspeak variants (one of the two libraries of
-    seed 004's profanity step). Install with ``pip install "distil-trainers[profanity]"``."""
+    the profanity step of Saseendran et al.). Install with ``pip install "distil-trainers[profanity]"``."""
 
     def __init__(self, extra_words: Iterable[str] | None = None):
         try:

@@ -1,6 +1,6 @@
 # Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
 """
-Cross-lingual multi-task knowledge distillation for Romanian emotion classification (seed 003, Matei).
+Cross-lingual multi-task knowledge distillation for Romanian emotion classification (Matei's cross-lingual study).
 
 Target task RED v1 (Romanian tweets, 5 emotions); source task TweetEval emotion (English tweets, its classes mapped
 onto RED v1's by ``source_label_map``); auxiliary task SST-2 (English sentiment). Variants, each reported on the

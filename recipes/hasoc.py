@@ -1,6 +1,6 @@
 # Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
 """
-HASOC 2019 hate / offensive content identification (seed 004): classical baselines, a distilled transformer student
+HASOC 2019 hate / offensive content identification (Saseendran et al. 2021): classical baselines, a distilled transformer student
 and the hierarchical model, on subtask A (HOF / NOT) and subtask B (NONE / HATE / OFFN / PRFN), in one table.
 
 1. Baselines (``baselines``): TF-IDF + logistic regression, linear SVM, kNN, random forest, their majority vote
@@ -11,12 +11,12 @@ and the hierarchical model, on subtask A (HOF / NOT) and subtask B (NONE / HATE 
 2. Transformers (``run_transformers``): for each subtask a teacher is fine-tuned from ``teacher_base`` (on
    ``max_train_samples`` examples) and a student keeping ``student_layers`` of it is distilled with ``AnnealingTrainer``
    (teacher annealing by default).
-3. The hierarchical model (seed 004's proposed model): the subtask-A student decides HOF / NOT, posts judged NOT are
+3. The hierarchical model (the proposed model of Saseendran et al.): the subtask-A student decides HOF / NOT, posts judged NOT are
    NONE, and a subtask-B student distilled on the HOF posts only (HATE / OFFN / PRFN) labels the rest; with
    ``profanity`` (``better_profanity`` or a word-list file) a lexicon step first labels PRFN the HOF posts that contain
-   a listed word, and the B student is then trained on HATE / OFFN only, as in the seed.
+   a listed word, and the B student is then trained on HATE / OFFN only, as in the paper.
 4. One table (``<output_dir>/results.md`` and ``results.json``): accuracy, macro P/R/F1 on the test split for every
-   model and subtask, the baselines' cross-validated macro-F1, and the seed's reported numbers beside them. The seed
+   model and subtask, the baselines' cross-validated macro-F1, and the paper's reported numbers beside them. The paper
    reports HASOC 2021 English test results; these runs use HASOC 2019 data, so the columns are not the same test.
 
 Every transformer stage is kept in ``<output_dir>/<stage>/`` with a fingerprint of its settings and data: a rerun
@@ -83,7 +83,7 @@ from distil_trainers.workflow import (
 
 logger = logging.getLogger("recipes.hasoc")
 
-# Seed 004, tables 8 and 9: HASOC 2021 English test results (accuracy, macro-F1, macro-precision, macro-recall).
+# Saseendran et al. (2021), tables 8 and 9: HASOC 2021 English test results (accuracy, macro-F1, macro-precision, macro-recall).
 SEED_REPORTED = {
     ("a", "student"): (77.67, 74.91, 77.30, 74.91),  # DistilBERT
     ("a", "random_forest"): (47.77, 47.54, 52.86, 52.61),
@@ -150,7 +150,7 @@ class RecipeArguments:
     lexicon_b_two_class: bool = field(
         default=True,
         metadata={
-            "help": "With the profanity step, train the transformer B model on HATE / OFFN only, as in the seed "
+            "help": "With the profanity step, train the transformer B model on HATE / OFFN only, as in the paper "
             "(one more teacher and student); false reuses the HATE / OFFN / PRFN student."
         },
     )
@@ -278,7 +278,7 @@ def format_table(rows: list[dict]) -> str:
 
     lines = [
         "| model | subtask | params | accuracy | precision_macro | recall_macro | f1_macro | CV f1_macro (train) "
-        "| seed 004 accuracy | seed 004 f1_macro |",
+        "| paper's accuracy | paper's f1_macro |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -431,7 +431,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     header = (
         f"HASOC 2019 {HASOC_LANGUAGES[lang]}, official test split; baselines on the whole train split "
         f"({recipe.cv_folds}-fold CV), transformers on "
-        f"{recipe.max_train_samples or 'all'} training posts; wall time {wall:.1f} min. Seed 004 columns: its "
+        f"{recipe.max_train_samples or 'all'} training posts; wall time {wall:.1f} min. Paper columns: its "
         "HASOC 2021 English test results (another test set)."
     )
     table = format_table(rows)

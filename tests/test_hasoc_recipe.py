@@ -67,7 +67,7 @@ def test_recipe_end_to_end(tiny_base, tmp_path):
     logreg, majority = by_key[("TF-IDF + logistic regression", "A")], by_key[("majority class", "A")]
     assert logreg["cv_f1_macro"] > majority["cv_f1_macro"] + 0.1
     assert logreg["f1_macro"] > majority["f1_macro"] + 0.1
-    # the seed's reported numbers sit beside the matching rows only
+    # the paper's reported numbers sit beside the matching rows only
     assert logreg["seed_f1_macro"] == pytest.approx(48.13)
     assert by_key[("hierarchical (TF-IDF + logistic regression) + profanity lexicon", "B")]["seed_f1_macro"] == 53.04
     assert majority["seed_f1_macro"] is None

@@ -1,5 +1,5 @@
 """AdversarialTrainer: an :class:`~distil_trainers.trainers.annealing.AnnealingTrainer` with an adversarial language
-discriminator (ADAN-style, seed 003), and with an optional teacher (without one it trains on the labels alone).
+discriminator (ADAN-style, as in Matei's cross-lingual study), and with an optional teacher (without one it trains on the labels alone).
 
 A :class:`~distil_trainers.crosslingual.LanguageDiscriminator` reads the student's pooled output through a
 gradient-reversal layer and predicts each example's language (the ``language_ids`` column, see
