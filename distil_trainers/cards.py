@@ -418,9 +418,12 @@ def _metric_columns(context: CardContext) -> list[str]:
     present = {k for row in context.metrics for k in row["values"]}
     columns = [m for m in CARD_METRICS if m in present]
     per_class = sorted(k for k in present if k.startswith("f1_") and k not in CARD_METRICS and k != "f1_weighted")
-    if context.label_names:
-        order = [f"f1_{k}" for k in per_class_keys(context.label_names, len(context.label_names))]
-        per_class.sort(key=lambda k: order.index(k) if k in order else len(order))
+    order: list[str] = []
+    # the classes of each dataset in turn (a multi-task model: task by task), then the model's own
+    for names in [*(d.label_names for d in context.datasets), context.label_names]:
+        if names:
+            order += [f"f1_{k}" for k in per_class_keys(names, len(names)) if f"f1_{k}" not in order]
+    per_class.sort(key=lambda k: order.index(k) if k in order else len(order))
     return columns + per_class
 
 
@@ -669,12 +672,17 @@ def saved_card_context(
     teacher: str | None = None,
     base_model: str | None = None,
     peers: Sequence[str] = (),
+    task_summaries: Mapping[str, Mapping[str, Any]] | None = None,
     **overrides: Any,
 ) -> CardContext:
     """A :class:`CardContext` for a model saved by a recipe, without its trainer: the method from
     ``training_complete.json``, the classes and size from its config, the training schedule from the
     ``trainer_state.json`` of its last checkpoint if one is kept, and the metrics from a report's ``summary`` entry
-    (:func:`distil_trainers.reports.build_report`; "mean ± std" when it aggregates seeds)."""
+    (:func:`distil_trainers.reports.build_report`; "mean ± std" when it aggregates seeds).
+
+    A multi-task model (:class:`~distil_trainers.models.MultiTaskModel`) takes ``task_summaries`` instead,
+    ``{task: summary entry}``: one metrics row per task, evaluated on the dataset named like the task; its classes are
+    listed as ``task: class``."""
     import json
 
     from transformers import AutoConfig
@@ -684,6 +692,9 @@ def saved_card_context(
     config = AutoConfig.from_pretrained(folder)
     id2label = getattr(config, "id2label", None) or {}
     label_names = [id2label[i] for i in sorted(id2label)] or None
+    task_names = getattr(config, "task_label_names", None) if getattr(config, "tasks", None) else None
+    if getattr(config, "tasks", None):  # a multi-task model: its heads' classes, not the config's default id2label
+        label_names = [f"{t}: {n}" for t in config.tasks for n in (task_names or {}).get(t, [])] or None
     hparams: dict[str, Any] = {}
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
     if states:
@@ -693,14 +704,20 @@ def saved_card_context(
         kinds = sorted({f"{m.get('feature', 'embeddings')}/{m.get('loss', 'kl')}" for m in info["feature_matches"]})
         overrides.setdefault("feature_matching", f"{len(info['feature_matches'])} matches ({', '.join(kinds)}).")
     metrics, note, params = [], None, None
-    if summary is not None:
-        stats = summary["metrics"]
+    entries = dict(task_summaries) if task_summaries else ({None: summary} if summary is not None else {})
+    for task, entry in entries.items():
+        stats = entry["metrics"]
         values = {k: v["mean"] for k, v in stats.items() if k in CARD_METRICS or k.startswith("f1_")}
         values.pop("f1_weighted", None)
-        metrics = [{"model": "this model", "dataset": dataset or "evaluation set", "split": split, "values": values}]
-        if len(summary.get("seeds", [])) > 1:
-            note = f"mean over {len(summary['seeds'])} runs (seeds {summary['seeds']})"
-        params = int(stats["params"]["mean"]) if "params" in stats else None
+        where = task or dataset or "evaluation set"
+        metrics.append({"model": "this model", "dataset": where, "split": split, "values": values})
+        if len(entry.get("seeds", [])) > 1:
+            note = f"mean over {len(entry['seeds'])} runs (seeds {entry['seeds']})"
+        params = int(stats["params"]["mean"]) if "params" in stats else params
+    if task_summaries:
+        infos = [dataset_info(t, label_names=(task_names or {}).get(t)) for t in task_summaries]
+    else:
+        infos = [dataset_info(dataset)] if dataset else []
     context = CardContext(
         model_name=name,
         method=method,
@@ -708,7 +725,7 @@ def saved_card_context(
         params=params,
         teacher=teacher if method != "finetune" else None,
         peers=[PeerInfo(name=p) for p in peers],
-        datasets=[dataset_info(dataset)] if dataset else [],
+        datasets=infos,
         label_names=label_names,
         hyperparameters=hparams,
         metrics=metrics,

@@ -2,12 +2,15 @@
 
     distil-trainers evaluate runs/ddml_quickstart --dataset davidson --split test
     distil-trainers evaluate runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson   # mean ± std over seeds
+    distil-trainers evaluate runs/annealing_multitask --max_samples 800 --max_length 64  # each head on its task
     distil-trainers push runs/annealing_quickstart/student --repo_id me/minilm3-bam-davidson --dataset davidson
     distil-trainers push runs/ddml_quickstart/ddml --repo_id me/ddml-davidson                # one repo per student
 
 ``evaluate`` writes ``report.json`` / ``report.md``, ``plots/*.png`` (training curves of every trained model,
 confusion matrices, a bar chart per metric) and, with ``--write_cards``, a ``README.md`` model card beside every
-saved student. ``recipes/evaluate_runs.py`` is the same with ``--config evaluate.yaml`` support.
+saved student. A multi-task model (``MultiTaskModel``) gives one report row per (model, task), each head scored on
+the registered dataset named like its task. ``recipes/evaluate_runs.py`` is the same with ``--config evaluate.yaml``
+support.
 """
 
 from __future__ import annotations
@@ -33,8 +36,19 @@ class EvaluateArguments:
             "different seeds: their models are aggregated as mean ± sample std (ddof=1)."
         }
     )
-    dataset: str = field(
-        metadata={"help": "Registered dataset to evaluate on (distil_trainers.data.list_datasets())."}
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Registered dataset to evaluate the single-task models on (distil_trainers.data.list_datasets()). "
+            "Not needed for multi-task models: each head is evaluated on the dataset named like its task."
+        },
+    )
+    tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Heads of the multi-task models to evaluate (default: all); each on the registered dataset of "
+            "that name. A task that is not one of a model's heads is an error."
+        },
     )
     split: str = field(default="test", metadata={"help": "Split to evaluate on: train, validation or test."})
     seeds: list[int] | None = field(default=None, metadata={"help": "The seed of each run directory, in order."})
@@ -79,7 +93,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     """Report, plots and (optionally) cards of finished runs; returns the report."""
     from .cards import saved_card_context, write_model_card
     from .plots import load_log_history, plot_comparison, plot_confusion_matrix, plot_training_curves
-    from .reports import evaluate_run_dirs, write_report
+    from .reports import entry_label_names, evaluate_run_dirs, write_report
 
     report, details = evaluate_run_dirs(
         args.run_dirs,
@@ -91,6 +105,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         max_samples=args.max_samples,
         max_length=args.max_length,
         batch_size=args.batch_size,
+        tasks=args.tasks,
     )
     out = Path(args.output_dir or Path(args.run_dirs[0]) / "evaluation")
     json_path, md_path = write_report(report, out / "report")
@@ -112,25 +127,30 @@ def run_evaluation(args: EvaluateArguments) -> dict:
                 continue  # a model saved without its log history (e.g. a given teacher)
             if any("loss" in entry for entry in history):
                 written.append(plot_training_curves(history, target, title=f"{Path(run_dir).name}: {slug}"))
-    for name, entry in report["summary"].items():
-        slug = name.replace("/", "_")
+    groups: dict[str | None, dict] = {}  # summary entries per task (None: the single-task models' dataset)
+    for key, entry in report["summary"].items():
+        task = entry.get("task")
+        groups.setdefault(task, {})[entry.get("model", key) if task else key] = entry  # one chart per task
+        model = entry.get("model", key)
+        slug = model.replace("/", "_") + (f"_{task}" if task else "")
         written.append(
             plot_confusion_matrix(
                 entry["confusion_matrix"],
-                report["label_names"],
+                entry_label_names(report, entry),
                 plots / f"confusion_{slug}.png",
-                title=f"{name} ({args.split})",
+                title=f"{model} ({task + ' ' if task else ''}{args.split})",
             )
         )
     for metric in args.metrics:
-        written.append(
-            plot_comparison(
-                report["summary"],
-                plots / f"comparison_{metric}.png",
-                metric=metric,
-                title=f"{metric} on {args.dataset} {args.split}",
+        for task, entries in groups.items():
+            written.append(
+                plot_comparison(
+                    entries,
+                    plots / (f"comparison_{metric}_{task}.png" if task else f"comparison_{metric}.png"),
+                    metric=metric,
+                    title=f"{metric} on {task or args.dataset} {args.split}",
+                )
             )
-        )
     if args.write_cards:
         first = details[str(args.run_dirs[0])]
         teacher = next((m.name for m in first["models"] if m.role == "teacher"), None)
@@ -142,10 +162,16 @@ def run_evaluation(args: EvaluateArguments) -> dict:
                 listing = saved.path.parent / "students.json"
                 if listing.is_file():
                     peers = [s for s in json.loads(listing.read_text())["students"] if s != saved.path.name]
+                per_task = {
+                    entry["task"]: entry
+                    for entry in report["summary"].values()
+                    if entry.get("model") == saved.name and entry.get("task")
+                }
                 context = saved_card_context(
                     saved.path,
                     name=f"{Path(run_dir).name}-{saved.name.replace('/', '-')}",
                     summary=report["summary"].get(saved.name),
+                    task_summaries=per_task or None,
                     dataset=args.dataset,
                     split=args.split,
                     teacher=teacher,

@@ -17,6 +17,23 @@ e.g. ``me/ddml-davidson-minilm3``).
 :meth:`DistillationTrainer.push_to_hub <distil_trainers.DistillationTrainer.push_to_hub>` and
 :meth:`MutualLearningTrainer.push_to_hub` save locally, render the card(s), plan and push with these functions; the
 recipes call :func:`push_saved_models` once their report is written.
+
+While training with ``push_to_hub=True``, the trainers honour ``args.hub_strategy`` as
+:class:`~transformers.Trainer` does (:class:`CheckpointPusher`):
+
+* ``"end"``: nothing is pushed while training; ``trainer.push_to_hub()`` pushes at the end.
+* ``"every_save"`` (Trainer's default): at every saved checkpoint, the student(s) of that checkpoint are copied to
+  ``args.output_dir`` with their card and pushed (:func:`plan_checkpoint_push`), with the commit message
+  ``"Training in progress, step N"`` (``"epoch N"`` with ``save_strategy="epoch"``).
+* ``"checkpoint"``: the same, plus the whole checkpoint folder (optimizer, scheduler, RNG and trainer state) to
+  ``last-checkpoint/`` of ``args.hub_model_id``, so that training can resume from the Hub.
+* ``"all_checkpoints"``: the same with every checkpoint kept, each as ``checkpoint-N/``.
+
+Like Trainer, a checkpoint push runs in a background thread and training goes on; a save that comes while the
+previous push is still running is not pushed, unless ``hub_always_push`` (then that save waits for the previous push
+to end, so that two pushes never read the same files at once). A failed checkpoint push never stops the training:
+it is logged once as a warning (later failures at INFO level), the checkpoint stays on disk, and the final
+``push_to_hub()`` still raises its one :class:`HubPushError` after the local save.
 """
 
 from __future__ import annotations
@@ -24,7 +41,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +55,8 @@ from .cards import CardContext, card_context_from_trainer, write_model_card
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_MODEL_FILES",
+    "CheckpointPusher",
     "DEFAULT_COMMIT_MESSAGE",
     "DEFAULT_STUDENT_PATTERN",
     "EXCLUDED_PATTERNS",
@@ -44,11 +65,14 @@ __all__ = [
     "UploadPlan",
     "default_repo_id",
     "execute_plan",
+    "plan_checkpoint_push",
     "plan_upload",
     "push_saved_models",
     "push_trainer",
     "student_folder",
     "student_repo_id",
+    "sync_checkpoint",
+    "trainer_plan",
 ]
 
 DEFAULT_COMMIT_MESSAGE = "End of training"
@@ -68,19 +92,50 @@ EXCLUDED_PATTERNS = (
 )
 
 
+# The files of a checkpoint that make up the model (as Trainer copies them to output_dir before a checkpoint push).
+CHECKPOINT_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
+# Never uploaded from a checkpoint folder (everything else is: the state needed to resume).
+CHECKPOINT_EXCLUDED = ("_*", ".*", "*/.*")
+
+
 class HubPushError(RuntimeError):
-    """The upload to the Hub failed; the local save it was made from is complete (see the message)."""
+    """The upload to the Hub failed; the local save it was made from is complete (see the message).
+
+    Attributes: ``repo_id`` (the repository it failed at), ``reason`` (the error, on one line) and ``pushed`` (the
+    repositories of the plan pushed before it)."""
+
+    def __init__(self, message: str, repo_id: str | None = None, reason: str | None = None, pushed=()):
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.reason = reason
+        self.pushed = list(pushed)
 
 
 @dataclass
 class RepoUpload:
-    """One repository of a push: the local folder, the files (relative POSIX paths) and the commit message."""
+    """One commit of a push: the repository, the local folder, the files (relative POSIX paths), the commit message,
+    and the folder of the repository they go to (``path_in_repo``; ``""``: its root)."""
 
     repo_id: str
     folder: str
     files: list[str]
     commit_message: str
     student: str | None = None
+    path_in_repo: str = ""
+
+    def repo_path(self, file: str) -> str:
+        """Where ``file`` goes in the repository."""
+        return f"{self.path_in_repo.strip('/')}/{file}" if self.path_in_repo.strip("/") else file
 
 
 @dataclass
@@ -100,7 +155,8 @@ class UploadPlan:
     def describe(self) -> str:
         lines = [f"Upload plan for {self.local_dir}:"]
         for u in self.uploads:
-            lines.append(f"  {u.repo_id} <- {u.folder} ({len(u.files)} files; commit {u.commit_message!r})")
+            where = f"{u.repo_id}/{u.path_in_repo.strip('/')}" if u.path_in_repo.strip("/") else u.repo_id
+            lines.append(f"  {where} <- {u.folder} ({len(u.files)} files; commit {u.commit_message!r})")
         return "\n".join(lines)
 
 
@@ -197,35 +253,45 @@ def execute_plan(
     revision: str | None = None,
     api: HfApi | None = None,
 ) -> list[Any]:
-    """Create every repository of the plan and upload its files in one commit each. Returns the commit infos.
+    """Create every repository of the plan and upload each :class:`RepoUpload` in one commit. Returns the commit
+    infos.
 
     Raises:
         HubPushError: on any failure, naming the repositories already pushed and saying that the local save in
             ``plan.local_dir`` is complete (nothing is lost; push again later)."""
     api = api or HfApi()
     done, infos = [], []
+    created: dict[str, str] = {}
     current = None
     try:
         for upload in plan.uploads:
             current = upload.repo_id
-            url = api.create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
-            repo_id = getattr(url, "repo_id", None) or upload.repo_id
+            if upload.repo_id not in created:
+                url = api.create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
+                created[upload.repo_id] = getattr(url, "repo_id", None) or upload.repo_id
+            repo_id = created[upload.repo_id]
             operations = [
-                CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(upload.folder) / f)) for f in upload.files
+                CommitOperationAdd(path_in_repo=upload.repo_path(f), path_or_fileobj=str(Path(upload.folder) / f))
+                for f in upload.files
             ]
             infos.append(
                 api.create_commit(
                     repo_id, operations, commit_message=upload.commit_message, token=token, revision=revision
                 )
             )
-            done.append(repo_id)
+            if repo_id not in done:
+                done.append(repo_id)
     except Exception as exc:
+        reason = f"{type(exc).__name__}: {_one_line(exc)}"
         pushed = f" Already pushed: {', '.join(done)}." if done else ""
         raise HubPushError(
-            f"Pushing to the Hugging Face Hub failed at {current} ({type(exc).__name__}: {_one_line(exc)}).{pushed} "
+            f"Pushing to the Hugging Face Hub failed at {current} ({reason}).{pushed} "
             f"The local save is complete: {plan.local_dir} holds the trained model(s) and their model cards; "
             "nothing was lost. Push them again once the Hub is reachable (network, HF_HUB_OFFLINE unset, a token "
-            "with write access), e.g. with `distil-trainers push` or trainer.push_to_hub()."
+            "with write access), e.g. with `distil-trainers push` or trainer.push_to_hub().",
+            repo_id=current,
+            reason=reason,
+            pushed=done,
         ) from exc
     for repo_id in done:
         logger.info("Pushed %s", repo_id)
@@ -262,13 +328,48 @@ def push_saved_models(
     return plan
 
 
+def trainer_plan(
+    trainer: Any,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    student_pattern: str | None = None,
+    **card_kwargs: Any,
+) -> UploadPlan:
+    """The plan of a trainer's saved student(s) in ``args.output_dir`` (main process, after the save): renders the
+    card(s) (``trainer.hub_card_kwargs`` updated with ``card_kwargs`` go to
+    :func:`~distil_trainers.cards.card_context_from_trainer`) and plans one repository, ``args.hub_model_id``, or one
+    per student of a mutual-learning run, named by ``student_pattern`` (default: ``trainer.hub_student_pattern``)."""
+    args = trainer.args
+    output_dir = Path(args.output_dir)
+    repo_id = default_repo_id(args)
+    pattern = student_pattern or getattr(trainer, "hub_student_pattern", None) or DEFAULT_STUDENT_PATTERN
+    card_kwargs = {**(getattr(trainer, "hub_card_kwargs", None) or {}), **card_kwargs}
+    if hasattr(trainer, "student_names"):
+        folders: dict[str | None, Path] = {s: student_folder(output_dir, s) for s in trainer.student_names}
+        contexts = {}
+        for s in trainer.student_names:
+            name = student_repo_id(pattern, repo_id, s).split("/")[-1]
+            contexts[s] = card_context_from_trainer(trainer, student=s, model_name=name, **card_kwargs)
+    else:
+        folders = {None: output_dir}
+        contexts = {None: card_context_from_trainer(trainer, model_name=repo_id.split("/")[-1], **card_kwargs)}
+    plan = push_saved_models(
+        folders, contexts, repo_id, commit_message or DEFAULT_COMMIT_MESSAGE, pattern, local_dir=output_dir,
+        dry_run=True,
+    )
+    if getattr(args, "save_projections", False):
+        for upload in plan.uploads:
+            if (Path(upload.folder) / "projections.safetensors").is_file():
+                upload.files.append("projections.safetensors")
+    return plan
+
+
 def push_trainer(
     trainer: Any,
     commit_message: str | None = DEFAULT_COMMIT_MESSAGE,
     token: str | None = None,
     revision: str | None = None,
     private: bool | None = None,
-    student_pattern: str = DEFAULT_STUDENT_PATTERN,
+    student_pattern: str | None = None,
     api: HfApi | None = None,
     dry_run: bool = False,
     **card_kwargs: Any,
@@ -276,44 +377,199 @@ def push_trainer(
     """What the trainers' ``push_to_hub`` does: save the student(s) to ``args.output_dir`` (every process takes
     part), then on the main process render the card(s) (``card_kwargs`` go to
     :func:`~distil_trainers.cards.card_context_from_trainer`, e.g. ``datasets=["davidson"]``), plan and upload to
-    ``args.hub_model_id`` (one repository per student for mutual learning, named by ``student_pattern``)."""
+    ``args.hub_model_id`` (one repository per student for mutual learning, named by ``student_pattern``, default
+    ``trainer.hub_student_pattern``). Blocking; raises :class:`HubPushError` if the upload fails."""
     trainer.save_model(_internal_call=True)
     if not trainer.is_world_process_zero():
         return None
     args = trainer.args
-    output_dir = Path(args.output_dir)
-    repo_id = default_repo_id(args)
-    if hasattr(trainer, "student_names"):
-        folders: dict[str | None, Path] = {s: student_folder(output_dir, s) for s in trainer.student_names}
-        contexts = {}
-        for s in trainer.student_names:
-            name = student_repo_id(student_pattern, repo_id, s).split("/")[-1]
-            contexts[s] = card_context_from_trainer(trainer, student=s, model_name=name, **card_kwargs)
-    else:
-        folders = {None: output_dir}
-        contexts = {None: card_context_from_trainer(trainer, model_name=repo_id.split("/")[-1], **card_kwargs)}
-    plan = push_saved_models(
-        folders,
-        contexts,
-        repo_id,
-        commit_message or DEFAULT_COMMIT_MESSAGE,
-        student_pattern,
-        local_dir=output_dir,
-        dry_run=True,
-    )
-    if getattr(args, "save_projections", False):
-        for upload in plan.uploads:
-            if (Path(upload.folder) / "projections.safetensors").is_file():
-                upload.files.append("projections.safetensors")
+    plan = trainer_plan(trainer, commit_message or DEFAULT_COMMIT_MESSAGE, student_pattern, **card_kwargs)
     if not dry_run:
         execute_plan(
             plan,
             token=token if token is not None else args.hub_token,
             private=private if private is not None else args.hub_private_repo,
             revision=revision if revision is not None else args.hub_revision,
-            api=api,
+            api=api if api is not None else getattr(trainer, "hub_api", None),
         )
     return plan
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pushes while training (hub_strategy)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _strategy(args: Any) -> str:
+    value = getattr(args, "hub_strategy", "end")
+    return str(getattr(value, "value", value))
+
+
+def sync_checkpoint(trainer: Any, checkpoint_folder: str | os.PathLike) -> list[Path]:
+    """Copy the student(s) of a saved checkpoint to ``args.output_dir``, where the final save puts them (as Trainer
+    copies the model files before a checkpoint push): the model files (:data:`CHECKPOINT_MODEL_FILES`, the shards of
+    an index, ``projections.safetensors`` with ``save_projections``) and the tokenizer; for a mutual-learning run each
+    student's folder ``<checkpoint>/<name>/`` to ``<output_dir>/<name>/`` and ``students.json``. Returns the copies."""
+    import json
+
+    checkpoint = Path(checkpoint_folder)
+    output_dir = Path(trainer.args.output_dir)
+    copied: list[Path] = []
+    if hasattr(trainer, "student_names"):
+        for name in trainer.student_names:
+            source = checkpoint / name
+            if not source.is_dir():
+                raise FileNotFoundError(f"Checkpoint {checkpoint} has no folder for student {name!r}.")
+            try:  # where the final save, and so the push, finds it
+                target = student_folder(output_dir, name)
+            except FileNotFoundError:
+                target = output_dir / name
+            copied.append(Path(shutil.copytree(source, target, dirs_exist_ok=True)))
+        if (checkpoint / "students.json").is_file():
+            copied.append(Path(shutil.copy2(checkpoint / "students.json", output_dir / "students.json")))
+        return copied
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = list(CHECKPOINT_MODEL_FILES)
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (checkpoint / index).is_file():
+            names += sorted(set(json.loads((checkpoint / index).read_text())["weight_map"].values()))
+    if getattr(trainer.args, "save_projections", False):
+        names.append("projections.safetensors")
+    for name in names:
+        if (checkpoint / name).is_file():
+            copied.append(Path(shutil.copy2(checkpoint / name, output_dir / name)))
+    if getattr(trainer, "processing_class", None) is not None and hasattr(trainer.processing_class, "save_pretrained"):
+        trainer.processing_class.save_pretrained(str(output_dir))
+    return copied
+
+
+def checkpoint_commit_message(trainer: Any) -> str:
+    """Trainer's message for a checkpoint push: ``"Training in progress, step N"`` (``save_strategy="steps"``),
+    else ``"Training in progress, epoch N"``."""
+    if str(getattr(trainer.args.save_strategy, "value", trainer.args.save_strategy)) == "steps":
+        return f"Training in progress, step {trainer.state.global_step}"
+    return f"Training in progress, epoch {int(trainer.state.epoch or 0)}"
+
+
+def plan_checkpoint_push(
+    trainer: Any,
+    checkpoint_folder: str | os.PathLike,
+    student_pattern: str | None = None,
+    **card_kwargs: Any,
+) -> UploadPlan:
+    """The plan of one checkpoint push under ``args.hub_strategy``: the checkpoint's student(s) copied to
+    ``args.output_dir`` (:func:`sync_checkpoint`) and planned with their card(s) like the final push
+    (:func:`trainer_plan`, commit ``"Training in progress, …"``); with ``"checkpoint"`` / ``"all_checkpoints"`` also
+    the whole checkpoint folder to ``last-checkpoint/`` / ``checkpoint-N/`` of ``args.hub_model_id`` (commit
+    ``"…, checkpoint"``). A mutual-learning run's checkpoint (every student and the shared optimizer state) goes to
+    that repository too, the run's, beside the students' own repositories."""
+    strategy = _strategy(trainer.args)
+    if strategy not in ("every_save", "checkpoint", "all_checkpoints"):
+        raise ValueError(f"No checkpoint push with hub_strategy={strategy!r}.")
+    sync_checkpoint(trainer, checkpoint_folder)
+    message = checkpoint_commit_message(trainer)
+    plan = trainer_plan(trainer, message, student_pattern, **card_kwargs)
+    if strategy in ("checkpoint", "all_checkpoints"):
+        target = "last-checkpoint" if strategy == "checkpoint" else Path(checkpoint_folder).name
+        upload = plan_folder(
+            checkpoint_folder, default_repo_id(trainer.args), f"{message}, checkpoint", exclude=CHECKPOINT_EXCLUDED
+        )
+        upload.path_in_repo = target
+        plan.uploads.append(upload)
+    return plan
+
+
+class CheckpointPusher:
+    """The checkpoint pushes of one trainer (``args.hub_strategy`` other than ``"end"``), run one at a time in a
+    background thread as Trainer runs them (``run_as_future``); see the module docstring.
+
+    A failure (planning or upload) is caught: the first one is logged as a warning that says the checkpoint is on
+    disk and training continues, the later ones at INFO level. ``failures`` keeps every message, ``plans`` every plan
+    that was handed to :func:`execute_plan`."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._future: Future | None = None
+        self._checkpoint: str | None = None
+        self.warned = False
+        self.failures: list[str] = []
+        self.plans: list[UploadPlan] = []
+
+    @property
+    def in_progress(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def push(self, trainer: Any, checkpoint_folder: str | os.PathLike) -> UploadPlan | None:
+        """Plan the push of a just-saved checkpoint (main process) and start it in the background. Returns the plan,
+        or ``None`` when nothing is pushed (another process, ``"end"``, or the previous push still running without
+        ``hub_always_push``)."""
+        args = trainer.args
+        if not trainer.is_world_process_zero() or _strategy(args) == "end":
+            return None
+        if self.in_progress:
+            if not getattr(args, "hub_always_push", False):
+                logger.info("The previous checkpoint push is still running: %s is not pushed.", checkpoint_folder)
+                return None
+            self._future.exception()  # wait: the next plan copies files the running push may be reading
+        self._collect()
+        handler = getattr(trainer, "callback_handler", None)
+        if handler is not None:
+            handler.on_push_begin(args, trainer.state, trainer.control)
+        try:
+            plan = plan_checkpoint_push(trainer, checkpoint_folder)
+        except Exception as exc:
+            self._failed(str(checkpoint_folder), exc)
+            return None
+        self.plans.append(plan)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distil-trainers-hub")
+        token, private, revision = args.hub_token, args.hub_private_repo, args.hub_revision
+        api = getattr(trainer, "hub_api", None)
+
+        def run() -> list[Any]:
+            return execute_plan(plan, token=token, private=private, revision=revision, api=api)
+
+        self._checkpoint = str(checkpoint_folder)
+        self._future = self._executor.submit(run)
+        return plan
+
+    def wait(self) -> None:
+        """Wait for the running push (end of training, before the final push), report its failure, free the
+        thread."""
+        if self._future is not None:
+            if not self._future.done():
+                logger.info("Waiting for the current checkpoint push to finish.")
+            self._future.exception()
+        self._collect()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _collect(self) -> None:
+        """Report the finished push's failure, if any (called from the training thread only)."""
+        future = self._future
+        if future is None or not future.done():
+            return
+        self._future = None
+        error = future.exception()
+        if error is not None:
+            self._failed(self._checkpoint or "the checkpoint", error)
+
+    def _failed(self, checkpoint: str, error: BaseException) -> None:
+        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {_one_line(error)}"
+        where = f" at {error.repo_id}" if getattr(error, "repo_id", None) else ""
+        message = (
+            f"Pushing {Path(checkpoint).name} to the Hugging Face Hub failed{where} ({reason}). Training continues: "
+            f"the checkpoint is saved in {checkpoint}, nothing is lost. Later checkpoints are still pushed (a failure "
+            "is not warned about again); once training ends, push the model with trainer.push_to_hub() or "
+            "`distil-trainers push` (network, HF_HUB_OFFLINE unset, a token with write access)."
+        )
+        self.failures.append(message)
+        if self.warned:
+            logger.info(message)
+        else:
+            self.warned = True
+            logger.warning(message)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -323,8 +579,9 @@ def push_trainer(
 
 def split_push_argument(args: Any) -> tuple[Any, bool]:
     """``(args with push_to_hub=False, whether to push)``. The recipes train every stage with ``push_to_hub`` off
-    (so that no Trainer creates repositories or pushes checkpoints while training) and push the finished students
-    once, after their report is written (:func:`push_recipe_models`)."""
+    (so that no trainer pushes checkpoints while training, whatever ``hub_strategy`` says: teachers, baselines and
+    intermediate stages are never pushed) and push the finished students once, after their report is written
+    (:func:`push_recipe_models`)."""
     if not getattr(args, "push_to_hub", False):
         return args, False
     import dataclasses

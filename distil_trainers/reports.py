@@ -6,7 +6,10 @@ JSON and Markdown, with the mean ± standard deviation over several seeds.
   precision/recall/F1, weighted F1, per-class F1, confusion matrix, parameters, samples/s;
 * :func:`aggregate_seeds` / :func:`format_mean_std` - mean and *sample* standard deviation (``ddof=1``) of each metric
   over runs with different seeds, printed as ``"88.70 ± 0.35"``;
-* :func:`build_report`, :func:`report_markdown`, :func:`write_report` - the report itself.
+* :func:`build_report`, :func:`report_markdown`, :func:`write_report` - the report itself;
+* :func:`find_saved_models`, :func:`evaluate_run_dirs` - every model saved in finished run directories, evaluated. A
+  multi-task model (:class:`~distil_trainers.models.MultiTaskModel`) gives one entry per (model, task): each head is
+  scored on the registered dataset named like its task, as the recipes name their tasks.
 
 Example::
 
@@ -37,10 +40,12 @@ __all__ = [
     "aggregate_seeds",
     "build_report",
     "ensemble_result",
+    "entry_label_names",
     "format_mean_std",
     "model_result",
     "predict_logits",
     "report_markdown",
+    "summary_key",
     "write_report",
 ]
 
@@ -63,6 +68,8 @@ class ModelResult:
         samples_per_second: inference throughput measured while predicting (``None`` if not measured).
         num_examples: evaluated examples.
         seed: the seed of the run this model comes from.
+        task: the head of a multi-task model this entry scores (its task = the registered dataset it is evaluated
+            on); ``None`` for a single-task classifier.
     """
 
     name: str
@@ -72,7 +79,13 @@ class ModelResult:
     samples_per_second: float | None = None
     num_examples: int = 0
     seed: int | None = None
+    task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The entry's key in a report's summary: ``name``, or ``"name [task]"`` for a head of a multi-task model."""
+        return summary_key(self.name, self.task)
 
     def scalars(self) -> dict[str, float]:
         """Every scalar of this result (metrics, params, samples/s) as ``{name: value}``."""
@@ -82,6 +95,11 @@ class ModelResult:
             if value is not None:
                 out[key] = float(value)
         return out
+
+
+def summary_key(name: str, task: str | None = None) -> str:
+    """``name``, or ``"name [task]"``: how a report's summary names a model (one entry per model and task)."""
+    return name if task is None else f"{name} [{task}]"
 
 
 def predict_logits(
@@ -142,9 +160,10 @@ def model_result(
     params: int | None = None,
     seconds: float | None = None,
     seed: int | None = None,
+    task: str | None = None,
 ) -> ModelResult:
     """A report entry from a model's logits (or class ids) on a labelled split. ``samples_per_second`` is
-    ``len(labels) / seconds`` when the prediction time is given."""
+    ``len(labels) / seconds`` when the prediction time is given; ``task`` names the head of a multi-task model."""
     labels = _labels(labels)
     logits = np.asarray(logits)
     predicted = logits.argmax(-1) if logits.ndim == 2 else logits.astype(np.int64)
@@ -160,6 +179,7 @@ def model_result(
         samples_per_second=speed,
         num_examples=int(labels.size),
         seed=seed,
+        task=task,
     )
 
 
@@ -171,6 +191,7 @@ def ensemble_result(
     params: int | None = None,
     seconds: float | None = None,
     seed: int | None = None,
+    task: str | None = None,
 ) -> ModelResult:
     """A report entry for the ensemble of several models: the argmax of their averaged softmax probabilities (as
     :class:`~distil_trainers.MutualLearningTrainer` evaluates its students' ensemble). ``seconds`` is the time all
@@ -183,7 +204,9 @@ def ensemble_result(
         z = np.exp(z - z.max(-1, keepdims=True))
         probabilities.append(z / z.sum(-1, keepdims=True))
     mean = np.mean(probabilities, axis=0)
-    return model_result(name, labels, mean, label_names, role="ensemble", params=params, seconds=seconds, seed=seed)
+    return model_result(
+        name, labels, mean, label_names, role="ensemble", params=params, seconds=seconds, seed=seed, task=task
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -233,33 +256,49 @@ def format_mean_std(mean: float | None, std: float | None = None, scale: float =
 
 def build_report(
     results: Sequence[ModelResult],
-    dataset: str,
+    dataset: str | None,
     split: str,
-    label_names: Sequence[str],
+    label_names: Sequence[str] | None,
     notes: str | None = None,
+    task_label_names: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-serialisable dict: ``runs`` (every model of every seed with all its numbers, the
-    confusion matrix included) and ``summary`` (per model, in first-seen order: :func:`aggregate_seeds` of its runs,
-    the seeds, and the confusion matrix summed over the seeds)."""
-    names: list[str] = []
+    confusion matrix included) and ``summary`` (per model, or per (model, task) for the heads of multi-task models,
+    in first-seen order, keyed by :func:`summary_key`: :func:`aggregate_seeds` of its runs, the seeds, its class names
+    and the confusion matrix summed over the seeds).
+
+    ``dataset`` / ``label_names`` are those of the single-task models (``None`` if there are none);
+    ``task_label_names`` gives the class names of every task the multi-task entries were scored on."""
+    task_label_names = {t: list(n) for t, n in (task_label_names or {}).items()}
+    keys: list[str] = []
     for r in results:
-        if r.name not in names:
-            names.append(r.name)
+        if r.task is not None and r.task not in task_label_names:
+            raise ValueError(f"{r.name}: no class names for its task {r.task!r} (task_label_names).")
+        if r.task is None and label_names is None:
+            raise ValueError(f"{r.name}: a single-task result needs the dataset's label_names.")
+        if r.key not in keys:
+            keys.append(r.key)
     summary = {}
-    for name in names:
-        runs = [r for r in results if r.name == name]
+    for key in keys:
+        runs = [r for r in results if r.key == key]
+        first = runs[0]
         confusion = np.sum([np.asarray(r.metrics["confusion_matrix"]) for r in runs], axis=0).tolist()
-        summary[name] = {
-            "role": runs[0].role,
+        summary[key] = {
+            "model": first.name,
+            "task": first.task,
+            "role": first.role,
             "seeds": [r.seed for r in runs],
-            "num_examples": runs[0].num_examples,
+            "num_examples": first.num_examples,
+            "label_names": list(task_label_names[first.task] if first.task is not None else label_names),
             "metrics": aggregate_seeds([r.scalars() for r in runs]),
             "confusion_matrix": confusion,
         }
+    used = {r.task for r in results if r.task is not None}
     return {
         "dataset": dataset,
         "split": split,
-        "label_names": list(label_names),
+        "label_names": list(label_names) if label_names is not None else None,
+        "tasks": {t: {"dataset": t, "label_names": names} for t, names in task_label_names.items() if t in used},
         "std": "sample standard deviation over seeds (ddof=1)",
         "notes": notes,
         "runs": [asdict(r) for r in results],
@@ -277,30 +316,55 @@ def _cell(stats: Mapping[str, Any] | None, key: str) -> str:
     return format_mean_std(stats["mean"], stats["std"])
 
 
+def entry_label_names(report: Mapping[str, Any], entry: Mapping[str, Any]) -> list[str]:
+    """The class names of one summary entry: its task's (multi-task heads), else the report's dataset's."""
+    return list(entry.get("label_names") or report["label_names"])
+
+
 def report_markdown(report: Mapping[str, Any], per_class: bool = True, confusion: bool = True) -> str:
     """The report as Markdown: a table with one row per model (metrics in %, "mean ± std" over seeds when there are
-    several), then each model's confusion matrix (rows = true class, columns = predicted; summed over seeds)."""
-    label_names = report["label_names"]
-    class_keys = [f"f1_{k}" for k in per_class_keys(label_names, len(label_names))] if per_class else []
-    columns = [*REPORT_METRICS, *class_keys, "params", "samples_per_second"]
-    titles = [*REPORT_METRICS, *[f"F1 {n}" for n in label_names][: len(class_keys)], "params", "samples/s"]
-    seeds = {len(entry["seeds"]) for entry in report["summary"].values()}
+    several), then each model's confusion matrix (rows = true class, columns = predicted; summed over seeds).
+
+    With multi-task models the table has a ``task`` column and one row per (model, task); the per-class F1 columns
+    are those of every task (``-`` where a row's task has no such class) and each head has its own confusion
+    matrix."""
+    summary = report["summary"]
+    with_tasks = any(entry.get("task") for entry in summary.values())
+    class_columns: dict[str, str] = {}  # f1 key -> title, in first-seen order
+    if per_class:
+        for entry in summary.values():
+            names = entry_label_names(report, entry)
+            for key, label in zip(per_class_keys(names, len(names)), names):
+                class_columns.setdefault(f"f1_{key}", f"F1 {label}")
+    columns = [*REPORT_METRICS, *class_columns, "params", "samples_per_second"]
+    titles = [*REPORT_METRICS, *class_columns.values(), "params", "samples/s"]
+    seeds = {len(entry["seeds"]) for entry in summary.values()}
     n_seeds = max(seeds) if seeds else 0
-    lines = [f"## Evaluation on {report['dataset']}, {report['split']} split", ""]
+    if with_tasks:
+        where = [report["dataset"]] if report.get("dataset") and any(not e.get("task") for e in summary.values()) else []
+        where += [t for t in report.get("tasks", {}) if t not in where]
+        lines = [f"## Evaluation on {', '.join(where)} (each task on its own dataset), {report['split']} split", ""]
+    else:
+        lines = [f"## Evaluation on {report['dataset']}, {report['split']} split", ""]
     if n_seeds > 1:
         lines.append(f"Mean ± sample standard deviation (ddof=1) over {n_seeds} seeds; metrics in %.")
     else:
         lines.append("One run; metrics in %.")
     if report.get("notes"):
         lines += ["", str(report["notes"])]
-    lines += ["", "| model | role | " + " | ".join(titles) + " |", "|" + "---|" * (2 + len(titles))]
-    for name, entry in report["summary"].items():
+    lead = ["model", "task", "role"] if with_tasks else ["model", "role"]
+    lines += ["", "| " + " | ".join([*lead, *titles]) + " |", "|" + "---|" * (len(lead) + len(titles))]
+    for key, entry in summary.items():
         cells = [_cell(entry["metrics"].get(c), c) for c in columns]
-        lines.append(f"| {name} | {entry['role']} | " + " | ".join(cells) + " |")
+        name = entry.get("model", key)
+        first = [name, entry.get("task") or str(report["dataset"]), entry["role"]] if with_tasks else [name, entry["role"]]
+        lines.append("| " + " | ".join([*first, *cells]) + " |")
     if confusion:
-        for name, entry in report["summary"].items():
+        for key, entry in summary.items():
+            label_names = entry_label_names(report, entry)
             matrix = entry["confusion_matrix"]
             what = "summed over seeds" if len(entry["seeds"]) > 1 else f"{entry['num_examples']} examples"
+            name = entry.get("model", key) + (f" on {entry['task']}" if entry.get("task") else "")
             lines += ["", f"Confusion matrix of {name} ({what}; rows = true class, columns = predicted):", ""]
             lines.append("| true \\ predicted | " + " | ".join(label_names) + " |")
             lines.append("|" + "---|" * (1 + len(label_names)))
@@ -387,9 +451,16 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
     return models, ensembles
 
 
+def model_tasks(model: Any) -> dict[str, int] | None:
+    """``{task: num_classes}`` of a multi-task model (:class:`~distil_trainers.models.MultiTaskModel`, in the order
+    of its task ids), ``None`` for a single-task classifier."""
+    tasks = getattr(getattr(model, "config", None), "tasks", None)
+    return dict(tasks) if tasks else None
+
+
 def evaluate_run_dirs(
     run_dirs: Sequence[str | os.PathLike],
-    dataset: str,
+    dataset: str | None = None,
     split: str = "test",
     seeds: Sequence[int | None] | None = None,
     data_dir: str | None = None,
@@ -397,10 +468,17 @@ def evaluate_run_dirs(
     max_samples: int | None = None,
     max_length: int = 128,
     batch_size: int = 64,
+    tasks: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate every saved model (and mutual-learning ensemble) of one or more finished runs on ``split`` of the
     registered ``dataset``. Runs are taken as repetitions with different seeds (``seeds``, in order): models with
     the same path relative to their run are aggregated as "mean ± std".
+
+    A multi-task model (:class:`~distil_trainers.models.MultiTaskModel`, as the multi-task annealing and feature-KD
+    recipes save) is evaluated head by head: each of ``tasks`` (default: all its heads) on ``split`` of the
+    registered dataset of that name (the recipes name their tasks after the datasets), giving one entry per (model,
+    task). ``dataset`` is then needed only for the single-task models. A requested task that is not one of a
+    model's heads is an error.
 
     The split is made (and subsampled to ``max_samples``) with ``data_seed``; by default with each run's own seed
     (as the recipes split and subsample their data with their ``seed``, so a run is scored on its own held-out
@@ -410,73 +488,137 @@ def evaluate_run_dirs(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .data import load_dataset_by_name
+    from .data.multitask import TASK_COLUMN
 
     seeds = list(seeds) if seeds is not None else [None] * len(run_dirs)
     if len(seeds) != len(run_dirs):
         raise ValueError(f"{len(seeds)} seeds for {len(run_dirs)} run directories.")
+    tasks = list(tasks) if tasks else None
     limits = {split: max_samples} if max_samples else None
-    loaded: dict[int, Any] = {}
+    loaded: dict[tuple[str, int], Any] = {}
 
-    def split_for(seed: int) -> Any:
-        if seed not in loaded:
-            splits = load_dataset_by_name(dataset, data_dir=data_dir, seed=seed, max_samples_per_split=limits)
+    def split_for(name: str, seed: int) -> Any:
+        if (name, seed) not in loaded:
+            splits = load_dataset_by_name(name, data_dir=data_dir, seed=seed, max_samples_per_split=limits)
             if split not in splits:
-                raise ValueError(f"{dataset} has no {split!r} split; it has {list(splits)}.")
-            loaded[seed] = splits[split]
-        return loaded[seed]
+                raise ValueError(f"{name} has no {split!r} split; it has {list(splits)}.")
+            loaded[name, seed] = splits[split]
+        return loaded[name, seed]
 
     run_data_seeds = [data_seed if data_seed is not None else (s if s is not None else 42) for s in seeds]
-    label_names = list(split_for(run_data_seeds[0]).features["label"].names)
+    label_names: list[str] | None = None
+    task_label_names: dict[str, list[str]] = {}
     results: list[ModelResult] = []
     details: dict[str, Any] = {}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for run_dir, seed, run_data_seed in zip(run_dirs, seeds, run_data_seeds):
-        data = split_for(run_data_seed)
-        labels = np.asarray(data["label"][:], dtype=np.int64)
         models, ensembles = find_saved_models(run_dir)
         details[str(run_dir)] = {"models": models, "ensembles": ensembles}
-        outputs: dict[str, tuple[np.ndarray, float, int]] = {}
+        outputs: dict[tuple[str, str | None], tuple[np.ndarray, float, int]] = {}
         for saved in models:
             model = AutoModelForSequenceClassification.from_pretrained(saved.path).to(device)
-            if model.config.num_labels != len(label_names):
-                raise ValueError(
-                    f"{saved.path} predicts {model.config.num_labels} classes but {dataset} has {len(label_names)} "
-                    f"({label_names}); evaluate it on the dataset it was trained for."
-                )
+            heads = model_tasks(model)
+            if heads is None:
+                if dataset is None:
+                    raise ValueError(
+                        f"{saved.path} is a single-task classifier: give the registered dataset to evaluate it on "
+                        "(--dataset)."
+                    )
+                jobs: list[tuple[str | None, str, int]] = [(None, dataset, int(model.config.num_labels))]
+            else:
+                wanted = tasks or list(heads)
+                missing = [t for t in wanted if t not in heads]
+                if missing:
+                    raise ValueError(
+                        f"{saved.path} is a multi-task model with the heads {list(heads)}; it has no head for the "
+                        f"requested task(s) {missing}. Ask for some of {list(heads)} (--tasks)."
+                    )
+                jobs = [(t, t, heads[t]) for t in wanted]
             tokenizer = AutoTokenizer.from_pretrained(saved.path)
-            encoded = data.map(
-                lambda b, tok=tokenizer: tok(b["text"], truncation=True, max_length=max_length),
-                batched=True,
-                desc=f"Tokenizing for {saved.name}",
-            )
-            logits, seconds = predict_logits(model, encoded, tokenizer, batch_size=batch_size, desc=saved.name)
             params = sum(p.numel() for p in model.parameters())
-            outputs[saved.name] = (logits, seconds, params)
-            results.append(
-                model_result(
-                    saved.name, labels, logits, label_names, role=saved.role, params=params, seconds=seconds, seed=seed
+            for task, name, num_classes in jobs:
+                data = split_for(name, run_data_seed)
+                names = list(data.features["label"].names)
+                if num_classes != len(names) and task is None:
+                    raise ValueError(
+                        f"{saved.path} predicts {num_classes} classes but {name} has {len(names)} ({names}); "
+                        "evaluate it on the dataset it was trained for."
+                    )
+                if num_classes != len(names):
+                    raise ValueError(
+                        f"{saved.path}: its head for the task {task!r} predicts {num_classes} classes but the dataset "
+                        f"{name} has {len(names)} ({names}); a head is evaluated on the registered dataset named "
+                        "like its task, as the recipes name them."
+                    )
+                if task is None:
+                    label_names = names
+                else:
+                    task_label_names[task] = names
+                encoded = data.map(
+                    lambda b, tok=tokenizer: tok(b["text"], truncation=True, max_length=max_length),
+                    batched=True,
+                    desc=f"Tokenizing {name} for {saved.name}",
                 )
-            )
+                if task is not None:  # the head to use: every row of every batch carries the task's id
+                    encoded = encoded.add_column(TASK_COLUMN, [model.config.task_id(task)] * len(encoded))
+                desc = saved.name if task is None else f"{saved.name} [{task}]"
+                logits, seconds = predict_logits(model, encoded, tokenizer, batch_size=batch_size, desc=desc)
+                labels = np.asarray(data["label"][:], dtype=np.int64)
+                outputs[saved.name, task] = (logits, seconds, params)
+                results.append(
+                    model_result(
+                        saved.name,
+                        labels,
+                        logits,
+                        names,
+                        role=saved.role,
+                        params=params,
+                        seconds=seconds,
+                        seed=seed,
+                        task=task,
+                    )
+                )
             del model
         for ensemble in ensembles:
-            members = [outputs[m] for m in ensemble.members]
-            results.append(
-                ensemble_result(
-                    ensemble.name,
-                    labels,
-                    [m[0] for m in members],
-                    label_names,
-                    params=sum(m[2] for m in members),
-                    seconds=sum(m[1] for m in members),
-                    seed=seed,
+            first = [key[1] for key in outputs if key[0] == ensemble.members[0]]
+            for task in first:
+                if not all((m, task) in outputs for m in ensemble.members):
+                    continue
+                members = [outputs[m, task] for m in ensemble.members]
+                data = split_for(task if task is not None else dataset, run_data_seed)
+                results.append(
+                    ensemble_result(
+                        ensemble.name,
+                        np.asarray(data["label"][:], dtype=np.int64),
+                        [m[0] for m in members],
+                        task_label_names[task] if task is not None else label_names,
+                        params=sum(m[2] for m in members),
+                        seconds=sum(m[1] for m in members),
+                        seed=seed,
+                        task=task,
+                    )
                 )
-            )
-    sizes = sorted({len(d) for d in loaded.values()})
-    notes = f"{'/'.join(map(str, sizes))} examples per run" + (
-        f" (at most {max_samples}, subsampled)" if max_samples else ""
-    )
+    sizes: dict[str, list[int]] = {}
+    for (name, _), data in loaded.items():
+        sizes.setdefault(name, [])
+        if len(data) not in sizes[name]:
+            sizes[name].append(len(data))
+    counts = {name: "/".join(map(str, sorted(n))) for name, n in sizes.items()}
+    if len(counts) == 1:
+        notes = f"{next(iter(counts.values()))} examples per run"
+    else:
+        notes = "examples per run: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+    if max_samples:
+        notes += f" (at most {max_samples}, subsampled)"
     per_run = data_seed is None and seeds[0] is not None
     notes += "; split and subsample seeded with " + ("each run's seed" if per_run else str(run_data_seeds[0]))
-    report = build_report(results, dataset=dataset, split=split, label_names=label_names, notes=notes)
+    report = build_report(
+        results,
+        dataset=dataset if label_names is not None else None,
+        split=split,
+        label_names=label_names,
+        notes=notes,
+        task_label_names=task_label_names,
+    )
     report["run_dirs"] = [str(r) for r in run_dirs]
     return report, details

@@ -3,7 +3,9 @@
 Report, plots and model cards for finished runs of the other recipes.
 
 Every saved model below the run directory (teacher, students, baselines trained alone; not the checkpoints) is
-evaluated on a split of a registered dataset, together with the ensemble of each mutual-learning run. Written to
+evaluated on a split of a registered dataset, together with the ensemble of each mutual-learning run. A multi-task
+model (``MultiTaskModel``, saved by the multi-task annealing and feature-KD configs) is evaluated head by head, each
+task on the registered dataset of that name (``--tasks`` picks heads), one report row per (model, task). Written to
 ``<first run dir>/evaluation`` (or ``--output_dir``):
 
 - ``report.json`` / ``report.md``: accuracy, macro precision / recall / F1, per-class F1, confusion matrix, parameters
@@ -17,6 +19,7 @@ Usage:
 
     python recipes/evaluate_runs.py --run_dirs runs/ddml_quickstart --dataset davidson --max_samples 800 --max_length 64
     python recipes/evaluate_runs.py --run_dirs runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson
+    python recipes/evaluate_runs.py --run_dirs runs/annealing_multitask --max_samples 800 --max_length 64
     python recipes/evaluate_runs.py --config evaluate.yaml
 
 (The script is not called ``evaluate.py``: run as ``python recipes/<name>.py``, a file of that name in ``recipes/``

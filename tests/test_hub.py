@@ -55,7 +55,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def annealing_trainer(tmp_path, **overrides):
+def annealing_trainer(tmp_path, student_seed=1, **overrides):
     args = dict(
         output_dir=str(tmp_path / "bam-student"),
         per_device_train_batch_size=8,
@@ -68,7 +68,7 @@ def annealing_trainer(tmp_path, **overrides):
     )
     args.update(overrides)
     return AnnealingTrainer(
-        model=tiny_classifier(1),
+        model=tiny_classifier(student_seed),
         teacher_model=tiny_classifier(0),
         args=AnnealingArguments(**args),
         train_dataset=random_classification_dataset(n=16),
@@ -131,9 +131,12 @@ def test_push_to_hub_argument_does_not_touch_the_network_before_training(tmp_pat
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", refuse)
-    trainer = annealing_trainer(tmp_path, push_to_hub=True, hub_model_id="me/x")
+    trainer = annealing_trainer(tmp_path, push_to_hub=True, hub_model_id="me/x", hub_strategy="end")
     assert trainer.hub_model_id == "me/x"
-    trainer.train()  # saves a checkpoint per epoch: no intermediate push
+    trainer.train()  # saves a checkpoint per epoch; hub_strategy="end": no intermediate push
+    assert (tmp_path / "bam-student" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "bam-student" / "README.md").exists()  # no checkpoint push planned either
+    assert trainer.hub_pusher.plans == [] and trainer.hub_pusher.failures == []
 
 
 def test_offline_push_fails_once_after_a_complete_local_save(tmp_path):
@@ -288,3 +291,203 @@ def test_recipe_helpers(tmp_path, capsys):
         push_recipe_models(stripped, {None: tmp_path / "student"}, {None: card})
     assert stop.value.code == 1
     assert "The local save is complete" in capsys.readouterr().err
+
+
+# ---- hub_strategy: pushes while training ------------------------------------------------------------------------------
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class PlanRecorder:
+    """Replaces distil_trainers.hub.execute_plan: records every upload of every executed plan (repository, folder in
+    the repository, files, commit message) and the hash of each uploaded weights file at the moment of the upload."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, plan, token=None, private=None, revision=None, api=None):
+        uploads = []
+        for u in plan.uploads:
+            weights = {f: sha256(Path(u.folder) / f) for f in u.files if f.endswith("model.safetensors")}
+            uploads.append((u.repo_id, u.path_in_repo, list(u.files), u.commit_message, weights))
+        self.calls.append(uploads)
+        return []
+
+
+def test_every_save_pushes_each_checkpoint_student_and_card(tmp_path, monkeypatch):
+    import distil_trainers.hub as hub
+
+    recorder = PlanRecorder()
+    monkeypatch.setattr(hub, "execute_plan", recorder)
+    trainer = annealing_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/bam", hub_strategy="every_save", hub_always_push=True,
+        save_strategy="steps", save_steps=1, learning_rate=1e-2,
+    )
+    trainer.hub_card_kwargs = {"datasets": ["davidson"]}
+    trainer.train()  # 16 examples, batch 8: checkpoints at steps 1 and 2
+    out = tmp_path / "bam-student"
+    assert len(recorder.calls) == 2
+    for step, uploads in zip((1, 2), recorder.calls):
+        assert [(repo, where, files, message) for repo, where, files, message, _ in uploads] == [
+            ("me/bam", "", ["README.md", "config.json", "model.safetensors"], f"Training in progress, step {step}")
+        ]
+        # the student pushed at step N is the one of checkpoint-N (copied to output_dir first, as Trainer does)
+        assert uploads[0][4]["model.safetensors"] == sha256(out / f"checkpoint-{step}" / "model.safetensors")
+    assert sha256(out / "checkpoint-1" / "model.safetensors") != sha256(out / "checkpoint-2" / "model.safetensors")
+    meta = metadata_load(out / "README.md")
+    assert meta["model_name"] == "bam" and meta["datasets"] == ["tdavidson/hate_speech_offensive"]
+    assert trainer.hub_pusher.failures == []
+
+
+@pytest.mark.parametrize("strategy", ["checkpoint", "all_checkpoints"])
+def test_checkpoint_strategies_also_push_the_checkpoint_folder(tmp_path, monkeypatch, strategy):
+    import distil_trainers.hub as hub
+
+    recorder = PlanRecorder()
+    monkeypatch.setattr(hub, "execute_plan", recorder)
+    trainer = annealing_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/bam", hub_strategy=strategy, hub_always_push=True,
+        save_strategy="epoch", num_train_epochs=2,
+    )
+    trainer.train()  # checkpoints at steps 2 (epoch 1) and 4 (epoch 2)
+    assert len(recorder.calls) == 2
+    for epoch, step, uploads in zip((1, 2), (2, 4), recorder.calls):
+        (repo, where, files, message, _), (c_repo, c_where, c_files, c_message, c_weights) = uploads
+        assert (repo, where, message) == ("me/bam", "", f"Training in progress, epoch {epoch}")
+        assert files == ["README.md", "config.json", "model.safetensors"]
+        assert c_repo == "me/bam" and c_message == f"Training in progress, epoch {epoch}, checkpoint"
+        assert c_where == ("last-checkpoint" if strategy == "checkpoint" else f"checkpoint-{step}")
+        # everything Trainer needs to resume
+        assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin",
+                "rng_state.pth", "config.json"} <= set(c_files)
+        checkpoint = tmp_path / "bam-student" / f"checkpoint-{step}"
+        assert c_weights["model.safetensors"] == sha256(checkpoint / "model.safetensors")
+
+
+class FakeHub:
+    """A stand-in for HfApi that keeps what is committed in a local folder (<root>/<repo_id>/<path_in_repo>)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.commits = []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        (self.root / repo_id).mkdir(parents=True, exist_ok=True)
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def create_commit(self, repo_id, operations, commit_message, token=None, revision=None, **kwargs):
+        import shutil
+
+        for op in operations:
+            target = self.root / repo_id / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(op.path_or_fileobj, target)
+        self.commits.append((repo_id, commit_message, sorted(op.path_in_repo for op in operations)))
+        return f"commit:{repo_id}"
+
+
+def test_training_resumes_from_the_pushed_last_checkpoint(tmp_path):
+    hub = FakeHub(tmp_path / "hub")
+    trainer = annealing_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/bam", hub_strategy="checkpoint", hub_always_push=True,
+        save_strategy="epoch",
+    )
+    trainer.hub_api = hub
+    trainer.train()
+    pushed = tmp_path / "hub" / "me" / "bam" / "last-checkpoint"
+    assert json.loads((pushed / "trainer_state.json").read_text())["global_step"] == 2
+    # another initialisation: only what is loaded from the pushed checkpoint makes the first two steps equal
+    resumed = annealing_trainer(tmp_path / "elsewhere", student_seed=7, num_train_epochs=2, save_strategy="no")
+    resumed.train(resume_from_checkpoint=str(pushed))
+    assert resumed.state.global_step == 4
+    first = [h for h in trainer.state.log_history if "loss" in h]
+    again = [h for h in resumed.state.log_history if "loss" in h]
+    assert [h["step"] for h in again] == [1, 2, 3, 4] and again[:2] == first
+    reloaded = type(trainer.model).from_pretrained(tmp_path / "hub" / "me" / "bam")  # the student at the root
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value)
+
+
+def test_mutual_learning_pushes_every_student_at_every_save(tmp_path, monkeypatch):
+    import distil_trainers.hub as hub
+
+    recorder = PlanRecorder()
+    monkeypatch.setattr(hub, "execute_plan", recorder)
+    trainer = mutual_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/ddml", hub_strategy="checkpoint", hub_always_push=True,
+        save_strategy="steps", save_steps=1,
+    )
+    trainer.hub_student_pattern = "org/{student}-hate"
+    trainer.train()  # 8 examples, batch 4: checkpoints at steps 1 and 2
+    assert len(recorder.calls) == 2
+    out = tmp_path / "ddml"
+    for step, uploads in zip((1, 2), recorder.calls):
+        message = f"Training in progress, step {step}"
+        students = [(repo, where, files, msg) for repo, where, files, msg, _ in uploads[:2]]
+        assert students == [
+            ("org/a-hate", "", ["README.md", "config.json", "model.safetensors"], message),
+            ("org/b-hate", "", ["README.md", "config.json", "model.safetensors"], message),
+        ]
+        for name, upload in zip("ab", uploads):
+            assert upload[4]["model.safetensors"] == sha256(out / f"checkpoint-{step}" / name / "model.safetensors")
+        repo, where, files, msg, _ = uploads[2]  # the run's checkpoint: every student and the shared state
+        assert (repo, where, msg) == ("me/ddml", "last-checkpoint", message + ", checkpoint")
+        assert {"a/model.safetensors", "b/model.safetensors", "students.json", "optimizer.pt"} <= set(files)
+    assert "org/b-hate" in (out / "a" / "README.md").read_text()  # the card names its peer's repository
+
+
+def test_offline_during_training_warns_once_and_training_finishes(tmp_path, caplog):
+    import logging
+
+    trainer = annealing_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/bam", hub_strategy="all_checkpoints", hub_always_push=True,
+        save_strategy="steps", save_steps=1,
+    )
+    with caplog.at_level(logging.INFO, logger="distil_trainers.hub"):
+        trainer.train()  # HF_HUB_OFFLINE=1 (conftest): the real HfApi refuses every push
+    out = tmp_path / "bam-student"
+    assert trainer.state.global_step == 2
+    for step in (1, 2):
+        assert (out / f"checkpoint-{step}" / "model.safetensors").is_file()
+        assert (out / f"checkpoint-{step}" / "optimizer.pt").is_file()
+    warnings = [r for r in caplog.records if r.name == "distil_trainers.hub" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    text = warnings[0].getMessage()
+    assert "Pushing checkpoint-1 to the Hugging Face Hub failed at me/bam" in text
+    assert "Training continues" in text and f"saved in {out / 'checkpoint-1'}" in text
+    assert len(trainer.hub_pusher.failures) == 2  # the second failure is logged at INFO level only
+    with pytest.raises(HubPushError, match="The local save is complete"):  # the final push still raises
+        trainer.push_to_hub()
+    assert (out / "model.safetensors").is_file()
+
+
+def test_a_save_during_a_running_push_is_skipped_unless_hub_always_push(tmp_path, monkeypatch):
+    import threading
+
+    from transformers import TrainerCallback
+
+    import distil_trainers.hub as hub
+
+    release, calls = threading.Event(), []
+
+    def slow_upload(plan, **kwargs):
+        calls.append(plan.uploads[0].commit_message)
+        assert release.wait(timeout=60)
+        return []
+
+    class Release(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            release.set()
+
+    monkeypatch.setattr(hub, "execute_plan", slow_upload)
+    trainer = annealing_trainer(
+        tmp_path, push_to_hub=True, hub_model_id="me/bam", save_strategy="steps", save_steps=1
+    )  # Trainer's default hub_strategy: every_save
+    trainer.add_callback(Release())
+    trainer.train()
+    assert calls == ["Training in progress, step 1"]  # step 2 was saved while step 1 was still being pushed
+    assert len(trainer.hub_pusher.plans) == 1 and trainer.hub_pusher.failures == []

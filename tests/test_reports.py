@@ -325,3 +325,157 @@ def test_evaluate_refuses_a_model_of_another_label_space(tmp_path, toy_dataset_n
     toy_tokenizer().save_pretrained(run / "student")
     with pytest.raises(ValueError, match="predicts 2 classes"):
         evaluate_run_dirs([run], toy_dataset_name, data_dir=str(tmp_path))
+
+
+# ---- multi-task runs: one row per (model, task), each head on its own dataset -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_binary_dataset_name():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from distil_trainers.data import register_dataset
+    from distil_trainers.data.registry import _REGISTRY
+
+    name = "toy_reports_binary"
+
+    def load(root, *, seed):
+        rng = np.random.default_rng(1)
+        texts = [" ".join(rng.choice(TOY_WORDS, size=int(rng.integers(1, 5)))) for _ in range(30)]
+        features = Features({"id": Value("string"), "text": Value("string"), "label": ClassLabel(names=["no", "yes"])})
+
+        def make(lo, hi):
+            data = {"id": [f"b{i}" for i in range(lo, hi)], "text": texts[lo:hi], "label": [i % 2 for i in range(lo, hi)]}
+            return Dataset.from_dict(data, features=features)
+
+        return DatasetDict(train=make(0, 10), validation=make(10, 16), test=make(16, 30))
+
+    if name not in _REGISTRY:
+        register_dataset(name)(load)
+    return name
+
+
+def save_toy_multitask(folder, seed, tasks, layers=2):
+    """A tiny MultiTaskModel with heads named after registered datasets (as the multi-task recipes save it)."""
+    from conftest import tiny_bert_config
+
+    from distil_trainers.models import MultiTaskConfig, MultiTaskModel
+
+    names = {t: (["neg", "neu", "pos"] if n == 3 else ["no", "yes"]) for t, n in tasks.items()}
+    config = MultiTaskConfig(
+        encoder=tiny_bert_config(vocab_size=len(TOY_WORDS) + 2, layers=layers).to_dict(),
+        tasks=tasks,
+        task_label_names=names,
+    )
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    model = MultiTaskModel(config)
+    with torch.no_grad():  # heads far from zero, so that the predictions differ between texts and seeds
+        for head in model.heads.values():
+            head.weight.normal_(0.0, 2.0)
+    model.save_pretrained(folder)
+    toy_tokenizer().save_pretrained(folder)
+    model.eval()
+    return model
+
+
+def expected_metrics(model, task, texts, labels):
+    """Scikit-learn's metrics of ``model``'s ``task`` head, computed here from a plain forward pass."""
+    import torch
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    batch = toy_tokenizer()(list(texts), padding=True, return_tensors="pt")
+    task_ids = torch.full((len(texts),), model.config.task_id(task))
+    with torch.no_grad():
+        predicted = model(**batch, task_ids=task_ids).logits.argmax(-1).numpy()
+    classes = list(range(model.config.tasks[task]))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, labels=classes, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": accuracy_score(labels, predicted),
+        "precision_macro": precision,
+        "recall_macro": recall,
+        "f1_macro": f1,
+        "per_class": f1_score(labels, predicted, labels=classes, average=None, zero_division=0),
+        "confusion": confusion_matrix(labels, predicted, labels=classes),
+        "predicted": predicted,
+    }
+
+
+def test_evaluate_multitask_run_one_row_per_model_and_task(tmp_path, toy_dataset_name, toy_binary_dataset_name):
+    from distil_trainers.cli import main
+    from distil_trainers.data import load_dataset_by_name
+
+    tasks = {toy_binary_dataset_name: 2, toy_dataset_name: 3}  # the order of the task ids: binary first
+    runs, models = [tmp_path / "s1", tmp_path / "s2"], {}
+    for i, run in enumerate(runs):  # the same recipe with two seeds: different weights
+        models[i, "teacher"] = save_toy_multitask(run / "teacher", 10 + i, tasks, layers=3)
+        models[i, "annealing"] = save_toy_multitask(run / "annealing", 20 + i, tasks)
+    out = tmp_path / "eval"
+    code = main(
+        ["evaluate", *map(str, runs), "--seeds", "1", "2", "--output_dir", str(out), "--write_cards", "true",
+         "--data_dir", str(tmp_path)]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    b, t = toy_binary_dataset_name, toy_dataset_name
+    assert list(report["summary"]) == [f"annealing [{b}]", f"annealing [{t}]", f"teacher [{b}]", f"teacher [{t}]"]
+    assert report["label_names"] is None and report["dataset"] is None
+    assert report["tasks"][t]["label_names"] == ["neg", "neu", "pos"] and report["tasks"][b]["label_names"] == ["no", "yes"]
+
+    varied = set()
+    for task in tasks:
+        test = load_dataset_by_name(task, data_dir=tmp_path)["test"]
+        texts, labels = test["text"][:], np.asarray(test["label"][:])
+        names = report["tasks"][task]["label_names"]
+        for model_name in ("teacher", "annealing"):
+            entry = report["summary"][f"{model_name} [{task}]"]
+            assert entry["model"] == model_name and entry["task"] == task and entry["label_names"] == names
+            assert entry["seeds"] == [1, 2] and entry["num_examples"] == len(labels)
+            per_seed = [expected_metrics(models[i, model_name], task, texts, labels) for i in range(2)]
+            varied |= {tuple(e["predicted"]) for e in per_seed}
+            for metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+                values = [e[metric] for e in per_seed]
+                stats = entry["metrics"][metric]
+                assert stats["values"] == pytest.approx(values)
+                assert stats["mean"] == pytest.approx(np.mean(values))
+                assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+            for k, label in enumerate(names):
+                assert entry["metrics"][f"f1_{label}"]["values"] == pytest.approx([e["per_class"][k] for e in per_seed])
+            assert entry["confusion_matrix"] == (per_seed[0]["confusion"] + per_seed[1]["confusion"]).tolist()
+    assert len(varied) > 2  # the heads do not all predict the same
+
+    text = (out / "report.md").read_text()
+    assert "| model | task | role | accuracy |" in text
+    assert "F1 no | F1 yes | F1 neg | F1 neu | F1 pos |" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| annealing | {b} | student |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7] != "-" and cells[9:12] == ["-", "-", "-"]  # no neg / neu / pos classes in the binary task
+    assert f"Confusion matrix of teacher on {t} (summed over seeds" in text
+    pngs = {p.name for p in (out / "plots").glob("*.png")}
+    assert {f"confusion_teacher_{t}.png", f"confusion_annealing_{b}.png", f"comparison_f1_macro_{t}.png"} <= pngs
+    card = (runs[0] / "annealing" / "README.md").read_text()
+    assert f"| this model | {b} | test |" in card and f"| this model | {t} | test |" in card
+    assert "f1_macro | f1_no | f1_yes | f1_neg | f1_neu | f1_pos |" in card  # each task's classes in their order
+    assert f"{t}: neu" in card  # the classes of every head, not the config's default LABEL_0 / LABEL_1
+
+    # one head only; a task that is not a head is refused with the heads named
+    from distil_trainers.reports import evaluate_run_dirs
+
+    only, _ = evaluate_run_dirs([runs[0]], tasks=[t], data_dir=str(tmp_path))
+    assert list(only["summary"]) == [f"annealing [{t}]", f"teacher [{t}]"]
+    with pytest.raises(ValueError, match=r"no head for the requested task\(s\) \['sst2'\]"):
+        evaluate_run_dirs([runs[0]], tasks=[t, "sst2"], data_dir=str(tmp_path))
+
+
+def test_multitask_head_of_another_size_and_single_task_without_dataset(tmp_path, toy_dataset_name):
+    from distil_trainers.reports import evaluate_run_dirs
+
+    run = tmp_path / "run"
+    save_toy_multitask(run / "student", 0, {toy_dataset_name: 2})  # the dataset has 3 classes
+    with pytest.raises(ValueError, match="head for the task 'toy_reports_eval' predicts 2 classes"):
+        evaluate_run_dirs([run], data_dir=str(tmp_path))
+    save_toy_model(tmp_path / "single" / "student", 0)
+    with pytest.raises(ValueError, match="single-task classifier.*--dataset"):
+        evaluate_run_dirs([tmp_path / "single"], data_dir=str(tmp_path))
