@@ -121,3 +121,23 @@ def rationale_dataset(n: int | None = None, posts=POSTS) -> Dataset:
         }
     )
     return Dataset.from_dict(rows, features=features)
+
+
+def sft_args(tmp_path, **kwargs):
+    """A small CPU ``RationaleSFTConfig`` writing under ``tmp_path``; ``kwargs`` override the defaults."""
+    from distil_trainers import RationaleSFTConfig
+
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        max_length=256,
+        logging_steps=1,
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        bf16=False,
+    )
+    defaults.update(kwargs)
+    return RationaleSFTConfig(**defaults)

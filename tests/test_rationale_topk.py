@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
+from rationale_fixtures import rationale_dataset, sft_args, tiny_llama, tiny_tokenizer
 
 from distil_trainers.cache import CACHE_ROW_COLUMN, TeacherOutputs, precompute_topk_logprobs
 from distil_trainers.trainers.rationale import (
@@ -27,23 +27,7 @@ T = 2.0
 
 
 def kd_args(tmp_path, **kwargs) -> RationaleSFTConfig:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        report_to="none",
-        use_cpu=True,
-        max_length=256,
-        logging_steps=1,
-        save_strategy="no",
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        disable_tqdm=True,
-        bf16=False,
-        alpha=0.3,
-        teacher_kd_weight=1.0,
-        teacher_kd_temperature=T,
-    )
-    defaults.update(kwargs)
-    return RationaleSFTConfig(**defaults)
+    return sft_args(tmp_path, **{"alpha": 0.3, "teacher_kd_weight": 1.0, "teacher_kd_temperature": T, **kwargs})
 
 
 def sharp_llama(tok, seed: int, scale: float = 40.0, vocab_size: int | None = None):

@@ -12,6 +12,7 @@ from rationale_fixtures import (
     CLASS_NAMES,
     rationale_dataset,
     seq2seq_tokenizer,
+    sft_args,
     tiny_llama,
     tiny_t5,
     tiny_tokenizer,
@@ -22,30 +23,11 @@ from distil_trainers.trainers.rationale import (
     RATIONALE_VIEW,
     RationaleSeq2SeqConfig,
     RationaleSeq2SeqTrainer,
-    RationaleSFTConfig,
     RationaleSFTTrainer,
     build_rationale_views,
     parse_student_output,
     rationale_multitask_loss,
 )
-
-
-def sft_args(tmp_path, **kwargs) -> RationaleSFTConfig:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        report_to="none",
-        use_cpu=True,
-        max_length=256,
-        logging_steps=1,
-        save_strategy="no",
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        disable_tqdm=True,
-        bf16=False,
-    )
-    defaults.update(kwargs)
-    return RationaleSFTConfig(**defaults)
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Views
