@@ -714,6 +714,25 @@ class _RationaleTrainerMixin:
             self.log(dict(extra))
         return metrics
 
+    def _explain_each(self, texts: Sequence[str], generate: Callable[[nn.Module, str], str]) -> list[dict[str, Any]]:
+        """``generate(model, text) -> output`` for every text with the model in eval mode, parsed into
+        ``{"text", "rationale", "label", "label_name", "output"}``."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        results = []
+        try:
+            for text in texts:
+                output = generate(model, text)
+                rationale, label = parse_student_output(output, self.class_names, self.args.answer_prefix)
+                label_name = self.class_names[label] if label >= 0 else None
+                results.append(
+                    {"text": text, "rationale": rationale, "label": label, "label_name": label_name, "output": output}
+                )
+        finally:
+            model.train(was_training)
+        return results
+
     @torch.no_grad()
     def predict_labels(self, texts: Sequence[str], return_scores: bool = False, show_progress: bool = True):
         """Class ids of ``texts``: for each text, the class whose word has the highest log-likelihood (summed over its
@@ -1013,36 +1032,22 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
     def explain(self, texts: Sequence[str], max_new_tokens: int = 128, **generate_kwargs) -> list[dict[str, Any]]:
         """Greedy rationale-view generation for a few texts: ``[{"text", "rationale", "label", "label_name",
         "output"}]`` (``label`` = -1 when the answer line names no class)."""
-        model = self.model
-        was_training = model.training
-        model.eval()
         tok = self.processing_class
-        results = []
-        try:
-            for text, ids in zip(texts, self._generation_prompt_ids(texts)):
-                input_ids = torch.tensor([ids], device=self.args.device)
-                generated = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tok.pad_token_id,
-                    **generate_kwargs,
-                )
-                output = tok.decode(generated[0, input_ids.shape[1] :], skip_special_tokens=True)
-                rationale, label = parse_student_output(output, self.class_names, self.args.answer_prefix)
-                results.append(
-                    {
-                        "text": text,
-                        "rationale": rationale,
-                        "label": label,
-                        "label_name": self.class_names[label] if label >= 0 else None,
-                        "output": output,
-                    }
-                )
-        finally:
-            model.train(was_training)
-        return results
+        prompt_ids = dict(zip(texts, self._generation_prompt_ids(texts)))
+
+        def generate(model, text: str) -> str:
+            input_ids = torch.tensor([prompt_ids[text]], device=self.args.device)
+            generated = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                **generate_kwargs,
+            )
+            return tok.decode(generated[0, input_ids.shape[1] :], skip_special_tokens=True)
+
+        return self._explain_each(texts, generate)
 
     def generate_rationales_with_student(self, texts: Sequence[str], **kwargs) -> list[dict[str, Any]]:
         """Alias of :meth:`explain`."""
@@ -1159,29 +1164,14 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, Seq2SeqTrainer):
     def explain(self, texts: Sequence[str], max_new_tokens: int = 128, **generate_kwargs) -> list[dict[str, Any]]:
         """Greedy generation from ``"[rationale] <post>"`` for a few texts (same output as
         :meth:`RationaleSFTTrainer.explain`)."""
-        model = self.model
-        was_training = model.training
-        model.eval()
-        results = []
-        try:
-            for text in texts:
-                prompt = view_prompt(self.args, text, RATIONALE_VIEW, self.class_names)
-                enc = self._tok([prompt], return_tensors="pt", truncation=True, max_length=self.args.max_source_length)
-                enc = {k: v.to(self.args.device) for k, v in enc.items()}
-                generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
-                output = self._tok.decode(generated[0], skip_special_tokens=True)
-                rationale, label = parse_student_output(output, self.class_names, self.args.answer_prefix)
-                results.append(
-                    {
-                        "text": text,
-                        "rationale": rationale,
-                        "label": label,
-                        "label_name": self.class_names[label] if label >= 0 else None,
-                        "output": output,
-                    }
-                )
-        finally:
-            model.train(was_training)
-        return results
+
+        def generate(model, text: str) -> str:
+            prompt = view_prompt(self.args, text, RATIONALE_VIEW, self.class_names)
+            enc = self._tok([prompt], return_tensors="pt", truncation=True, max_length=self.args.max_source_length)
+            enc = {k: v.to(self.args.device) for k, v in enc.items()}
+            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
+            return self._tok.decode(generated[0], skip_special_tokens=True)
+
+        return self._explain_each(texts, generate)
 
     generate_rationales_with_student = explain
