@@ -110,8 +110,8 @@ class RecipeArguments(TeacherDataArguments):
     )
     ffn_output_loss: str = field(
         default="mse",
-        metadata={"help": "AnnealingTrainer method for the outputs of the ffn methods: 'mse' (logit MSE, as in seed "
-                          "000), or 'bam' / 'none' / 'jafari'.", "choices": ["mse", "bam", "none", "jafari"]},
+        metadata={"help": "AnnealingTrainer method for the outputs of the ffn methods: 'mse' (logit MSE, as in Breazu "
+                          "and Virlan 2025), or 'bam' / 'none' / 'jafari'.", "choices": ["mse", "bam", "none", "jafari"]},
     )
     born_again_generations: int = field(
         default=0,

@@ -84,7 +84,7 @@ from distil_trainers.workflow import (
 logger = logging.getLogger("recipes.hasoc")
 
 # Saseendran et al. (2021), tables 8 and 9: HASOC 2021 English test results (accuracy, macro-F1, macro-precision, macro-recall).
-SEED_REPORTED = {
+PAPER_REPORTED = {
     ("a", "student"): (77.67, 74.91, 77.30, 74.91),  # DistilBERT
     ("a", "random_forest"): (47.77, 47.54, 52.86, 52.61),
     ("a", "svm"): (52.06, 49.96, 50.04, 50.05),
@@ -257,9 +257,9 @@ def row(
     metrics: dict,
     params: int | None = None,
     cv: dict | None = None,
-    seed_key: tuple[str, str] | None = None,
+    paper_key: tuple[str, str] | None = None,
 ) -> dict:
-    reported = SEED_REPORTED.get(seed_key) if seed_key else None
+    reported = PAPER_REPORTED.get(paper_key) if paper_key else None
     return {
         "model": model,
         "subtask": subtask.upper(),
@@ -267,8 +267,8 @@ def row(
         **{k: metrics[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
         "cv_f1_macro": cv.get("f1_macro") if cv else None,
         "cv_f1_macro_std": cv.get("f1_macro_std") if cv else None,
-        "seed_accuracy": reported[0] if reported else None,
-        "seed_f1_macro": reported[1] if reported else None,
+        "paper_accuracy": reported[0] if reported else None,
+        "paper_f1_macro": reported[1] if reported else None,
     }
 
 
@@ -284,10 +284,10 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         cv = "-" if r["cv_f1_macro"] is None else f"{100 * r['cv_f1_macro']:.2f} ± {100 * r['cv_f1_macro_std']:.2f}"
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M"
-        seed = [("-" if r[k] is None else f"{r[k]:.2f}") for k in ("seed_accuracy", "seed_f1_macro")]
+        paper = [("-" if r[k] is None else f"{r[k]:.2f}") for k in ("paper_accuracy", "paper_f1_macro")]
         lines.append(
             f"| {r['model']} | {r['subtask']} | {params} | {pct(r['accuracy'])} | {pct(r['precision_macro'])} | "
-            f"{pct(r['recall_macro'])} | {pct(r['f1_macro'])} | {cv} | {seed[0]} | {seed[1]} |"
+            f"{pct(r['recall_macro'])} | {pct(r['f1_macro'])} | {cv} | {paper[0]} | {paper[1]} |"
         )
     return "\n".join(lines)
 
@@ -324,7 +324,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             **kwargs,
         )
         for result in results:
-            rows.append(row(MODEL_LABELS[result.name], s, result.test, cv=result.cv, seed_key=(s, result.name)))
+            rows.append(row(MODEL_LABELS[result.name], s, result.test, cv=result.cv, paper_key=(s, result.name)))
         print(format_table(rows))
 
     def hierarchical_rows(label: str, predict_a, hof_data, predict_hof, params=None):
@@ -347,7 +347,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                     "b",
                     metrics,
                     params=params,
-                    seed_key=("b", "hierarchical") if detector is not None else None,
+                    paper_key=("b", "hierarchical") if detector is not None else None,
                 )
             )
 
@@ -395,7 +395,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                         s,
                         metrics,
                         params=count_parameters(model),
-                        seed_key=(s, "student") if role.startswith("student") else None,
+                        paper_key=(s, "student") if role.startswith("student") else None,
                     )
                 )
             print(format_table(rows))
