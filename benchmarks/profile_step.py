@@ -1,8 +1,9 @@
 """Where a distillation step spends its time beyond the student's own step: cProfile over a few training steps of
-``AnnealingTrainer`` (Hinton KD, live teacher or cache) on tiny models, listing the functions of ``distil_trainers``
-and of the loss path by cumulative time per step.
+``AnnealingTrainer`` (Hinton KD, live teacher or cache) or of ``MutualLearningTrainer`` with K copies of the student
+(``--ddml K``) on tiny models, listing the functions of ``distil_trainers`` and of the loss path by cumulative time
+per step.
 
-    python benchmarks/profile_step.py --steps 60 [--cached]
+    python benchmarks/profile_step.py --steps 60 [--cached] [--ddml 3]
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cached", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--ddml", type=int, default=0, help="K >= 2: profile MutualLearningTrainer with K students")
     opts = parser.parse_args(argv)
 
     import torch
     from transformers import default_data_collator
 
-    from distil_trainers import AnnealingArguments, AnnealingTrainer
+    from distil_trainers import AnnealingArguments, AnnealingTrainer, MutualLearningArguments, MutualLearningTrainer
     from distil_trainers.cache import precompute_teacher_outputs
 
     torch.set_num_threads(opts.threads)
@@ -43,13 +45,23 @@ def main(argv=None) -> None:
         source = {"teacher_outputs": precompute_teacher_outputs(teacher, train)}
     else:
         source = {"teacher_model": teacher}
-    args = AnnealingArguments(
+    common = dict(
         output_dir=str(workdir / "out"), per_device_train_batch_size=opts.batch_size, max_steps=opts.steps,
         learning_rate=1e-4, lr_scheduler_type="constant", save_strategy="no", report_to="none",
-        logging_strategy="no", disable_tqdm=True, use_cpu=True, annealing="none", temperature=2.0,
+        logging_strategy="no", disable_tqdm=True, use_cpu=True, temperature=2.0,
     )
-    trainer = AnnealingTrainer(model=C.load_model(spec, "student"), args=args, train_dataset=train,
-                               data_collator=default_data_collator, **source)
+    if opts.ddml:
+        names = [f"s{i}" for i in range(opts.ddml)]
+        from overhead import with_copies
+
+        train = with_copies(train, [f"{n}_" for n in names] + ([] if opts.cached else ["teacher_"]))
+        trainer = MutualLearningTrainer(
+            students={n: C.load_model(spec, "student") for n in names}, args=MutualLearningArguments(**common),
+            train_dataset=train, data_collator=default_data_collator, **source,
+        )
+    else:
+        trainer = AnnealingTrainer(model=C.load_model(spec, "student"), args=AnnealingArguments(annealing="none", **common),
+                                   train_dataset=train, data_collator=default_data_collator, **source)
     profile = cProfile.Profile()
     profile.enable()
     trainer.train()
