@@ -12,8 +12,16 @@ On disk a cache is a directory with two files, never a pickle:
 - ``teacher_outputs.json``: the example ids (row ``i`` of the tensors belongs to ``ids[i]``), the kind, the
   fingerprint and the settings it was built with.
 
-The fingerprint hashes the teacher (config and every weight) and the dataset columns the teacher reads (ids and
-token columns): :func:`precompute_teacher_outputs` reuses a cache whose fingerprint matches and rebuilds it otherwise.
+A multi-task teacher (a :class:`~distil_trainers.models.MultiTaskModel`, or a
+:class:`~distil_trainers.models.routed.TaskRoutedTeacher` of single-task teachers) has heads of different widths: its
+cache holds, per example, the logits of the head of that example's task (its ``task_ids`` column), in a ``logits``
+tensor ``(N, C_max)`` padded with NaN beyond the task's width, plus ``task_ids`` ``(N,)``, the task of every row; the
+JSON's ``meta["tasks"]`` records ``{task: num_labels}`` in the teacher's task order (format version 2; single-task
+caches keep format version 1).
+
+The fingerprint hashes the teacher (config and every weight) and the dataset columns the teacher reads (ids, token
+columns and the task column): :func:`precompute_teacher_outputs` reuses a cache whose fingerprint matches and rebuilds
+it otherwise.
 
 Example::
 
@@ -53,7 +61,9 @@ CACHE_ROW_KEY = "cache_row"
 TENSORS_FILE = "teacher_outputs.safetensors"
 META_FILE = "teacher_outputs.json"
 KINDS = ("logits", "topk")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # single-task classifier caches and top-k caches
+MULTITASK_FORMAT_VERSION = 2  # multi-task classifier caches: adds the `task_ids` tensor and meta["tasks"]
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, MULTITASK_FORMAT_VERSION)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -66,7 +76,12 @@ def model_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
-        h.update(config.to_json_string(use_diff=False).encode())
+        to_json = getattr(config, "to_json_string", None)
+        if to_json is not None:
+            text = to_json(use_diff=False)
+        else:
+            text = json.dumps(vars(config), sort_keys=True, default=str)
+        h.update(text.encode())
     h.update(type(model).__name__.encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -105,6 +120,12 @@ def _teacher_columns(dataset: datasets.Dataset) -> tuple[str, list[str]]:
     return prefix, columns
 
 
+def teacher_tasks(teacher: nn.Module) -> dict[str, int] | None:
+    """``{task: num_labels}`` of a multi-task teacher (``config.tasks``, in task-id order), ``None`` otherwise."""
+    tasks = getattr(getattr(teacher, "config", None), "tasks", None)
+    return {str(name): int(n) for name, n in tasks.items()} if tasks else None
+
+
 def _check_ids(dataset: datasets.Dataset, what: str) -> list[str]:
     if ID_COLUMN not in dataset.column_names:
         raise ValueError(
@@ -129,10 +150,12 @@ class TeacherOutputs:
     Attributes:
         ids: example ids; row ``i`` of the tensors belongs to ``ids[i]``.
         kind: ``"logits"`` (classifier logits, ``tensors["logits"]`` of shape ``(N, C)``) or ``"topk"`` (causal LM,
-            see :func:`precompute_topk_logprobs`).
+            see :func:`precompute_topk_logprobs`). A multi-task classifier cache also holds ``tensors["task_ids"]``
+            ``(N,)`` (each row's task) and ``meta["tasks"]`` (``{task: num_labels}``); its ``logits`` are
+            ``(N, C_max)``, NaN beyond each row's task width.
         tensors: the stored tensors.
         fingerprint: hash of the teacher and of the dataset columns it read.
-        meta: settings the cache was built with (``num_labels``, ``k``, ``temperature``…).
+        meta: settings the cache was built with (``num_labels`` or ``tasks``, ``k``, ``temperature``…).
     """
 
     ids: list[str]
@@ -147,14 +170,51 @@ class TeacherOutputs:
         self._row_of = {i: r for r, i in enumerate(self.ids)}
         if len(self._row_of) != len(self.ids):
             raise ValueError("TeacherOutputs ids must be unique.")
+        if "task_ids" in self.tensors:
+            self._check_multitask()
+
+    def _check_multitask(self) -> None:
+        tasks = self.tasks
+        if self.kind != "logits" or not tasks:
+            raise ValueError("A `task_ids` tensor needs a classifier ('logits') cache with meta['tasks'].")
+        logits, task_ids = self.tensors["logits"], self.tensors["task_ids"]
+        if task_ids.shape != (len(self.ids),) or logits.shape[0] != len(self.ids):
+            raise ValueError(
+                f"A multi-task cache of {len(self.ids)} ids needs logits (N, C) and task_ids (N,), got "
+                f"{tuple(logits.shape)} and {tuple(task_ids.shape)}."
+            )
+        if logits.shape[-1] < max(tasks.values()):
+            raise ValueError(f"The cached logits have {logits.shape[-1]} columns, fewer than the widest head {tasks}.")
+        if task_ids.numel() and not (0 <= int(task_ids.min()) and int(task_ids.max()) < len(tasks)):
+            raise ValueError(f"The cached task ids must lie in [0, {len(tasks)}) for tasks {list(tasks)}.")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
+    def tasks(self) -> dict[str, int] | None:
+        """``{task: num_labels}`` of a multi-task teacher's cache, in task-id order; ``None`` for a single-task one."""
+        tasks = self.meta.get("tasks")
+        if not tasks:
+            return None
+        order = self.meta.get("task_order") or list(tasks)
+        return {str(name): int(tasks[name]) for name in order}
+
+    @property
+    def is_multitask(self) -> bool:
+        return "task_ids" in self.tensors
+
+    @property
     def num_labels(self) -> int:
         if self.kind != "logits":
             raise ValueError("num_labels is defined for classifier caches only.")
+        if self.is_multitask:
+            tasks = self.tasks
+            if len(tasks) == 1:
+                return next(iter(tasks.values()))
+            raise ValueError(
+                f"This cache holds a multi-task teacher's logits; its heads' widths are in .tasks: {tasks}."
+            )
         return int(self.tensors["logits"].shape[-1])
 
     def rows(self, ids: Sequence[Any], what: str = "dataset") -> list[int]:
@@ -173,11 +233,49 @@ class TeacherOutputs:
             )
         return out
 
-    def logits_at(self, rows: Tensor) -> Tensor:
-        """Classifier logits of the given cache rows, ``(len(rows), C)``."""
+    def logits_at(self, rows: Tensor, task_ids: Tensor | int | str | None = None) -> Tensor:
+        """Classifier logits of the given cache rows, ``(len(rows), C)``.
+
+        For a multi-task cache the rows must form a single-task batch (as
+        :class:`~distil_trainers.data.multitask.MultiTaskBatchSampler` yields): ``task_ids`` is the batch's task (the
+        ``task_ids`` column of the batch, a task index or a task name; without it, the rows' cached task) and the
+        result is ``(len(rows), C_t)``, the logits of that task's head. A batch mixing tasks, or a row cached under
+        another task than the batch's, is an error. ``task_ids`` is ignored by a single-task cache."""
         if self.kind != "logits":
             raise ValueError("logits_at needs a classifier ('logits') cache; this one holds top-k log-probabilities.")
-        return self.tensors["logits"].index_select(0, rows.detach().long().cpu())
+        rows = torch.as_tensor(rows).detach().long().cpu().reshape(-1)
+        logits = self.tensors["logits"].index_select(0, rows)
+        if not self.is_multitask:
+            return logits
+        names = list(self.tasks)
+        cached = self.tensors["task_ids"].index_select(0, rows).long()
+        if task_ids is None:
+            batch_tasks = cached.unique().tolist()
+        elif isinstance(task_ids, str):
+            if task_ids not in names:
+                raise ValueError(f"Unknown task {task_ids!r}; the cache holds tasks {names}.")
+            batch_tasks = [names.index(task_ids)]
+        else:
+            batch_tasks = torch.as_tensor(task_ids).detach().long().cpu().reshape(-1).unique().tolist()
+        if len(batch_tasks) != 1:
+            raise ValueError(
+                f"A batch must hold one task to read a multi-task teacher's cached logits, got task ids {batch_tasks} "
+                f"(tasks {names}). Train with MultiTaskBatchSampler (the trainers use it for datasets with a "
+                "`task_ids` column) and evaluate one task at a time."
+            )
+        task = int(batch_tasks[0])
+        if not 0 <= task < len(names):
+            raise ValueError(f"Task id {task} is out of range for the cached tasks {names}.")
+        wrong = (cached != task).nonzero().flatten().tolist()
+        if wrong:
+            ids = [self.ids[int(rows[i])] for i in wrong]
+            found = sorted({names[int(cached[i])] for i in wrong})
+            raise ValueError(
+                f"The batch is of task {names[task]!r} but the teacher-output cache holds example(s) {ids[:5]}"
+                f"{'…' if len(ids) > 5 else ''} under task(s) {found}. Was the `task_ids` column changed after the "
+                "cache was built? Rebuild it with precompute_teacher_outputs."
+            )
+        return logits[:, : self.tasks[names[task]]].contiguous()
 
     def topk_at(self, rows: Sequence[int]) -> list[dict[str, Tensor]]:
         """Per row, ``{"topk_logprobs": (T_i, k), "topk_indices": (T_i, k), "rest_logprob": (T_i,)}``."""
@@ -196,9 +294,25 @@ class TeacherOutputs:
         if not isinstance(dataset, datasets.Dataset):
             return dataset
         rows = self.rows(_check_ids(dataset, what), what)
+        if self.is_multitask and TASK_COLUMN in dataset.column_names:
+            self._check_tasks(rows, dataset[TASK_COLUMN][:], what)
         if CACHE_ROW_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(CACHE_ROW_COLUMN)
         return dataset.add_column(CACHE_ROW_COLUMN, rows)
+
+    def _check_tasks(self, rows: list[int], task_ids: Sequence[int], what: str) -> None:
+        """Raise unless every example's task (the dataset's ``task_ids``) is the task its logits were cached for."""
+        names = list(self.tasks)
+        cached = self.tensors["task_ids"][torch.as_tensor(rows, dtype=torch.long)].tolist()
+        wrong = [i for i, (c, t) in enumerate(zip(cached, task_ids)) if int(c) != int(t)]
+        if wrong:
+            i = wrong[0]
+            seen = names[int(task_ids[i])] if 0 <= int(task_ids[i]) < len(names) else f"task id {int(task_ids[i])}"
+            raise ValueError(
+                f"{len(wrong)} example(s) of the {what} have another task than the teacher-output cache holds for "
+                f"them: e.g. example {self.ids[rows[i]]!r} is of {seen!r} in the {what} but its cached logits are "
+                f"those of the {names[int(cached[i])]!r} head. Rebuild the cache over these datasets."
+            )
 
     # ---- disk ----------------------------------------------------------------------------------------------------
 
@@ -206,7 +320,8 @@ class TeacherOutputs:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(directory / TENSORS_FILE))
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "fingerprint": self.fingerprint,
+        version = MULTITASK_FORMAT_VERSION if self.is_multitask else FORMAT_VERSION
+        meta = {"format_version": version, "kind": self.kind, "fingerprint": self.fingerprint,
                 "meta": self.meta, "ids": self.ids}
         tmp = directory / (META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta))
@@ -219,8 +334,11 @@ class TeacherOutputs:
         if not meta_path.is_file():
             raise FileNotFoundError(f"No teacher-output cache in {directory} (missing {META_FILE}).")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}.")
+        if meta.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+            raise ValueError(
+                f"{meta_path} has format version {meta.get('format_version')}, expected one of "
+                f"{SUPPORTED_FORMAT_VERSIONS}."
+            )
         tensors = load_file(str(directory / TENSORS_FILE))
         return cls(ids=meta["ids"], kind=meta["kind"], tensors=tensors, fingerprint=meta["fingerprint"],
                    meta=meta["meta"])
@@ -321,22 +439,30 @@ def precompute_teacher_outputs(
     return its logits keyed by the ``id`` column.
 
     The teacher reads ``teacher_input_ids``/``teacher_attention_mask`` when the dataset has them, else
-    ``input_ids``/``attention_mask`` (and ``task_ids`` for a multi-task model). With ``cache_dir`` the result is
-    saved there and reused as long as the fingerprint (teacher weights and config, the columns the teacher reads)
-    matches; otherwise it is rebuilt (``rebuild=True`` forces it). Batches are formed by length, padded with
-    ``tokenizer`` (or ``data_collator``; without either, rows must have equal lengths).
+    ``input_ids``/``attention_mask``. With ``cache_dir`` the result is saved there and reused as long as the
+    fingerprint (teacher weights and config, the columns the teacher reads) matches; otherwise it is rebuilt
+    (``rebuild=True`` forces it). Batches are formed by length, padded with ``tokenizer`` (or ``data_collator``;
+    without either, rows must have equal lengths).
+
+    A multi-task teacher (``config.tasks``: a :class:`~distil_trainers.models.MultiTaskModel` or a
+    :class:`~distil_trainers.models.routed.TaskRoutedTeacher`) is run on single-task batches, each example with the
+    head of its task (the dataset's ``task_ids`` column, indices into the teacher's task order; a one-task teacher
+    needs no such column); the cache then holds per-task widths (see :class:`TeacherOutputs`) and the ``task_ids``
+    column is part of the fingerprint.
     """
     parts = _as_dataset_list(dataset)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    tasks = getattr(getattr(teacher, "config", None), "tasks", None)
-    if tasks and len(tasks) > 1:
-        raise ValueError("Caching a multi-task teacher's logits is not supported (its heads differ in width).")
     ids_all: list[str] = []
     for name, ds in parts:
         ids_all += _check_ids(ds, name)
     if len(set(ids_all)) != len(ids_all):
         raise ValueError("The datasets share example ids; a cache over several datasets needs ids unique across them.")
+    tasks = teacher_tasks(teacher)
+    if tasks is not None:
+        return _precompute_multitask(teacher, tasks, parts, ids_all, cache_dir, tokenizer=tokenizer,
+                                     data_collator=data_collator, batch_size=batch_size, rebuild=rebuild,
+                                     device=device, dtype=dtype)
     teacher_fp = model_fingerprint(teacher)
     fp = _fingerprint(teacher_fp, parts, {"kind": "logits", "dtype": str(dtype)})
 
@@ -363,6 +489,87 @@ def precompute_teacher_outputs(
         return TeacherOutputs(ids=ids_all, kind="logits", tensors={"logits": torch.cat(chunks)}, fingerprint=fp,
                               meta={"num_labels": int(chunks[0].shape[-1]), "teacher": type(teacher).__name__,
                                     "teacher_fingerprint": teacher_fp})
+
+    return _build_or_load(cache_dir, fp, rebuild, build)
+
+
+def _dataset_tasks(ds: datasets.Dataset, tasks: dict[str, int], name: str) -> list[int]:
+    """The task index of every row of ``ds`` (its ``task_ids`` column; all 0 for a one-task teacher without it)."""
+    names = list(tasks)
+    if TASK_COLUMN not in ds.column_names:
+        if len(names) == 1:
+            return [0] * len(ds)
+        raise ValueError(
+            f"The {name} has no `{TASK_COLUMN}` column but the teacher has several tasks {names}: build it with "
+            "distil_trainers.data.concatenate_tasks (or add the column) so that each example is run through the head "
+            "of its task."
+        )
+    values = [int(t) for t in ds[TASK_COLUMN][:]]
+    bad = sorted({t for t in values if not 0 <= t < len(names)})
+    if bad:
+        raise ValueError(f"The {name} has task ids {bad} out of range for the teacher's tasks {names}.")
+    return values
+
+
+def _precompute_multitask(
+    teacher: nn.Module,
+    tasks: dict[str, int],
+    parts: list[tuple[str, datasets.Dataset]],
+    ids_all: list[str],
+    cache_dir,
+    *,
+    tokenizer,
+    data_collator,
+    batch_size: int,
+    rebuild: bool,
+    device,
+    dtype: torch.dtype,
+) -> TeacherOutputs:
+    """:func:`precompute_teacher_outputs` for a multi-task teacher: single-task batches, per-task widths."""
+    names = list(tasks)
+    part_tasks = [_dataset_tasks(ds, tasks, name) for name, ds in parts]
+    teacher_fp = model_fingerprint(teacher)
+    settings = {"kind": "logits", "dtype": str(dtype), "tasks": [[n, c] for n, c in tasks.items()]}
+    fp = _fingerprint(teacher_fp, parts, settings)
+    width = max(tasks.values())
+
+    def build() -> TeacherOutputs:
+        was_training = teacher.training
+        teacher.eval()
+        dev = torch.device(device) if device is not None else next(teacher.parameters()).device
+        logit_chunks: list[Tensor] = []
+        task_chunks: list[Tensor] = []
+        total = sum(len(ds) for _, ds in parts)
+        with tqdm(total=total, desc="Teacher outputs", unit="ex") as bar:
+            for (_, ds), row_tasks in zip(parts, part_tasks):
+                prefix, columns = _teacher_columns(ds)
+                columns = [c for c in columns if c != TASK_COLUMN]  # the task of a batch is set below
+                collator = _make_collator(tokenizer, data_collator, prefix)
+                out = torch.full((len(ds), width), float("nan"), dtype=dtype)
+                row_tasks_t = torch.tensor(row_tasks, dtype=torch.int64)
+                for task in sorted(set(row_tasks)):
+                    members = (row_tasks_t == task).nonzero().flatten()
+                    subset = ds.select(members.tolist())
+                    for idx, rows in _batches(subset, columns, batch_size):
+                        batch = {k: v.to(dev) for k, v in _collate(rows, prefix, collator).items()}
+                        batch[TASK_COLUMN] = torch.full((len(idx),), task, dtype=torch.long, device=dev)
+                        logits = teacher(**batch).logits.to("cpu", dtype)
+                        if logits.shape[-1] != tasks[names[task]]:
+                            raise ValueError(
+                                f"The teacher's {names[task]!r} head gave {logits.shape[-1]} logits but its config "
+                                f"says {tasks[names[task]]} classes."
+                            )
+                        out[members[torch.as_tensor(idx)], : logits.shape[-1]] = logits
+                        bar.update(len(idx))
+                logit_chunks.append(out)
+                task_chunks.append(row_tasks_t)
+        teacher.train(was_training)
+        return TeacherOutputs(
+            ids=ids_all, kind="logits",
+            tensors={"logits": torch.cat(logit_chunks), "task_ids": torch.cat(task_chunks)}, fingerprint=fp,
+            meta={"tasks": dict(tasks), "task_order": names, "teacher": type(teacher).__name__,
+                  "teacher_fingerprint": teacher_fp},
+        )
 
     return _build_or_load(cache_dir, fp, rebuild, build)
 
@@ -565,6 +772,7 @@ __all__ = [
     "model_fingerprint",
     "precompute_teacher_outputs",
     "precompute_topk_logprobs",
+    "teacher_tasks",
     "topk_entries",
     "topk_kl_loss",
     "topk_kl_per_item",

@@ -11,13 +11,33 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from ..data.multitask import TASK_COLUMN
+
+
+class TaskRoutedConfig:
+    """The config of a :class:`TaskRoutedTeacher`: ``tasks`` (``{task: num_labels}``, in task-id order), and a JSON
+    description of every routed teacher's config (hashed by the teacher-output cache's fingerprint)."""
+
+    def __init__(self, tasks: dict[str, int], teachers: Mapping[str, nn.Module]):
+        self.tasks = tasks
+        self._teachers = teachers
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        configs = {}
+        for name, model in self._teachers.items():
+            config = model.config
+            to_json = getattr(config, "to_json_string", None)
+            configs[name] = json.loads(to_json(use_diff=use_diff)) if to_json is not None else repr(config)
+        return json.dumps({"tasks": list(self.tasks.items()), "teachers": configs}, sort_keys=True)
+
+    def __repr__(self) -> str:
+        return f"TaskRoutedConfig(tasks={self.tasks})"
 
 
 class TaskRoutedTeacher(nn.Module):
@@ -38,7 +58,7 @@ class TaskRoutedTeacher(nn.Module):
             if config is None or getattr(config, "tasks", None):
                 raise ValueError(f"The teacher of task {name!r} must be a single-task classifier with a config.")
             tasks[name] = int(config.num_labels)
-        self.config = SimpleNamespace(tasks=tasks)
+        self.config = TaskRoutedConfig(tasks, self.teachers)
 
     def forward(self, task_ids: torch.Tensor | int | str | None = None, **inputs):
         if task_ids is None:

@@ -94,7 +94,8 @@ class _ZeroDiscriminatorGrads(TrainerCallback):
 
 
 class AdversarialTrainer(AnnealingTrainer):
-    """Teacher annealing / Annealing-KD / Hinton KD (with a ``teacher_model``) or label cross-entropy (without), plus
+    """Teacher annealing / Annealing-KD / Hinton KD (with a ``teacher_model`` or precomputed ``teacher_outputs``) or
+    label cross-entropy (with neither), plus
     an adversarial language discriminator on the student's pooled output.
 
     Batches carry ``language_ids`` (``-100`` where unknown); the discriminator loss is skipped for batches without
@@ -111,7 +112,7 @@ class AdversarialTrainer(AnnealingTrainer):
             args = AdversarialArguments(output_dir="tmp_trainer")
         if not isinstance(args, AdversarialArguments):
             raise TypeError(f"AdversarialTrainer needs AdversarialArguments, got {type(args).__name__}.")
-        if teacher_model is not None:
+        if teacher_model is not None or kwargs.get("teacher_outputs") is not None:
             super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         else:
             self._init_without_teacher(model, args, **kwargs)
@@ -216,7 +217,7 @@ class AdversarialTrainer(AnnealingTrainer):
             output_kwargs["output_hidden_states"] = True
         outputs = model(**student_inputs, **output_kwargs)
 
-        if self.teacher is None:
+        if self.teacher is None and self.teacher_cache is None:
             loss = losses.cross_entropy_loss(outputs.logits, labels, num_items_in_batch=num_items_in_batch)
             logged: dict[str, Any] = {"loss_ce": loss}
         else:

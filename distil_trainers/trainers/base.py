@@ -203,13 +203,49 @@ def check_dataset_labels(dataset: Any, space: dict[str, int], split: str, task_n
 
 
 def check_cached_label_space(cache: TeacherOutputs, students: dict[str, nn.Module]) -> dict[str, int]:
-    """The students' common label space, which must have as many classes as the cached teacher logits."""
+    """The students' common label space, which must be the cached teacher's: as many classes as the cached logits
+    (single-task), or the same tasks in the same order with the same number of classes each (multi-task)."""
     space = check_label_space(students)
-    if "default" not in space:
-        raise ValueError("Teacher-output caches hold single-task logits; multi-task students need the live teacher.")
-    if space["default"] != cache.num_labels:
+    cached = cache.tasks
+    if cached is None:
+        if "default" not in space:
+            raise ValueError(
+                f"The teacher-output cache holds a single-task teacher's logits but the students are multi-task "
+                f"(tasks {space}). Build the cache from the multi-task teacher (a MultiTaskModel, or a "
+                "TaskRoutedTeacher of one teacher per task) over datasets with a `task_ids` column."
+            )
+        if space["default"] != cache.num_labels:
+            raise ValueError(
+                f"The cached teacher logits have {cache.num_labels} classes but the students predict "
+                f"{space['default']}."
+            )
+        return space
+    if "default" in space:
         raise ValueError(
-            f"The cached teacher logits have {cache.num_labels} classes but the students predict {space['default']}."
+            f"The teacher-output cache holds a multi-task teacher's logits (tasks {cached}) but the students are "
+            f"single-task classifiers ({space['default']} classes)."
+        )
+    for task, n in space.items():
+        if task not in cached:
+            raise ValueError(
+                f"The students have task {task!r} but the teacher-output cache holds no logits for it (cached tasks: "
+                f"{cached})."
+            )
+        if cached[task] != n:
+            raise ValueError(
+                f"Task {task!r}: the cached teacher logits have {cached[task]} classes but the students' {task!r} "
+                f"head predicts {n}."
+            )
+    extra = [task for task in cached if task not in space]
+    if extra:
+        raise ValueError(
+            f"The teacher-output cache holds tasks {extra} that the students do not have (students' tasks: "
+            f"{list(space)}); task ids index the task list, so the teacher's and the students' tasks must be the same."
+        )
+    if list(cached) != list(space):
+        raise ValueError(
+            f"The teacher-output cache's task order {list(cached)} differs from the students' {list(space)}; task ids "
+            "index the task list, so both must order their tasks the same way."
         )
     return space
 
@@ -562,7 +598,8 @@ class DistillationTrainer(TaskAwareTrainer):
         return own, other
 
     def cached_teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
-        """The cached logits of the batch's examples (its ``teacher_cache_row`` column, looked up by id)."""
+        """The cached logits of the batch's examples (its ``teacher_cache_row`` column, looked up by id); for a
+        multi-task cache, those of the batch's task head (``task_ids``; a batch must hold one task)."""
         rows = teacher_inputs.get(CACHE_ROW_KEY)
         if rows is None:
             raise ValueError(
@@ -570,7 +607,7 @@ class DistillationTrainer(TaskAwareTrainer):
                 "trainer (which adds it) and a custom data_collator must keep integer columns."
             )
         device = next(iter(v for v in teacher_inputs.values() if torch.is_tensor(v))).device
-        return self.teacher_cache.logits_at(rows).to(device)
+        return self.teacher_cache.logits_at(rows, teacher_inputs.get(TASK_COLUMN)).to(device)
 
     @torch.no_grad()
     def teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
