@@ -649,6 +649,11 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _md_row(*cells: Any) -> str:
+    """One Markdown table row, ``|`` in a cell escaped."""
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
 def markdown(report: dict[str, Any], invocation: str | None = None) -> str:
     lines = [
         f"<!-- written by benchmarks/paper_results.py from {report['runs_dir']} on {report['generated']} -->",
@@ -682,43 +687,33 @@ def markdown(report: dict[str, Any], invocation: str | None = None) -> str:
                     ours = [_ours(row[m]) for m in METRICS]
                     n = f"{row['n']}/{len(job['seeds_finished'])}" + (" ⚠" if row["flags"] else "")
                 lines.append(
-                    "| "
-                    + " | ".join(
-                        _cell(c)
-                        for c in (
-                            name,
-                            row["label"],
-                            row["task"] or "-",
-                            n,
-                            *ours,
-                            paper_ref.get("what", "-"),
-                            _number(paper_ref.get("accuracy")),
-                            _number(paper_ref.get("f1_macro")),
-                            paper_ref.get("source", "-"),
-                        )
+                    _md_row(
+                        name,
+                        row["label"],
+                        row["task"] or "-",
+                        n,
+                        *ours,
+                        paper_ref.get("what", "-"),
+                        _number(paper_ref.get("accuracy")),
+                        _number(paper_ref.get("f1_macro")),
+                        paper_ref.get("source", "-"),
                     )
-                    + " |"
                 )
                 flags += [f"`{name}` / {row['label']} / {row['task'] or '-'}: {f}" for f in row["flags"]]
             for extra in job["paper_rows"]:
                 lines.append(
-                    "| "
-                    + " | ".join(
-                        _cell(c)
-                        for c in (
-                            name,
-                            "(paper only)",
-                            extra.get("task", "-"),
-                            "-",
-                            "-",
-                            "-",
-                            extra["what"],
-                            _number(extra.get("accuracy")),
-                            _number(extra.get("f1_macro")),
-                            extra["source"],
-                        )
+                    _md_row(
+                        name,
+                        "(paper only)",
+                        extra.get("task", "-"),
+                        "-",
+                        "-",
+                        "-",
+                        extra["what"],
+                        _number(extra.get("accuracy")),
+                        _number(extra.get("f1_macro")),
+                        extra["source"],
                     )
-                    + " |"
                 )
         if flags:
             lines += ["", "⚠ " + "; ".join(flags) + "."]
@@ -737,20 +732,15 @@ def markdown(report: dict[str, Any], invocation: str | None = None) -> str:
                     _ours(delta["delta"]) if delta["n"] else ("not run" if not jobs[name]["seeds_finished"] else "-")
                 )
                 lines.append(
-                    "| "
-                    + " | ".join(
-                        _cell(c)
-                        for c in (
-                            name,
-                            delta["label"],
-                            METRIC_TITLES.get(delta["metric"], delta["metric"]),
-                            delta["n"],
-                            ours,
-                            _number(paper_ref.get("value")),
-                            paper_ref.get("source", "-"),
-                        )
+                    _md_row(
+                        name,
+                        delta["label"],
+                        METRIC_TITLES.get(delta["metric"], delta["metric"]),
+                        delta["n"],
+                        ours,
+                        _number(paper_ref.get("value")),
+                        paper_ref.get("source", "-"),
                     )
-                    + " |"
                 )
         for name, job in members:
             if job["efficiency"]:
