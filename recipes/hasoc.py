@@ -258,8 +258,10 @@ def row(
     params: int | None = None,
     cv: dict | None = None,
     paper_key: tuple[str, str] | None = None,
+    language: str = "en",
 ) -> dict:
-    reported = PAPER_REPORTED.get(paper_key) if paper_key else None
+    """A table row; the paper's numbers (HASOC 2021 English) sit beside English rows only."""
+    reported = PAPER_REPORTED.get(paper_key) if paper_key and language == "en" else None
     return {
         "model": model,
         "subtask": subtask.upper(),
@@ -324,7 +326,9 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             **kwargs,
         )
         for result in results:
-            rows.append(row(MODEL_LABELS[result.name], s, result.test, cv=result.cv, paper_key=(s, result.name)))
+            rows.append(
+                row(MODEL_LABELS[result.name], s, result.test, cv=result.cv, paper_key=(s, result.name), language=lang)
+            )
         print(format_table(rows))
 
     def hierarchical_rows(label: str, predict_a, hof_data, predict_hof, params=None):
@@ -348,6 +352,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                     metrics,
                     params=params,
                     paper_key=("b", "hierarchical") if detector is not None else None,
+                    language=lang,
                 )
             )
 
@@ -396,6 +401,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                         metrics,
                         params=count_parameters(model),
                         paper_key=(s, "student") if role.startswith("student") else None,
+                        language=lang,
                     )
                 )
             print(format_table(rows))

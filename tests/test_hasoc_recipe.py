@@ -107,3 +107,13 @@ def test_quick_configs_parse(language):
     assert recipe_args.language == language and recipe_args.cv_folds == 10
     assert recipe_args.profanity == ("better_profanity" if language == "en" else None)
     assert args.output_dir == f"runs/hasoc_{language}_quick"
+
+
+def test_paper_numbers_sit_beside_english_rows_only():
+    recipe = load_recipe("hasoc")
+    metrics = {"accuracy": 0.5, "precision_macro": 0.5, "recall_macro": 0.5, "f1_macro": 0.5}
+    english = recipe.row("TF-IDF + logistic regression", "a", metrics, paper_key=("a", "logreg"), language="en")
+    assert english["paper_f1_macro"] == recipe.PAPER_REPORTED[("a", "logreg")][1]
+    for language in ("de", "hi"):  # the paper reports HASOC 2021 English only
+        other = recipe.row("TF-IDF + logistic regression", "a", metrics, paper_key=("a", "logreg"), language=language)
+        assert other["paper_accuracy"] is None and other["paper_f1_macro"] is None
