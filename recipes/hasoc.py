@@ -24,13 +24,13 @@ reuses finished stages, an interrupted one resumes from its last checkpoint.
 
 Usage:
 
-    # English, quick: full-train baselines with 10-fold CV, transformers on a 2,000-post subsample
+    # English, quick: full-train baselines with 10-fold CV, transformers on a 1,500-post subsample
     accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/hasoc.py \\
         --config recipes/configs/hasoc_en_quick.yaml
 
-    # German or Hindi: the same recipe, another language
+    # German or Hindi: the same recipe, another language (no profanity step: the word list is English)
     accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/hasoc.py \\
-        --config recipes/configs/hasoc_en_quick.yaml --language de --output_dir runs/hasoc_de_quick
+        --config recipes/configs/hasoc_de_quick.yaml
 
     # baselines only (seconds to minutes, no transformer)
     python recipes/hasoc.py --config recipes/configs/hasoc_en_quick.yaml --run_transformers false
@@ -436,9 +436,15 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     wall = (time.time() - start) / 60
     header = (
         f"HASOC 2019 {HASOC_LANGUAGES[lang]}, official test split; baselines on the whole train split "
-        f"({recipe.cv_folds}-fold CV), transformers on "
-        f"{recipe.max_train_samples or 'all'} training posts; wall time {wall:.1f} min. Paper columns: its "
-        "HASOC 2021 English test results (another test set)."
+        f"({recipe.cv_folds}-fold CV), "
+        + (
+            f"transformers on {recipe.max_train_samples or 'all'} training posts"
+            if recipe.run_transformers
+            else "no transformers"
+        )
+        + f"; wall time {wall:.1f} min. Paper columns: its HASOC 2021 English test results (another test set"
+        + ("" if lang == "en" else "; none beside the rows of this language")
+        + ")."
     )
     table = format_table(rows)
     if args.process_index == 0:
