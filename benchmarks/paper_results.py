@@ -9,7 +9,8 @@ commands, the seeds and the wall times) and prints the Markdown.
 
 * Runs go seed by seed (seed 1 of every job, then seed 2...), so a stopped invocation leaves whole seeds.
 * A run whose ``results.json`` already exists is skipped, so an interrupted invocation resumes where it stopped (the
-  recipes also reuse their finished stages inside a run directory).
+  recipes also reuse their finished stages inside a run directory) — unless the job's settings changed since that run
+  (its ``paper_run.json`` records the recipe arguments): then it runs again and its old results are not used.
 * A failed run is reported (its log is ``<run dir>/run.log``) and the others go on; the exit code is 1 if any run of
   this invocation failed (or could not start because a job it requires had not finished that seed).
 * Nothing is made up: a row missing from some seeds is averaged over the seeds that have it and flagged; a job with no
@@ -357,6 +358,14 @@ def _tail(path: Path, lines: int = 8) -> str:
     return "\n".join("      " + line for line in text[-lines:])
 
 
+def _recorded_args(directory: Path) -> list[str] | None:
+    """The recipe arguments a finished run was started with (from its ``paper_run.json``), or None if unknown."""
+    try:
+        return json.loads((directory / RECORD_FILE).read_text()).get("recipe_args")
+    except (OSError, ValueError):
+        return None
+
+
 def run_jobs(
     jobs: Sequence[Job],
     runs_dir: Path,
@@ -380,8 +389,13 @@ def run_jobs(
         tag = f"[{index}/{len(plan)}] {job.name} seed {seed}"
         directory = run_dir(runs_dir, job.name, seed)
         if (directory / RESULTS_FILE).is_file():
-            say(f"{tag}: done already ({shown(directory / RESULTS_FILE)}), skipped")
-            continue
+            previous = _recorded_args(directory)
+            if previous is None or previous == recipe_args(job, seed, runs_dir):
+                say(f"{tag}: done already ({shown(directory / RESULTS_FILE)}), skipped")
+                continue
+            say(f"{tag}: the job's settings changed since {shown(directory / RESULTS_FILE)} was written: run again")
+            if not dry_run:
+                (directory / RESULTS_FILE).unlink()
         if dry_run:
             say(f"{tag}: {command_text(job, seed, runs_dir, threads)}")
             continue

@@ -293,6 +293,20 @@ def test_finished_runs_are_skipped_so_an_interrupted_invocation_resumes(workspac
     assert code == 0 and workspace.called() == [2]
 
 
+def test_a_finished_run_is_run_again_when_the_job_settings_changed(workspace):
+    job_file = workspace.write([workspace.job()])
+    code, _ = workspace.run(job_file, "--seeds", "1")
+    assert code == 0 and workspace.called() == [1]
+    code, printed = workspace.run(job_file, "--seeds", "1")  # same settings: kept
+    assert code == 0 and workspace.called() == [1] and "skipped" in printed
+    changed = workspace.write([workspace.job(overrides={"calls": str(workspace.tmp / "calls.txt"), "fail_seeds": "9"})])
+    code, printed = workspace.run(changed, "--seeds", "1")
+    assert code == 0 and workspace.called() == [1, 1]
+    assert "settings changed" in printed
+    record = json.loads((workspace.runs / "toy" / "seed1" / "paper_run.json").read_text())
+    assert "--fail_seeds" in record["recipe_args"]
+
+
 def test_a_failed_run_is_reported_and_the_other_seeds_still_run(workspace):
     failing = workspace.job(overrides={"calls": str(workspace.tmp / "calls.txt"), "fail_seeds": "2"})
     dependent = workspace.job(name="after", requires=["toy"])
