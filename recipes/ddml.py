@@ -6,7 +6,7 @@ Deep distill-mutual learning (DDML): a frozen teacher and K >= 2 students of dif
 2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``). A finished teacher is reused.
 3. Build every student from its spec (a pretrained model, some layers of one, or a from-scratch model with its own
    vocabulary learnt from the training texts), train them together with ``MutualLearningTrainer``.
-4. Train each student alone on the labels for the same number of steps (the baseline).
+4. Train each student alone on the labels for the same number of steps with its own learning rate (the baseline).
 5. Report teacher, every DDML student, the students' ensemble and every student trained alone: accuracy, macro P/R/F1,
    parameters and inference samples/s, in ``<output_dir>/results.{json,md}``.
 
@@ -113,6 +113,12 @@ def _stage_args(args: MutualLearningArguments, output_dir: Path, **overrides) ->
     )
 
 
+def student_learning_rate(args: MutualLearningArguments, name: str) -> float:
+    """The learning rate student ``name`` trains with in DDML (``student_learning_rates``, else ``learning_rate``):
+    its baseline alone trains with the same one, so that the comparison only changes the loss."""
+    return float((args.student_learning_rates or {}).get(name, args.learning_rate))
+
+
 def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args, push = split_push_argument(args)  # with --push_to_hub the students are pushed once, after the report
@@ -181,21 +187,22 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     ddml_steps = json.loads((ddml_dir / "training_complete.json").read_text())["steps"]
     ensemble_metrics = trainer.evaluate(trainer.tokenize_dataset(task.splits["test"]), metric_key_prefix="test")
 
-    # ---- each student alone (baseline, same number of optimizer steps) ------------------------------------------
+    # ---- each student alone (baseline: same optimizer steps, same learning rate as in DDML) ---------------------
     alone = {}
     if recipe.run_baselines:
         for name, (model, tok) in fresh_students().items():
             stage = out / "alone" / name
+            learning_rate = student_learning_rate(args, name)
             with args.main_process_first(desc="baseline stage"):
-                complete = prepare_stage(stage, fingerprint("alone", name, run_key))
+                complete = prepare_stage(stage, fingerprint("alone", name, learning_rate, run_key))
             if complete:
                 alone[name] = AutoModelForSequenceClassification.from_pretrained(stage)
                 continue
             student_suite = tokenize_suite(suite, {"": tok}, args.max_length)
             baseline = TaskAwareTrainer(
                 model=model,
-                args=_stage_args(args, stage, max_steps=ddml_steps, save_strategy="steps",
-                                 save_steps=max(1, ddml_steps // 2), save_total_limit=1),
+                args=_stage_args(args, stage, max_steps=ddml_steps, learning_rate=learning_rate,
+                                 save_strategy="steps", save_steps=max(1, ddml_steps // 2), save_total_limit=1),
                 train_dataset=student_suite.train_dataset(),
                 processing_class=tok,
             )
