@@ -486,7 +486,8 @@ def _matches(row: dict[str, Any], ref: dict[str, Any]) -> bool:
 
 def load_seed_results(runs_dir: Path, job: Job, seeds: Sequence[int]) -> tuple[dict[int, dict[str, Any]], list[str]]:
     """The finished seeds of a job: ``{seed: {"rows", "efficiency", "wall_seconds", "recipe_args"}}`` and the
-    problems met (unreadable results, results made by another command)."""
+    problems met (unreadable results; results made by another command than the job file's now, which are left out
+    so that a mean never mixes two settings)."""
     found: dict[int, dict[str, Any]] = {}
     problems: list[str] = []
     for seed in seeds:
@@ -513,8 +514,9 @@ def load_seed_results(runs_dir: Path, job: Job, seeds: Sequence[int]) -> tuple[d
         if record.get("recipe_args") is not None and record["recipe_args"] != expected:
             problems.append(
                 f"seed {seed}: made by another command than the job file's now ({shlex.join(record['recipe_args'])});"
-                f" delete {shown(directory)} to rerun it"
+                f" left out of the means (running the job again reruns it)"
             )
+            continue
         found[seed] = {"rows": rows, "efficiency": efficiency, "wall_seconds": wall}
     return found, problems
 

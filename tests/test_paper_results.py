@@ -300,6 +300,12 @@ def test_a_finished_run_is_run_again_when_the_job_settings_changed(workspace):
     code, printed = workspace.run(job_file, "--seeds", "1")  # same settings: kept
     assert code == 0 and workspace.called() == [1] and "skipped" in printed
     changed = workspace.write([workspace.job(overrides={"calls": str(workspace.tmp / "calls.txt"), "fail_seeds": "9"})])
+    # the stale seed is flagged and left out of the tables until it is run again: a mean never mixes two settings
+    code, printed = workspace.run(changed, "--seeds", "1", "--aggregate-only")
+    assert code == 0 and workspace.called() == [1]
+    job = json.loads((workspace.tmp / "out" / "pr.json").read_text())["jobs"]["toy"]
+    assert job["seeds_finished"] == [] and job["status"] == "not run"
+    assert any("seed 1: made by another command" in p and "left out" in p for p in job["problems"])
     code, printed = workspace.run(changed, "--seeds", "1")
     assert code == 0 and workspace.called() == [1, 1]
     assert "settings changed" in printed
