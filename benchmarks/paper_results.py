@@ -62,6 +62,24 @@ EFFICIENCY_COLUMNS = {
 }
 
 
+# How the peak memory was measured (`distil_trainers.efficiency.PeakMemory`), as the column title says it.
+PEAK_MEMORY_METHODS = {
+    "rss_delta": "RSS growth above the loaded model",
+    "cuda_max_allocated": "CUDA max allocated",
+}
+
+
+def efficiency_titles(entries: list[dict]) -> list[str]:
+    """Column titles of the efficiency table; the peak-memory one names how it was measured."""
+    methods = sorted({m for e in entries for m in e.get("peak_memory_methods", [])})
+    titles = []
+    for key, (title, _, _) in EFFICIENCY_COLUMNS.items():
+        if key == "peak_memory_bytes" and methods:
+            title = title[:-1] + ", " + ", ".join(PEAK_MEMORY_METHODS.get(m, m) for m in methods) + ")"
+        titles.append(title)
+    return titles
+
+
 class JobFileError(ValueError):
     """The job file is not valid (every problem found is in the message)."""
 
@@ -606,6 +624,7 @@ def aggregate_job(job: Job, runs_dir: Path, seeds: Sequence[int], all_results: d
                 "seeds": sorted(per_seed),
                 "n": len(per_seed),
                 "parameters": next((e.get("parameters") for e in per_seed.values() if e.get("parameters")), None),
+                "peak_memory_methods": sorted({e["peak_memory_method"] for e in per_seed.values() if e.get("peak_memory_method")}),
                 **_stats(per_seed, list(EFFICIENCY_COLUMNS)),
             }
         )
@@ -764,7 +783,7 @@ def markdown(report: dict[str, Any], invocation: str | None = None) -> str:
                     "",
                     f"Efficiency (`{name}`, mean ± std over seeds):",
                     "",
-                    "| model | n | params | " + " | ".join(c[0] for c in EFFICIENCY_COLUMNS.values()) + " |",
+                    "| model | n | params | " + " | ".join(efficiency_titles(job["efficiency"])) + " |",
                     "|---|---|---|" + "---|" * len(EFFICIENCY_COLUMNS),
                 ]
                 for entry in job["efficiency"]:

@@ -200,10 +200,10 @@ def test_aggregates_the_rationale_recipes_dict_shape(workspace):
             "efficiency": [
                 {"name": "teacher (llamacpp): label + explanation", "parameters": None, "weight_bytes": 98_000_000,
                  "latency_ms_per_example": 400.0 + 10 * seed, "examples_per_second": 2.5 - seed / 10,
-                 "peak_memory_bytes": 0},
+                 "peak_memory_bytes": 0, "peak_memory_method": "rss_delta"},
                 {"name": "student: label scoring", "parameters": 139_400_000, "weight_bytes": 557_000_000,
                  "latency_ms_per_example": 1100.0 + 50 * seed, "examples_per_second": 0.9,
-                 "peak_memory_bytes": 2**20 * seed},
+                 "peak_memory_bytes": 2**20 * seed, "peak_memory_method": "rss_delta"},
             ],
         }  # fmt: skip
         write_results(workspace.runs, "toy", seed, data[seed])
@@ -225,6 +225,8 @@ def test_aggregates_the_rationale_recipes_dict_shape(workspace):
     assert student["latency_ms_per_example"]["std"] == pytest.approx(std)
     assert student["parameters"] == 139_400_000
     assert "Efficiency (`toy`" in printed and "| student: label scoring | 2 | 139.4M |" in printed
+    assert student["peak_memory_methods"] == ["rss_delta"]
+    assert "peak memory (MiB, RSS growth above the loaded model)" in printed
 
 
 def test_a_job_with_no_finished_seed_prints_not_run(workspace):
