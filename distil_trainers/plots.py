@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 # Values the trainers log besides losses that follow the training schedule (AnnealingTrainer: λ for bam; the
-# annealing factor Φ and the phase for Annealing-KD).
-SCHEDULE_KEYS = ("lambda", "annealing_factor", "phase")
+# annealing factor Φ and the phase for Annealing-KD; AdversarialTrainer: the gradient-reversal factor).
+SCHEDULE_KEYS = ("lambda", "annealing_factor", "phase", "reversal_scale")
 # Trainer bookkeeping that is not a curve worth drawing.
 _SKIP = {"epoch", "step", "grad_norm", "learning_rate", "total_flos"}
 

@@ -8,7 +8,7 @@ keyword arguments (e.g. from a config file)::
     lam_schedule = get_schedule("linear")            # BAM teacher annealing: lambda 0 -> 1
     lam = lam_schedule(progress(state.global_step, state.max_steps))
 
-:func:`annealing_kd_factor` is the stepwise teacher-logit scale ``Phi(T)`` of Annealing-KD (Jafari et al., 2021).
+:func:`dann` is the gradient-reversal ramp of Ganin and Lempitsky (2015); :func:`annealing_kd_factor` is the stepwise teacher-logit scale ``Phi(T)`` of Annealing-KD (Jafari et al., 2021).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "cosine",
     "constant",
     "step",
+    "dann",
     "annealing_kd_factor",
     "get_schedule",
     "SCHEDULES",
@@ -98,6 +99,16 @@ def step(p: float, milestones: Sequence[float], values: Sequence[float]) -> floa
     return float(values[bisect.bisect_right([float(m) for m in milestones], p)])
 
 
+def dann(p: float, gamma: float = 10.0, scale: float = 1.0) -> float:
+    """``scale * (2 / (1 + exp(-gamma * p)) - 1)``: the gradient-reversal factor of DANN (Ganin and Lempitsky, 2015),
+    0 at the start of training and close to ``scale`` once ``gamma * p`` is large (0.9999 × scale at p = 1 with the
+    paper's ``gamma = 10``), so the adversary's noisy early gradients do not reach the encoder at full strength."""
+    p = _clip_progress(p)
+    if not gamma > 0:
+        raise ValueError(f"dann: gamma must be > 0, got {gamma!r}")
+    return float(scale * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0))
+
+
 def annealing_kd_factor(p: float, max_temperature: int) -> float:
     """Teacher-logit scale ``Phi(T)`` of Annealing-KD (Jafari et al., 2021), phase 1.
 
@@ -128,6 +139,7 @@ SCHEDULES: dict[str, Callable[..., float]] = {
     "cosine": cosine,
     "constant": constant,
     "step": step,
+    "dann": dann,
 }
 
 
@@ -135,7 +147,7 @@ def get_schedule(name: str, **kwargs) -> Callable[[float], float]:
     """Build a one-argument schedule ``f(p) -> float`` by name.
 
     Args:
-        name: one of ``"linear"``, ``"cosine"``, ``"constant"``, ``"step"``.
+        name: one of ``"linear"``, ``"cosine"``, ``"constant"``, ``"step"``, ``"dann"``.
         **kwargs: the schedule's keyword arguments (e.g. ``start=0.0, end=1.0`` or ``milestones=..., values=...``).
 
     Returns:

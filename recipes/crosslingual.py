@@ -10,7 +10,7 @@ target's test split (accuracy, macro P/R/F1):
 2. ``gradual``: gradual fine-tuning (Xu et al. 2021): one stage per entry of ``stage_shares`` (the share of source
    examples in the stage's mix, falling to 0), ``stage_epochs`` each, every stage starting from the previous one.
 3. ``adversarial``: the same stages plus an ADAN-style language discriminator behind a gradient-reversal layer
-   (``adversarial_weight``, ``reversal_scale``; ``AdversarialTrainer``); target-only stages have no second language
+   (``adversarial_weight``, ``reversal_scale``, ``reversal_schedule``; ``AdversarialTrainer``); target-only stages have no second language
    and train without it.
 4. ``mtkd``: born-again multi-task distillation with teacher annealing (BAM, Clark et al. 2019): single-task teachers
    (the last cross-lingual model above for the target, a fine-tuned model per other task) teach a multi-task student of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -206,7 +207,60 @@ def test_total_loss_is_ce_plus_weighted_discriminator_loss(tmp_path):
     torch.testing.assert_close(loss.detach(), ce + 0.3 * disc)
 
 
+@pytest.mark.parametrize("schedule", ["dann", "linear", "constant"])
+def test_reversal_factor_follows_its_schedule_step_by_step(tmp_path, schedule):
+    args = AdversarialArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=6, logging_steps=1, report_to="none",
+        save_strategy="no", learning_rate=1e-3, adversarial_weight=0.5, reversal_scale=0.8,
+        reversal_schedule=schedule, reversal_gamma=4.0, use_cpu=True,
+    )  # fmt: skip
+    trainer = AdversarialTrainer(model=tiny_classifier(seed=1), args=args, train_dataset=_language_dataset())
+    seen = []
+    reversal = trainer.discriminator.net[0].register_forward_pre_hook(
+        lambda module, inputs: seen.append(trainer.discriminator.reversal_scale)
+    )
+    trainer.train()
+    reversal.remove()
+    # the loss of optimizer step k (0-based) is computed at progress k / max_steps
+    expected = {
+        "dann": [0.8 * math.tanh(4.0 * (k / 6) / 2) for k in range(6)],
+        "linear": [0.8 * k / 6 for k in range(6)],
+        "constant": [0.8] * 6,
+    }[schedule]
+    assert seen == pytest.approx(expected)
+    logged = [e["reversal_scale"] for e in trainer.state.log_history if "reversal_scale" in e]
+    assert logged == pytest.approx(expected)
+
+
+def test_reversal_ramp_scales_the_encoder_gradient(tmp_path):
+    reference = LanguageDiscriminator(32, dropout=0.0).state_dict()
+    grads = {}
+    for scale in (1.0, 0.25):
+        args = AdversarialArguments(
+            output_dir=str(tmp_path), report_to="none", adversarial_weight=1.0, discriminator_dropout=0.0,
+            reversal_schedule="dann", reversal_scale=scale, use_cpu=True,
+        )  # fmt: skip
+        model = tiny_classifier(seed=1)
+        trainer = AdversarialTrainer(model=model, args=args, train_dataset=_language_dataset())
+        trainer.discriminator.load_state_dict(reference)
+        trainer.state.global_step, trainer.state.max_steps = 1, 10
+        batch = trainer.data_collator([_language_dataset()[i] for i in range(6)])
+        model.train()
+        trainer.compute_loss(model, batch)  # the factor of this step: scale * tanh(10 * 0.1 / 2)
+        assert trainer.discriminator.reversal_scale == pytest.approx(scale * math.tanh(0.5))
+        outputs = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")},
+                        output_hidden_states=True)  # fmt: skip
+        adversarial = trainer.discriminator(outputs.hidden_states[-1][:, 0], batch[LANGUAGE_COLUMN]).loss
+        grads[scale] = torch.autograd.grad(adversarial, model.bert.embeddings.word_embeddings.weight)[0]
+    torch.testing.assert_close(grads[0.25], 0.25 * grads[1.0])
+    assert grads[1.0].abs().sum() > 0
+
+
 def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="reversal_schedule"):
+        AdversarialArguments(output_dir="x", reversal_schedule="step")
+    with pytest.raises(ValueError, match="reversal_gamma"):
+        AdversarialArguments(output_dir="x", reversal_schedule="dann", reversal_gamma=0.0)
     with pytest.raises(ValueError, match="adversarial_weight"):
         AdversarialArguments(output_dir="x", adversarial_weight=-1.0)
     with pytest.raises(ValueError, match="num_languages"):

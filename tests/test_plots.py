@@ -80,6 +80,15 @@ def test_training_curves_annealing_has_loss_and_schedule_panels(tmp_path):
     assert pixels.shape[0] == round(2 * 3.2 * 110)  # two panels: loss components, schedule (λ)
 
 
+def test_training_curves_put_the_reversal_factor_in_the_schedule_panel(tmp_path):
+    history = [
+        {"loss": 1.0 - 0.02 * step, "loss_ce": 0.9, "loss_adversarial": 0.7, "reversal_scale": step / 10, "step": step}
+        for step in range(1, 11)
+    ]
+    pixels = check_png(plot_training_curves(history, tmp_path / "adversarial.png"))
+    assert pixels.shape[0] == round(2 * 3.2 * 110)  # loss components, schedule (the reversal factor)
+
+
 def test_training_curves_ddml_has_a_panel_per_student(tmp_path):
     pixels = check_png(plot_training_curves(ddml_history(), tmp_path / "ddml.png"))
     assert pixels.shape[0] == round(3 * 3.2 * 110)  # total loss, minilm3, wpbert; no schedule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_progress(global_step, max_steps, expected):
 
 
 def test_get_schedule_builds_partials():
-    assert set(SCHEDULES) == {"linear", "cosine", "constant", "step"}
+    assert set(SCHEDULES) == {"linear", "cosine", "constant", "step", "dann"}
     lin = get_schedule("linear", start=0.2, end=0.8)
     assert isinstance(lin, functools.partial)
     assert lin(0.5) == pytest.approx(0.5)  # 0.2 + 0.6 * 0.5
@@ -172,8 +173,24 @@ def test_get_schedule_builds_partials():
     assert st(0.49) == 0.0 and st(0.5) == 1.0 and st(1.0) == 1.0
 
 
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.1, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize(("gamma", "scale"), [(10.0, 1.0), (5.0, 0.3)])
+def test_dann_ramp_is_a_scaled_tanh(p, gamma, scale):
+    # 2 / (1 + e^-x) - 1 = tanh(x / 2): an independent form of Ganin and Lempitsky's lambda_p
+    assert get_schedule("dann", gamma=gamma, scale=scale)(p) == pytest.approx(scale * math.tanh(gamma * p / 2))
+
+
+def test_dann_ramp_hand_values_and_checks():
+    assert get_schedule("dann")(0.0) == 0.0
+    # p = 0.1, gamma = 10: 2 / (1 + e^-1) - 1 = 2 / 1.3678794 - 1 = 0.4621172
+    assert get_schedule("dann")(0.1) == pytest.approx(0.4621172, abs=1e-7)
+    assert get_schedule("dann")(2.0) == get_schedule("dann")(1.0)  # progress is clipped
+    with pytest.raises(ValueError, match="gamma"):
+        get_schedule("dann", gamma=0.0)
+
+
 def test_get_schedule_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown schedule 'exp'.*constant, cosine, linear, step"):
+    with pytest.raises(ValueError, match="unknown schedule 'exp'.*constant, cosine, dann, linear, step"):
         get_schedule("exp")
 
 

@@ -11,7 +11,7 @@ Example::
 
     args = AdversarialArguments(output_dir="ro", adversarial_weight=0.1, num_train_epochs=2)
     trainer = AdversarialTrainer(model=model, args=args, train_dataset=stage, processing_class=tokenizer)
-    trainer.train()               # logs loss_ce, loss_adversarial, discriminator_accuracy
+    trainer.train()               # logs loss_ce, loss_adversarial, discriminator_accuracy, reversal_scale
     trainer.save_model("ro")      # the classifier only; the discriminator is never part of it
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
-from .. import losses
+from .. import losses, schedules
 from ..crosslingual import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_features
 from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
 from .annealing import AnnealingArguments, AnnealingTrainer
@@ -35,6 +35,7 @@ from .base import TaskAwareTrainer, _is_tokenizer, check_dataset_labels, check_l
 logger = logging.getLogger(__name__)
 
 DISCRIMINATOR_NAME = "discriminator.safetensors"
+REVERSAL_SCHEDULES = ("constant", "linear", "cosine", "dann")
 
 
 @dataclass
@@ -52,9 +53,19 @@ class AdversarialArguments(AnnealingArguments):
         default=1.0,
         metadata={
             "help": "Factor of the gradient-reversal layer: the encoder receives -reversal_scale times the "
-            "gradient of the discriminator loss."
+            "gradient of the discriminator loss (its final value under a reversal_schedule that ramps)."
         },
     )
+    reversal_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "How the reversal factor moves with training progress p: constant (reversal_scale throughout), "
+            "linear or cosine (0 -> reversal_scale), or dann (reversal_scale * (2 / (1 + exp(-gamma p)) - 1), "
+            "Ganin and Lempitsky 2015).",
+            "choices": list(REVERSAL_SCHEDULES),
+        },
+    )
+    reversal_gamma: float = field(default=10.0, metadata={"help": "gamma of the dann reversal schedule."})
     discriminator_hidden_size: int = field(
         default=256, metadata={"help": "Width of the discriminator's hidden layer."}
     )
@@ -83,6 +94,22 @@ class AdversarialArguments(AnnealingArguments):
             raise ValueError(f"discriminator_dropout must be in [0, 1), got {self.discriminator_dropout}.")
         if self.num_languages < 2:
             raise ValueError(f"num_languages must be >= 2, got {self.num_languages}.")
+        if self.reversal_schedule not in REVERSAL_SCHEDULES:
+            raise ValueError(
+                f"reversal_schedule must be one of {', '.join(REVERSAL_SCHEDULES)}, got {self.reversal_schedule!r}."
+            )
+        if not self.reversal_gamma > 0:
+            raise ValueError(f"reversal_gamma must be > 0, got {self.reversal_gamma}.")
+
+    @property
+    def reversal_fn(self):
+        """The gradient-reversal factor as a function of training progress p ∈ [0, 1]."""
+        name, scale = self.reversal_schedule, self.reversal_scale
+        if name == "constant":
+            return schedules.get_schedule(name, value=scale)
+        if name == "dann":
+            return schedules.get_schedule(name, gamma=self.reversal_gamma, scale=scale)
+        return schedules.get_schedule(name, start=0.0, end=scale)
 
 
 class _ZeroDiscriminatorGrads(TrainerCallback):
@@ -101,9 +128,11 @@ class AdversarialTrainer(AnnealingTrainer):
     Batches carry ``language_ids`` (``-100`` where unknown); the discriminator loss is skipped for batches without
     it (evaluation on one language). Logged: the method's components (``loss_ce`` without a teacher),
     ``loss_adversarial`` (the discriminator's cross-entropy, before ``adversarial_weight``) and
-    ``discriminator_accuracy``. The discriminator (``trainer.discriminator``) is not part of the model: it has its own
-    optimizer parameter groups, is clipped with the model, saved to ``discriminator.safetensors`` in checkpoints and
-    never written into the model's weights."""
+    ``discriminator_accuracy`` and ``reversal_scale`` (the factor of the gradient-reversal layer, which
+    ``reversal_schedule`` may ramp up from 0 as in DANN; a function of the step, so a resumed run goes on exactly).
+    The discriminator (``trainer.discriminator``) is not part of the model: it has its own optimizer parameter groups,
+    is clipped with the model, saved to ``discriminator.safetensors`` in checkpoints and never written into the
+    model's weights."""
 
     extra_input_prefixes = (TEACHER_PREFIX,)
 
@@ -172,6 +201,7 @@ class AdversarialTrainer(AnnealingTrainer):
         args = self.args
         self.discriminator: LanguageDiscriminator | None = None
         self._discriminator_module: nn.Module | None = None
+        self.reversal_fn = args.reversal_fn
         if args.adversarial_weight == 0:
             return
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
@@ -231,9 +261,12 @@ class AdversarialTrainer(AnnealingTrainer):
                 logged.update(feature_logged)
 
         if adversarial:
+            if model.training:
+                self.discriminator.reversal_scale = self.reversal_fn(self.training_progress())
             result = self._discriminator_module(pooled_features(outputs), languages, num_items_in_batch)
             loss = loss + self.args.adversarial_weight * result.loss
             logged["loss_adversarial"] = result.loss
+            logged["reversal_scale"] = self.discriminator.reversal_scale
             self.record_metric("discriminator_accuracy", result.accuracy, result.count)
 
         self.record_components(logged, labels, num_items_in_batch)

@@ -53,7 +53,8 @@ class AnnealingArguments(DistillationArguments):
     )
     lambda_schedule: str = field(
         default="linear",
-        metadata={"help": "How λ moves with training progress (bam): linear, cosine, constant or step.",
+        metadata={"help": "How λ moves with training progress (bam): linear, cosine, constant, step or dann "
+                  "(the sigmoid ramp 2/(1+exp(-10p)) - 1).",
                   "choices": sorted(schedules.SCHEDULES)},
     )
     lambda_start: float = field(default=0.0, metadata={"help": "λ at the start of training (bam; linear/cosine)."})
