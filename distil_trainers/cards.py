@@ -478,6 +478,7 @@ _METHOD_HPARAMS = {
         "student_learning_rates",
         "clip_grad_per_student",
     ),
+    "rationale": ("alpha", "label_source", "teacher_kd_weight", "teacher_kd_temperature"),
 }
 
 

@@ -491,3 +491,54 @@ def test_a_save_during_a_running_push_is_skipped_unless_hub_always_push(tmp_path
     trainer.train()
     assert calls == ["Training in progress, step 1"]  # step 2 was saved while step 1 was still being pushed
     assert len(trainer.hub_pusher.plans) == 1 and trainer.hub_pusher.failures == []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rationale trainers (a TRL SFTTrainer underneath): the same Hub path
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def rationale_trainer(tmp_path, **overrides):
+    from rationale_fixtures import rationale_dataset, sft_args, tiny_llama, tiny_tokenizer
+
+    from distil_trainers import RationaleSFTTrainer
+
+    tok = tiny_tokenizer()
+    args = sft_args(tmp_path, output_dir=str(tmp_path / "rationale-student"), max_steps=2, **overrides)
+    return RationaleSFTTrainer(tiny_llama(tok, seed=1), args=args, train_dataset=rationale_dataset(),
+                               processing_class=tok)  # fmt: skip
+
+
+def test_rationale_trainer_pushes_its_student_with_this_librarys_card(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no repository may be created while the trainer is built or trains")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", refuse)
+    trainer = rationale_trainer(tmp_path, push_to_hub=True, hub_model_id="me/rationale-student", hub_strategy="end",
+                                alpha=0.3)  # fmt: skip
+    assert trainer.hub_model_id == "me/rationale-student"
+    trainer.train()
+    api = RecordingApi()
+    plan = trainer.push_to_hub(api=api, datasets=["davidson"])
+    (create, repo, _), (commit, repo_again, upload) = api.calls
+    assert (create, repo, commit, repo_again) == ("create_repo", "me/rationale-student", "create_commit",
+                                                  "me/rationale-student")  # fmt: skip
+    assert {"README.md", "config.json", "model.safetensors"} <= set(upload["files"])
+    assert "training_args.bin" not in upload["files"] and upload["message"] == "End of training"
+    assert plan.repo_ids == ["me/rationale-student"]
+    card = tmp_path / "rationale-student" / "README.md"
+    meta = metadata_load(card)
+    assert "rationale-distillation" in meta["tags"] and meta["datasets"] == ["tdavidson/hate_speech_offensive"]
+    text = card.read_text()
+    assert "Distilling step-by-step" in text and "alpha" in text and "0.3" in text  # not TRL's generic card
+
+
+def test_rationale_trainer_offline_push_fails_once_after_the_local_save(tmp_path):
+    trainer = rationale_trainer(tmp_path, hub_model_id="me/rationale-student")
+    trainer.train()
+    with pytest.raises(HubPushError, match="The local save is complete"):
+        trainer.push_to_hub()
+    assert (tmp_path / "rationale-student" / "model.safetensors").is_file()

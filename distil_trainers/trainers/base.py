@@ -341,7 +341,69 @@ class TaskAwareTrainer(Trainer):
 
 
 
-class DistillationTrainer(TaskAwareTrainer):
+class HubPushMixin:
+    """The Hub side of this library's trainers, for any [`~transformers.Trainer`] subclass (put it before the
+    Trainer class in the bases): ``init_hf_repo`` only names the repository (no network before training),
+    ``push_to_hub`` saves the student(s), writes this library's model card beside each and uploads them
+    (:func:`distil_trainers.hub.push_trainer`), and the checkpoint pushes of ``args.hub_strategy`` go through
+    :class:`distil_trainers.hub.CheckpointPusher`. Offline, a push raises one
+    :class:`~distil_trainers.hub.HubPushError` after the local save."""
+
+    # What the pushes made while training (``hub_strategy`` other than "end") put in the cards, and (mutual learning)
+    # how they name the students' repositories; :meth:`push_to_hub` uses them too, its own arguments win. Set them
+    # on the trainer before ``train()``, e.g. ``trainer.hub_card_kwargs = {"datasets": ["davidson"]}``.
+    hub_card_kwargs: dict[str, Any] | None = None
+    hub_student_pattern: str = "{repo_id}-{student}"
+    # A ``huggingface_hub.HfApi`` to push with (default: a new ``HfApi()``).
+    hub_api: Any = None
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Only names the repository (no network): the first push creates it, after a local save."""
+        from ..hub import default_repo_id
+
+        self.hub_model_id = default_repo_id(self.args)
+        self.push_in_progress = None
+
+    @property
+    def hub_pusher(self):
+        """The :class:`~distil_trainers.hub.CheckpointPusher` of this trainer (its warnings, failures and plans)."""
+        from ..hub import CheckpointPusher
+
+        if getattr(self, "_hub_pusher", None) is None:
+            self._hub_pusher = CheckpointPusher()
+        return self._hub_pusher
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Called by Trainer after each checkpoint save with ``push_to_hub=True``: push the checkpoint's student(s)
+        with their card(s) as ``args.hub_strategy`` says (in the background; a failure warns once and training goes
+        on). See :mod:`distil_trainers.hub`."""
+        if self.args.hub_strategy == "end" or not self.is_world_process_zero():
+            return
+        self.hub_pusher.push(self, checkpoint_folder)
+
+    def _finish_current_push(self) -> None:
+        """Wait for the running checkpoint push (Trainer calls this at the end of ``train``)."""
+        if getattr(self, "_hub_pusher", None) is not None:
+            self._hub_pusher.wait()
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save the student(s) to ``args.output_dir``, write a model card beside each, and upload them to
+        ``args.hub_model_id`` (mutual learning: one repository per student, ``student_pattern``, default
+        :attr:`hub_student_pattern` ``"{repo_id}-{student}"``). ``kwargs`` go to
+        :func:`distil_trainers.cards.card_context_from_trainer` (e.g. ``datasets=["davidson"]``), over
+        :attr:`hub_card_kwargs`. A checkpoint push still running is waited for first. The upload is blocking. If it
+        fails (offline…), one :class:`~distil_trainers.hub.HubPushError` says where the complete local save is.
+        Returns the :class:`~distil_trainers.hub.UploadPlan`."""
+        from ..hub import push_trainer
+
+        self._finish_current_push()
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        return push_trainer(self, commit_message=commit_message, token=token, revision=revision, private=private,
+                            **kwargs)
+
+
+class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
     """Base class of the distillation trainers. Subclasses implement ``compute_loss`` and record each loss component
     with :meth:`record_metric`; this class logs their averages under the component's name (``loss_ce``, ``lambda``…)
     at every logging step, and under ``eval_<name>`` after evaluation.
@@ -704,58 +766,3 @@ class DistillationTrainer(TaskAwareTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             return loss * self.accelerator.num_processes
         return loss
-
-    # ---- the Hub -------------------------------------------------------------------------------------------------
-
-    # What the pushes made while training (``hub_strategy`` other than "end") put in the cards, and (mutual learning)
-    # how they name the students' repositories; :meth:`push_to_hub` uses them too, its own arguments win. Set them
-    # on the trainer before ``train()``, e.g. ``trainer.hub_card_kwargs = {"datasets": ["davidson"]}``.
-    hub_card_kwargs: dict[str, Any] | None = None
-    hub_student_pattern: str = "{repo_id}-{student}"
-    # A ``huggingface_hub.HfApi`` to push with (default: a new ``HfApi()``).
-    hub_api: Any = None
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """Only names the repository (no network): the first push creates it, after a local save."""
-        from ..hub import default_repo_id
-
-        self.hub_model_id = default_repo_id(self.args)
-        self.push_in_progress = None
-
-    @property
-    def hub_pusher(self):
-        """The :class:`~distil_trainers.hub.CheckpointPusher` of this trainer (its warnings, failures and plans)."""
-        from ..hub import CheckpointPusher
-
-        if getattr(self, "_hub_pusher", None) is None:
-            self._hub_pusher = CheckpointPusher()
-        return self._hub_pusher
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Called by Trainer after each checkpoint save with ``push_to_hub=True``: push the checkpoint's student(s)
-        with their card(s) as ``args.hub_strategy`` says (in the background; a failure warns once and training goes
-        on). See :mod:`distil_trainers.hub`."""
-        if self.args.hub_strategy == "end" or not self.is_world_process_zero():
-            return
-        self.hub_pusher.push(self, checkpoint_folder)
-
-    def _finish_current_push(self) -> None:
-        """Wait for the running checkpoint push (Trainer calls this at the end of ``train``)."""
-        if getattr(self, "_hub_pusher", None) is not None:
-            self._hub_pusher.wait()
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
-        """Save the student(s) to ``args.output_dir``, write a model card beside each, and upload them to
-        ``args.hub_model_id`` (mutual learning: one repository per student, ``student_pattern``, default
-        :attr:`hub_student_pattern` ``"{repo_id}-{student}"``). ``kwargs`` go to
-        :func:`distil_trainers.cards.card_context_from_trainer` (e.g. ``datasets=["davidson"]``), over
-        :attr:`hub_card_kwargs`. A checkpoint push still running is waited for first. The upload is blocking. If it
-        fails (offline…), one :class:`~distil_trainers.hub.HubPushError` says where the complete local save is.
-        Returns the :class:`~distil_trainers.hub.UploadPlan`."""
-        from ..hub import push_trainer
-
-        self._finish_current_push()
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        return push_trainer(self, commit_message=commit_message, token=token, revision=revision, private=private,
-                            **kwargs)

@@ -49,6 +49,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ..cache import CACHE_ROW_COLUMN, TeacherOutputs, resolve_teacher_outputs, topk_kl_per_item
 from ..metrics import classification_metrics
+from .base import HubPushMixin
 
 logger = logging.getLogger(__name__)
 
@@ -816,7 +817,7 @@ def _output_vocab_size(model: nn.Module) -> int:
     return int(config.vocab_size)
 
 
-class RationaleSFTTrainer(_RationaleTrainerMixin, SFTTrainer):
+class RationaleSFTTrainer(_RationaleTrainerMixin, HubPushMixin, SFTTrainer):
     """Multi-task rationale distillation for decoder-only students (a [`~trl.SFTTrainer`]).
 
     ``train_dataset`` / ``eval_dataset`` are teacher-annotated datasets (the output of
@@ -1074,7 +1075,7 @@ class _Seq2SeqViewCollator:
         return batch
 
 
-class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, Seq2SeqTrainer):
+class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, HubPushMixin, Seq2SeqTrainer):
     """Rationale distillation for encoder-decoder students (T5 family), as in Distilling step-by-step: inputs
     ``"[label] <post>"`` -> label word and ``"[rationale] <post>"`` -> rationale + ``Label: <label>``; same views,
     same alpha-weighted per-view token loss, same label scoring as :class:`RationaleSFTTrainer`."""
