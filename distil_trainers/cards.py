@@ -352,7 +352,8 @@ def card_metadata(context: CardContext) -> ModelCardData:
         license=context.license,
         language=list(context.language) or None,
         library_name="transformers",
-        pipeline_tag="text-classification",
+        # a rationale student is a language model that writes its label and explanation
+        pipeline_tag="text-generation" if context.method == "rationale" else "text-classification",
         tags=tags,
         datasets=[d.hub_id for d in context.datasets if d.hub_id] or None,
         metrics=["accuracy", "precision", "recall", "f1"],

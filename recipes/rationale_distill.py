@@ -50,8 +50,17 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from distil_trainers.cards import (
+    CardContext,
+    card_context,
+    dataset_info,
+    hub_id_of,
+    rows_to_card_metrics,
+    write_model_card,
+)
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.efficiency import efficiency_table, measure
+from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
 from distil_trainers.workflow import fingerprint, mark_complete, prepare_stage, train_or_resume, training_fingerprint
 
@@ -332,7 +341,11 @@ def _teacher_predictor(script, names):
     return predict, weights if weights and os.path.isfile(weights) else None
 
 
-def stage_evaluate(script, args: RationaleSFTConfig, model_args: ModelConfig, out: Path) -> dict:
+def stage_evaluate(
+    script, args: RationaleSFTConfig, model_args: ModelConfig, out: Path, contexts: dict | None = None
+) -> dict:
+    """Score the teacher's labels and both students, time them, write ``results.json`` / ``results.md`` and a model
+    card beside each student (its :class:`~distil_trainers.cards.CardContext` also put in ``contexts``)."""
     rationales = load_rationales(script, out)
     eval_set = rationales["eval"]
     names = args.class_names or list(eval_set.features["label"].names)
@@ -349,6 +362,7 @@ def stage_evaluate(script, args: RationaleSFTConfig, model_args: ModelConfig, ou
             logger.warning("distil_trainers.rationales is not available: no teacher scores")
     texts = eval_set["text"][:]
     efficiency = []
+    cards: dict = {}
     for name, alpha in _students(script, args).items():
         directory = out / name
         if not (directory / "training_complete.json").exists():
@@ -360,6 +374,7 @@ def stage_evaluate(script, args: RationaleSFTConfig, model_args: ModelConfig, ou
         trainer = RationaleSFTTrainer(model=model, args=eval_args, train_dataset=eval_set, processing_class=tokenizer)
         metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
         results[name] = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+        cards[name] = (trainer.model, eval_args)
         if name == "student":
             if script.explain_samples:
                 results["explanations"] = trainer.explain(texts[: script.explain_samples])
@@ -390,10 +405,47 @@ def stage_evaluate(script, args: RationaleSFTConfig, model_args: ModelConfig, ou
     if efficiency:
         results["efficiency"] = [row.to_dict() for row in efficiency]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if args.process_index == 0:
+        splits = {"train": len(rationales["train"]), script.eval_split: len(eval_set)}
+        for name, (model, run_args) in cards.items():
+            context = student_card(script, model_args, model, run_args, name, results, splits, names)
+            write_model_card(context, out / name)
+            if contexts is not None:
+                contexts[name] = context
     table = results_markdown(results, efficiency)
     (out / "results.md").write_text(table + "\n")
     print(table)
     return results
+
+
+def teacher_label(script) -> str:
+    """How the students' cards name the teacher that wrote the rationales."""
+    if script.teacher_model:
+        return hub_id_of(script.teacher_model) or Path(script.teacher_model).name
+    if script.teacher_backend == "llamacpp":
+        try:
+            return f"{Path(_packaged_gguf()).name} (llama.cpp)"
+        except FileNotFoundError:
+            pass
+    return f"the {script.teacher_backend} teacher"
+
+
+def student_card(script, model_args, model, run_args, name: str, results: dict, splits: dict, names) -> CardContext:
+    """The model card of one saved student (``name``): the method, the teacher, the data, the scores of the
+    evaluation beside the teacher's own labels and the other student's."""
+    rows = [{"model": key, "task": script.dataset, **results[key]} for key in ("teacher", "student",
+            "student_label_only") if key in results]  # fmt: skip
+    others = tuple(key for key in ("teacher", "student", "student_label_only") if key != name)
+    return card_context(
+        model,
+        run_args,
+        method="rationale",
+        teacher=teacher_label(script),
+        datasets=[dataset_info(script.dataset, splits, names)],
+        metrics=rows_to_card_metrics(rows, name, split=script.eval_split, compare=others),
+        model_name=f"{Path(run_args.output_dir).parent.name}-{name}",
+        base_model=hub_id_of(model_args.model_name_or_path),
+    )
 
 
 def results_markdown(results: dict, efficiency) -> str:
@@ -417,15 +469,23 @@ def results_markdown(results: dict, efficiency) -> str:
 
 
 def main(script: RationaleScriptArguments, args: RationaleSFTConfig, model_args: ModelConfig) -> dict | None:
+    # with --push_to_hub the label + rationale student is pushed once, with its card, after the evaluation
+    args, push = split_push_argument(args)
+    if push and script.stage not in ("evaluate", "all"):
+        raise ValueError("--push_to_hub pushes the student with its evaluated card: run --stage evaluate or all.")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if script.stage in ("generate", "all") and not script.rationale_dir:
         stage_generate(script, args, out)
     if script.stage in ("train", "all"):
         stage_train(script, args, model_args, out)
-    if script.stage in ("evaluate", "all"):
-        return stage_evaluate(script, args, model_args, out)
-    return None
+    if script.stage not in ("evaluate", "all"):
+        return None
+    contexts: dict = {}
+    results = stage_evaluate(script, args, model_args, out, contexts)
+    if push:
+        push_recipe_models(args, {None: out / "student"}, {None: contexts["student"]})
+    return results
 
 
 if __name__ == "__main__":

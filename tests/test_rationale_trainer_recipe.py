@@ -3,12 +3,14 @@ through its YAML-free entry point, and the resumability of finished stages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import datasets
 import pytest
 from conftest import load_recipe
+from huggingface_hub import metadata_load
 from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
 from trl import ModelConfig
 
@@ -16,7 +18,7 @@ from distil_trainers.trainers.rationale import RationaleSFTConfig
 
 
 @pytest.mark.slow
-def test_train_and_evaluate_stages(tmp_path):
+def test_train_and_evaluate_stages(tmp_path, capsys):
     recipe = load_recipe("rationale_distill")
     tok = tiny_tokenizer()
     tiny_llama(tok).save_pretrained(tmp_path / "student_base")
@@ -71,11 +73,37 @@ def test_train_and_evaluate_stages(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["student"]["f1_macro"] == results["student"]["f1_macro"]
 
+    # each student has this library's card (not TRL's generic one): method, its scores beside the other models'
+    for name in ("student", "student_label_only"):
+        card = tmp_path / "run" / name / "README.md"
+        meta = metadata_load(card)
+        assert "rationale-distillation" in meta["tags"] and "base_model" not in meta  # a local base has no Hub id
+        assert meta["pipeline_tag"] == "text-generation"
+        f1 = meta["model-index"][0]["results"][0]["metrics"]
+        assert any(m["type"] == "f1" and m["value"] == pytest.approx(results[name]["f1_macro"], abs=1e-4)
+                   for m in f1)  # fmt: skip
+        text = card.read_text()
+        assert "Distilling step-by-step" in text and "| teacher |" in text
+
     # a rerun with the same settings reuses both students (no training): same scores
     marker = (tmp_path / "run" / "student" / "training_complete.json").stat().st_mtime
     again = recipe.main(script, args, model_args)
     assert (tmp_path / "run" / "student" / "training_complete.json").stat().st_mtime == marker
     assert again["student"]["f1_macro"] == results["student"]["f1_macro"]
+
+    # --push_to_hub: nothing is pushed while training, the student is pushed once at the end; offline that push fails
+    # with one message after results and models are saved
+    (tmp_path / "run" / "results.json").unlink()
+    push_args = dataclasses.replace(args, push_to_hub=True, hub_model_id="me/rationale-davidson")
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(script, push_args, model_args)
+    assert stop.value.code == 1
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert (tmp_path / "run" / "student" / "training_complete.json").stat().st_mtime == marker  # not retrained
+    captured = capsys.readouterr()
+    assert "[hub]" in captured.err and "me/rationale-davidson" in captured.err
+    assert "The local save is complete" in captured.err
+    assert "# rationale-davidson" in (tmp_path / "run" / "student" / "README.md").read_text()
 
 
 def test_generate_stage_keeps_the_class_names_for_training(tmp_path):
