@@ -75,8 +75,9 @@ _HINTON = """@article{hinton2015distilling,
   journal = {arXiv preprint arXiv:1503.02531},
   year    = {2015}
 }"""
-_DDML = """@article{ddml2025entropy,
+_DDML = """@article{liu2025ddml,
   title   = {{DDML}: Multi-Student Knowledge Distillation for Hate Speech},
+  author  = {Liu, Ze and Shao, Zerui and Wang, Haizhou and Li, Beibei},
   journal = {Entropy},
   volume  = {27},
   number  = {4},
@@ -102,7 +103,7 @@ _PIOT = """@article{piot2024efficient,
 }"""
 _MKD_BERT = """@article{zhang2024mkdbert,
   title   = {{MKD-BERT}: Multi-level Knowledge Distillation for Pre-trained Language Models},
-  author  = {Zhang and Yang and Ji},
+  author  = {Zhang, Ying and Yang, Ziheng and Ji, Shufan},
   year    = {2024}
 }"""
 _BREAZU = """@techreport{breazu2025joint,
@@ -207,6 +208,7 @@ class DatasetInfo:
     hub_id: str | None = None
     splits: dict[str, int | None] = field(default_factory=dict)
     label_names: list[str] | None = None
+    language: str | None = None  # ISO 639-1 code of its texts
 
 
 @dataclass
@@ -236,7 +238,7 @@ class CardContext:
     metrics_note: str | None = None
     feature_matching: str | None = None
     license: str = "apache-2.0"
-    language: list[str] = field(default_factory=lambda: ["en"])
+    language: list[str] = field(default_factory=list)  # empty: the datasets' languages (English if none is known)
     tags: list[str] = field(default_factory=list)
     intended_use: str | None = None
     limitations: list[str] = field(default_factory=list)
@@ -276,16 +278,26 @@ def dataset_info(
     name: str, splits: Mapping[str, int | None] | None = None, label_names: Sequence[str] | None = None
 ) -> DatasetInfo:
     """A :class:`DatasetInfo` for a dataset of the registry (its Hub copy looked up there) or any other name."""
-    hub_id = None
+    hub_id = language = None
     try:
         from .data.registry import get_dataset_spec
 
-        hub_id = get_dataset_spec(name).hub_id
+        spec = get_dataset_spec(name)
+        hub_id, language = spec.hub_id, spec.language
     except ValueError:
         hub_id = name if _HUB_ID.match(name) else None
     return DatasetInfo(
-        name=name, hub_id=hub_id, splits=dict(splits or {}), label_names=list(label_names) if label_names else None
-    )
+        name=name, hub_id=hub_id, splits=dict(splits or {}), label_names=list(label_names) if label_names else None,
+        language=language,
+    )  # fmt: skip
+
+
+def card_languages(context: CardContext) -> list[str]:
+    """The languages a card declares: ``context.language`` if set, else those of its datasets (in order), else
+    English."""
+    if context.language:
+        return list(context.language)
+    return list(dict.fromkeys(d.language for d in context.datasets if d.language)) or ["en"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -350,7 +362,7 @@ def card_metadata(context: CardContext) -> ModelCardData:
     return ModelCardData(
         model_name=context.model_name,
         license=context.license,
-        language=list(context.language) or None,
+        language=card_languages(context),
         library_name="transformers",
         # a rationale student is a language model that writes its label and explanation
         pipeline_tag="text-generation" if context.method == "rationale" else "text-classification",

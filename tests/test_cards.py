@@ -35,8 +35,8 @@ CITATIONS = {
     "bam": ["BAM", "Clark, Kevin", "P19-1595"],
     "jafari": ["Annealing Knowledge Distillation", "Jafari, Aref", "2021.eacl-main.212"],
     "hinton": ["Distilling the Knowledge in a Neural Network", "1503.02531"],
-    "mse": ["MKD-BERT", "Breazu, Radu"],
-    "ddml": ["Multi-Student Knowledge Distillation for Hate Speech", "10.3390/e27040417"],
+    "mse": ["MKD-BERT", "Zhang, Ying", "Breazu, Radu"],
+    "ddml": ["Multi-Student Knowledge Distillation for Hate Speech", "Liu, Ze", "10.3390/e27040417"],
     "rationale": ["Distilling Step-by-Step", "Hsieh, Cheng-Yu", "2412.13698", "Piot, Paloma"],
 }
 
@@ -97,7 +97,7 @@ def test_metadata_round_trips_through_huggingface_hub(tmp_path):
     assert loaded == card_metadata(ctx).to_dict()
     assert loaded["license"] == "apache-2.0"
     assert loaded["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert loaded["datasets"] == ["tdavidson/hate_speech_offensive"]
+    assert loaded["datasets"] == ["tdavidson/hate_speech_offensive"] and loaded["language"] == ["en"]
     assert loaded["pipeline_tag"] == "text-classification"
     assert {"knowledge-distillation", "ddml", "hate-speech"} <= set(loaded["tags"])
     assert set(loaded["metrics"]) == {"accuracy", "precision", "recall", "f1"}
@@ -105,6 +105,21 @@ def test_metadata_round_trips_through_huggingface_hub(tmp_path):
     results = {(r.metric_name, r.metric_value, r.dataset_split) for r in card.data.eval_results}
     assert ("f1_macro", 0.5795, "test") in results and ("accuracy", 0.885, "test") in results
     assert "[me/ddml-wpbert](https://huggingface.co/me/ddml-wpbert)" in card.text
+
+
+@pytest.mark.parametrize(
+    ("datasets", "language", "expected"),
+    [
+        (["davidson"], [], ["en"]),
+        (["hasoc_de_a"], [], ["de"]),
+        (["redv1", "tweeteval_emotion", "sst2"], [], ["ro", "en"]),
+        ([], [], ["en"]),
+        (["hasoc_de_a"], ["de", "en"], ["de", "en"]),  # given explicitly: kept
+    ],
+)
+def test_card_language_comes_from_the_datasets(tmp_path, datasets, language, expected):
+    ctx = context(datasets=[dataset_info(name) for name in datasets], language=language)
+    assert metadata_load(write_model_card(ctx, tmp_path))["language"] == expected
 
 
 def test_unknown_method_and_unreadable_metadata_are_refused(tmp_path):

@@ -95,6 +95,7 @@ class DatasetSpec:
     hub_config: str | None = None
     hub_loader: Callable[..., datasets.DatasetDict] | None = None
     description: str = ""
+    language: str = "en"  # ISO 639-1 code of the texts (model cards list it)
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -107,6 +108,7 @@ def register_dataset(
     description: str = "",
     hub_config: str | None = None,
     hub_loader: Callable[..., datasets.DatasetDict] | None = None,
+    language: str = "en",
 ) -> Callable[[Callable[..., datasets.DatasetDict]], Callable[..., datasets.DatasetDict]]:
     """Decorator registering ``fn(root: Path, *, seed: int, **kwargs) -> DatasetDict`` under ``name``.
 
@@ -127,6 +129,7 @@ def register_dataset(
             hub_config=hub_config,
             hub_loader=hub_loader if hub_loader is not None or hub_id is None else _generic_hub_loader(name),
             description=description,
+            language=language,
         )
         return fn
 
@@ -647,6 +650,7 @@ REDV1_LABELS = {"furie": "anger", "frica": "fear", "bucurie": "joy", "tristete":
 
 @register_dataset(
     "redv1",
+    language="ro",
     description="RED v1 Romanian emotion tweets (single-label, 5 classes): official train 3,237 / validation 405 / "
     "test 405. Classes in English: anger (Furie), fear (Frica), joy (Bucurie), sadness (Tristete), neutral (Neutru).",
 )
@@ -756,11 +760,13 @@ def _hasoc_task_b(lang: str) -> Callable[..., datasets.DatasetDict]:
 for _lang, _language in HASOC_LANGUAGES.items():
     register_dataset(
         f"hasoc_{_lang}_a",
+        language=_lang,
         description=f"HASOC 2019 {_language} task 1: NOT / HOF (HOF = class 1). Official test; validation "
         "(validation_size=0.1) carved from the official train, stratified by task_2, seeded.",
     )(_hasoc_task_a(_lang))
     register_dataset(
         f"hasoc_{_lang}_b",
+        language=_lang,
         description=f"HASOC 2019 {_language} task 2: NONE / HATE / OFFN / PRFN; hof_only=True keeps HOF posts "
         "only (classes HATE / OFFN / PRFN). Validation carved as for task 1 (same partition for the same seed).",
     )(_hasoc_task_b(_lang))
