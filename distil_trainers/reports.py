@@ -409,7 +409,7 @@ class SavedEnsemble:
 
 def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], list[SavedEnsemble]]:
     """Every saved model below ``run_dir`` (a folder with ``config.json`` and weights, outside ``checkpoint-*``), with
-    its role: ``teacher`` (a folder named ``teacher``), ``baseline`` (below ``alone/`` or ``baseline*``), else
+    its role: ``teacher`` (a folder named ``teacher`` or ``teacher_<task>``), ``baseline`` (below ``alone/`` or ``baseline*``), else
     ``student``; and the ensembles of mutual-learning runs (folders with ``students.json``)."""
     run_dir = Path(run_dir)
     models = []
@@ -421,7 +421,7 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
         if not any((folder / w).is_file() for w in WEIGHT_FILES):
             continue
         name = relative.as_posix() if relative.parts else run_dir.name
-        if relative.parts and relative.parts[-1] == "teacher":
+        if relative.parts and (relative.parts[-1] == "teacher" or relative.parts[-1].startswith("teacher_")):
             role = "teacher"
         elif relative.parts and (relative.parts[0] == "alone" or relative.parts[0].startswith("baseline")):
             role = "baseline"

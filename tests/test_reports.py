@@ -148,6 +148,7 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
         (folder / "model.safetensors").write_bytes(b"x")
 
     save(tmp_path / "teacher")
+    save(tmp_path / "teacher_sst2")  # the single-task teachers of the cross-lingual recipe
     save(tmp_path / "ddml" / "a")
     save(tmp_path / "ddml" / "b")
     save(tmp_path / "ddml" / "checkpoint-4" / "a")
@@ -156,6 +157,7 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
     models, ensembles = find_saved_models(tmp_path)
     assert {(m.name, m.role) for m in models} == {
         ("teacher", "teacher"),
+        ("teacher_sst2", "teacher"),
         ("ddml/a", "student"),
         ("ddml/b", "student"),
         ("alone/a", "baseline"),
