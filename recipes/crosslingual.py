@@ -48,6 +48,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import TrlParser
 
 from distil_trainers import AnnealingTrainer, MultiTaskModel
+from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
 from distil_trainers.crosslingual import (
     LANGUAGE_COLUMN,
     GradualMixSchedule,
@@ -56,6 +57,7 @@ from distil_trainers.crosslingual import (
     stage_sizes_note,
 )
 from distil_trainers.data.processing import MultiTokenizerCollator
+from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.models.routed import TaskRoutedTeacher
 from distil_trainers.trainers.adversarial import AdversarialArguments, AdversarialTrainer
@@ -190,6 +192,8 @@ def staged_training(
 
 def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # with --push_to_hub only the run's final model is pushed, once, after the report (no stage pushes while training)
+    args, push = split_push_argument(args)
     set_seed(args.seed)
     start = time.time()
     output_dir = Path(args.output_dir)
@@ -216,12 +220,14 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         recipe.max_length,
     )
     models = {}
+    folders = {}  # where each variant's final model is saved
     # ---- 1. target only ----
     if "target_only" in recipe.variants:
         stage_args = stage_arguments(
             args, output_dir / "target_only", num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate
         )
         models["target_only"] = finetune_teacher(target_suite, base, tokenizer, output_dir / "target_only", stage_args)
+        folders["target_only"] = output_dir / "target_only"
 
     # ---- 2. / 3. gradual fine-tuning, without and with the language discriminator ----
     stages = build_gradual_stages(
@@ -240,6 +246,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             models[variant] = staged_training(
                 variant, recipe, args, stages, target_suite, tokenizer, output_dir, weight, key_parts
             )
+            folders[variant] = output_dir / variant / f"stage{len(stages)}"
 
     rows = []
     for variant, model in models.items():
@@ -322,6 +329,12 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                     }
                 )
             teacher = student  # the next generation learns from this one
+            models["mtkd"], folders["mtkd"] = student, gen_dir
+            mtkd_teachers = f"{target_teacher_variant} (RED target), " + ", ".join(
+                f"single-task {name}" for name in multi.names[1:]
+            )
+            mtkd = (gen_args, multi, f"+ MTKD (born-again g{generation}, multi-task)",
+                    f"generation {generation - 1}" if generation > 1 else mtkd_teachers)  # fmt: skip
         for task in everything.tasks[1:]:
             suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
             metrics = evaluate_model(
@@ -365,6 +378,22 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 default=str,
             )
         )
+    if push:
+        final = list(models)[-1]
+        if final == "mtkd":
+            gen_args, multi, label, teacher_text = mtkd
+            card = card_context(
+                models[final], gen_args, method="bam", teacher=teacher_text, datasets=datasets_of(multi),
+                metrics=rows_to_card_metrics(rows, label, compare=("single-task teacher",)),
+                base_model=hub_id_of(recipe.base),
+            )  # fmt: skip
+        else:
+            card = card_context(
+                models[final], args, method="finetune", datasets=datasets_of(target_suite),
+                metrics=rows_to_card_metrics(rows, LABELS[final], compare=tuple(LABELS[v] for v in models if v != final)),
+                base_model=hub_id_of(recipe.base),
+            )  # fmt: skip
+        push_recipe_models(args, {None: folders[final]}, {None: card})
     return {"rows": rows, "stages": stage_note}
 
 

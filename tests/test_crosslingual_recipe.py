@@ -3,10 +3,12 @@ tokenizer) in place of the pretrained encoder so that it runs in about a minute.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from conftest import RECIPES, load_recipe, tiny_minilm_base
+from huggingface_hub import metadata_load
 
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import DatasetNotAvailableError
@@ -27,7 +29,7 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_recipe_end_to_end(tiny_base, tmp_path):
+def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
     recipe = load_recipe("crosslingual")
     recipe_args = recipe.RecipeArguments(
         base=tiny_base,
@@ -68,6 +70,22 @@ def test_recipe_end_to_end(tiny_base, tmp_path):
     gradual = json.loads((tmp_path / "run" / "gradual" / "stage1" / "log_history.json").read_text())
     assert not any("loss_adversarial" in e for e in gradual)
     assert "| + gradual + adversarial |" in (tmp_path / "run" / "results.md").read_text()
+
+    # --push_to_hub: every stage is reused (nothing retrained, nothing pushed on the way); the final model, the last
+    # born-again generation, gets its card and is pushed once; offline that fails with one message after the report
+    (tmp_path / "run" / "results.json").unlink()
+    marker = (tmp_path / "run" / "mtkd" / "g2" / "training_complete.json").stat().st_mtime
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(recipe_args, dataclasses.replace(args, push_to_hub=True, hub_model_id="me/ro-emotions"))
+    assert stop.value.code == 1 and (tmp_path / "run" / "results.json").is_file()
+    assert (tmp_path / "run" / "mtkd" / "g2" / "training_complete.json").stat().st_mtime == marker
+    err = capsys.readouterr().err
+    assert "[hub]" in err and "me/ro-emotions" in err and "The local save is complete" in err
+    meta = metadata_load(tmp_path / "run" / "mtkd" / "g2" / "README.md")
+    assert meta["language"] == ["ro", "en"] and "teacher-annealing" in meta["tags"]
+    card = (tmp_path / "run" / "mtkd" / "g2" / "README.md").read_text()
+    assert "# ro-emotions" in card and "generation 1" in card
+    assert not (tmp_path / "run" / "adversarial" / "stage2" / "README.md").exists()
 
 
 def test_recipe_arguments_are_checked():
