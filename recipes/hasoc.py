@@ -53,6 +53,7 @@ from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
 from distil_trainers.baselines import BASELINES, make_baseline, run_baselines
+from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import HASOC_LANGUAGES
 from distil_trainers.hierarchical import (
@@ -62,6 +63,7 @@ from distil_trainers.hierarchical import (
     sklearn_predictor,
     transformer_predictor,
 )
+from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.metrics import build_compute_metrics, classification_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.workflow import (
@@ -298,6 +300,11 @@ def format_table(rows: list[dict]) -> str:
 
 def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # with --push_to_hub the distilled student of each subtask is pushed once, after the report, to
+    # <hub_model_id>-subtask-<a|b> (teachers and hierarchical parts are not pushed)
+    args, push = split_push_argument(args)
+    if push and not recipe.run_transformers:
+        raise ValueError("--push_to_hub pushes the distilled students: it needs run_transformers (no student here).")
     set_seed(args.seed)
     start = time.time()
     output_dir = Path(args.output_dir)
@@ -315,6 +322,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     test_b = np.asarray(full["b"]["test"]["label"][:])
     lexicon = profanity_detector(recipe.profanity)
     rows: list[dict] = []
+    cards = {}  # the model card of each subtask's distilled student
 
     # ---- classical baselines (whole train split, k-fold CV, official test) ----
     kwargs = {"class_weight": recipe.class_weight, "n_estimators": recipe.n_estimators}
@@ -384,6 +392,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             task = load_subtask(recipe, args.seed, s)
             teacher, student, suite = distil(recipe, args, task, tokenizer, output_dir / f"subtask_{s}")
             students[s] = student
+            card_rows = []
             for role, model in (
                 ("teacher (MiniLM-L6, fine-tuned)", teacher),
                 ("student (3 layers, distilled)", student),
@@ -396,6 +405,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                     batch_size=args.per_device_eval_batch_size,
                     output_dir=str(output_dir / "eval"),
                 )[task.name]
+                card_rows.append({"model": role.split(" ")[0], "task": task.name, **metrics})
                 rows.append(
                     row(
                         f"{role}",
@@ -407,6 +417,11 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                     )
                 )
             print(format_table(rows))
+            cards[s] = card_context(
+                student, args, teacher=f"{recipe.teacher_base} fine-tuned on {task.name}", datasets=datasets_of(suite),
+                metrics=rows_to_card_metrics(card_rows, "student", compare=("teacher",)),
+                base_model=hub_id_of(recipe.teacher_base),
+            )  # fmt: skip
         if recipe.hierarchical and "a" in students:
             hof_task = load_subtask(recipe, args.seed, "b_hof", hof_only=True)
             _, hof_student, _ = distil(recipe, args, hof_task, tokenizer, output_dir / "hierarchical_b")
@@ -455,6 +470,9 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         (output_dir / "results.json").write_text(
             json.dumps({"recipe": dataclasses.asdict(recipe), "rows": rows, "wall_minutes": wall}, indent=2)
         )
+    if push:
+        folders = {s: output_dir / f"subtask_{s}" / "student" for s in cards}
+        push_recipe_models(args, folders, cards, student_pattern="{repo_id}-subtask-{student}")
     return {"rows": rows}
 
 

@@ -3,10 +3,12 @@ MiniLM so that it runs in seconds: baselines, teacher -> student per subtask, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from conftest import RECIPES, load_recipe, tiny_minilm_base
+from huggingface_hub import metadata_load
 
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import DatasetNotAvailableError
@@ -26,7 +28,7 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_recipe_end_to_end(tiny_base, tmp_path):
+def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
     recipe = load_recipe("hasoc")
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("fuck*\nshit*\n")
@@ -74,13 +76,29 @@ def test_recipe_end_to_end(tiny_base, tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(saved["rows"]) == len(rows)
     assert "| TF-IDF + logistic regression | A |" in (tmp_path / "run" / "results.md").read_text()
-    # finished stages are reused on a rerun (no retraining: same student metrics)
+    # finished stages are reused on a rerun (no retraining: same student metrics); with --push_to_hub the student of
+    # each subtask gets its card and is pushed once at the end, to its own repository; offline: one message, exit 1,
+    # after the report is written
     recipe_args.baselines, recipe_args.hierarchical_baseline = ["majority"], False
-    again = {(r["model"], r["subtask"]): r for r in recipe.main(recipe_args, args)["rows"]}
+    (tmp_path / "run" / "results.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(recipe_args, dataclasses.replace(args, push_to_hub=True, hub_model_id="me/hasoc-en"))
+    assert stop.value.code == 1
+    again = {(r["model"], r["subtask"]): r for r in json.loads((tmp_path / "run" / "results.json").read_text())["rows"]}
     assert (
         again[("student (3 layers, distilled)", "B")]["f1_macro"]
         == by_key[("student (3 layers, distilled)", "B")]["f1_macro"]
     )
+    err = capsys.readouterr().err
+    assert "[hub]" in err and "me/hasoc-en-subtask-a" in err and "The local save is complete" in err
+    for subtask in ("a", "b"):
+        card = tmp_path / "run" / f"subtask_{subtask}" / "student" / "README.md"
+        assert f"# hasoc-en-subtask-{subtask}" in card.read_text()
+        meta = metadata_load(card)
+        assert meta["language"] == ["en"] and "teacher-annealing" in meta["tags"]
+        student_f1 = by_key[("student (3 layers, distilled)", subtask.upper())]["f1_macro"]
+        assert f"{100 * student_f1:.2f}" in card.read_text()  # HASOC has no Hub copy: the table, no model-index
+    assert not (tmp_path / "run" / "subtask_a" / "teacher" / "README.md").exists()
 
 
 def test_recipe_arguments_are_checked():
