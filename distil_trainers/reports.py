@@ -447,6 +447,17 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
                 SavedEnsemble(name=f"{prefix}/ensemble" if relative.parts else "ensemble", members=members)
             )
     if not models:
+        adapters = sorted(
+            c.parent.relative_to(run_dir).as_posix()
+            for c in run_dir.rglob("adapter_config.json")
+            if not any(part.startswith("checkpoint-") for part in c.parent.relative_to(run_dir).parts)
+        )
+        if adapters:
+            raise FileNotFoundError(
+                f"{run_dir} holds LoRA adapters of generative students ({', '.join(adapters)}), not classifiers: "
+                "score them by label scoring with `python recipes/rationale_distill.py --stage evaluate "
+                f"--output_dir {run_dir}` (same config), which writes results.json and their model cards."
+            )
         raise FileNotFoundError(f"No saved model (config.json + weights) below {run_dir}.")
     return models, ensembles
 

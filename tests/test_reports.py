@@ -165,6 +165,11 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
     assert [(e.name, e.members) for e in ensembles] == [("ddml/ensemble", ["ddml/a", "ddml/b"])]
     with pytest.raises(FileNotFoundError):
         find_saved_models(tmp_path / "alone" / "nothing")
+    # a rationale run holds LoRA adapters of language models: the error says how to score them
+    (tmp_path / "rationale" / "student").mkdir(parents=True)
+    (tmp_path / "rationale" / "student" / "adapter_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"LoRA adapters .*\(student\).*rationale_distill.py --stage evaluate"):
+        find_saved_models(tmp_path / "rationale")
 
 
 # ---- finished run directories: distil-trainers evaluate / recipes/evaluate_runs.py -----------------------------------
