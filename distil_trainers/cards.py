@@ -674,6 +674,8 @@ def saved_model_method(folder: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     method = info.get("method") or info.get("annealing")
     if method in _RECIPE_METHODS:
         return _RECIPE_METHODS[method], info
+    if "generation" in info:  # a born-again multi-task student of the cross-lingual recipe (teacher annealing)
+        return "bam", info
     return "finetune", info
 
 

@@ -308,7 +308,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 trainer.save_model(str(gen_dir))
                 if args.process_index == 0:
                     (gen_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-                    mark_complete(gen_dir, {"generation": generation, "tasks": multi.label_spec()})
+                    mark_complete(gen_dir, {"method": "bam", "generation": generation, "tasks": multi.label_spec()})
                 trainer.accelerator.wait_for_everyone()
                 student = trainer.model
             metrics = evaluate_model(

@@ -239,3 +239,23 @@ def test_templates_load_from_a_non_editable_install(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     module, template, cited = run.stdout.split()[-3:]
     assert module.startswith(str(target)) and template.startswith(str(target)) and cited == "True"
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [
+        ({"method": "bam", "tasks": {}}, "bam"),
+        ({"task": "hasoc_en_a", "method": "jafari"}, "jafari"),
+        ({"method": "ffn_cls"}, "mse"),
+        ({"generation": 1, "tasks": {}}, "bam"),  # born-again MTKD student written before the marker named its method
+        ({"variant": "adversarial", "stage": 2}, "finetune"),  # trained on labels, no teacher
+        ({"base": "x", "tasks": {}}, "finetune"),
+    ],
+)
+def test_saved_model_method_reads_the_recipes_markers(tmp_path, marker, expected):
+    import json
+
+    from distil_trainers.cards import saved_model_method
+
+    (tmp_path / "training_complete.json").write_text(json.dumps(marker))
+    assert saved_model_method(tmp_path)[0] == expected
