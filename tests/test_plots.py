@@ -111,17 +111,36 @@ def test_load_log_history_prefers_recipe_file_then_newest_checkpoint(tmp_path):
         load_log_history(tmp_path / "missing")
 
 
-def test_confusion_matrix_png(tmp_path):
-    check_png(
-        plot_confusion_matrix(
-            [[50, 3, 1], [4, 40, 6], [0, 2, 30]], ["hate", "offensive", "neither"], tmp_path / "cm.png"
-        )
-    )
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The figures the plot functions save, to check what they draw (not only that a PNG came out)."""
+    import distil_trainers.plots as plots
+
+    figures = []
+    original = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_confusion_matrix_png(tmp_path, saved_figures):
+    matrix = [[50, 3, 1], [4, 40, 6], [0, 2, 30]]
+    check_png(plot_confusion_matrix(matrix, ["hate", "offensive", "neither"], tmp_path / "cm.png"))
+    ax = saved_figures[-1].axes[0]
+    # colours: each row normalised by its true-class count; cells: the counts, row by row
+    shares = np.asarray(matrix, dtype=float) / np.asarray(matrix).sum(1, keepdims=True)
+    np.testing.assert_allclose(ax.images[0].get_array(), shares)
+    assert [t.get_text() for t in ax.texts] == [str(v) for row in matrix for v in row]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["hate", "offensive", "neither"]
     with pytest.raises(ValueError, match="does not fit"):
         plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b", "c"], tmp_path / "bad.png")
 
 
-def test_comparison_bar_chart_from_a_report(tmp_path):
+def test_comparison_bar_chart_from_a_report(tmp_path, saved_figures):
     labels = ["a", "b"]
     truth = [0, 1, 0, 1]
     results = [
@@ -132,5 +151,11 @@ def test_comparison_bar_chart_from_a_report(tmp_path):
     ]
     summary = build_report(results, "toy", "test", labels)["summary"]
     check_png(plot_comparison(summary, tmp_path / "bars.png", metric="accuracy"))
+    ax = saved_figures[-1].axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    # teacher 4/4, student mean of 3/4 and 4/4, baseline 3/4 (in %), one bar each
+    assert heights == pytest.approx([100.0, 87.5, 75.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["teacher", "student", "alone"]
+    assert [t.get_text() for t in ax.texts] == ["100.0", "87.5", "75.0"]
     with pytest.raises(ValueError, match="no_such_metric"):
         plot_comparison(summary, tmp_path / "none.png", metric="no_such_metric")
