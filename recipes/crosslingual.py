@@ -10,8 +10,8 @@ target's test split (accuracy, macro P/R/F1):
 2. ``gradual``: gradual fine-tuning (Xu et al. 2021): one stage per entry of ``stage_shares`` (the share of source
    examples in the stage's mix, falling to 0), ``stage_epochs`` each, every stage starting from the previous one.
 3. ``adversarial``: the same stages plus an ADAN-style language discriminator behind a gradient-reversal layer
-   (``adversarial_weight``, ``reversal_scale``, ``reversal_schedule``; ``AdversarialTrainer``); target-only stages have no second language
-   and train without it.
+   (``adversarial_weight``, ``reversal_scale``, ``reversal_schedule``; ``AdversarialTrainer``); target-only stages
+   have no second language and train without it.
 4. ``mtkd``: born-again multi-task distillation with teacher annealing (BAM, Clark et al. 2019): single-task teachers
    (the last cross-lingual model above for the target, a fine-tuned model per other task) teach a multi-task student of
    the same size (one encoder, one head per task), λ going 0 -> 1; ``born_again_generations`` > 1 distils each further
