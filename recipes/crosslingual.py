@@ -388,10 +388,10 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 base_model=hub_id_of(recipe.base),
             )  # fmt: skip
         else:
+            others = tuple(LABELS[v] for v in models if v != final)
             card = card_context(
                 models[final], args, method="finetune", datasets=datasets_of(target_suite),
-                metrics=rows_to_card_metrics(rows, LABELS[final], compare=tuple(LABELS[v] for v in models if v != final)),
-                base_model=hub_id_of(recipe.base),
+                metrics=rows_to_card_metrics(rows, LABELS[final], compare=others), base_model=hub_id_of(recipe.base),
             )  # fmt: skip
         push_recipe_models(args, {None: folders[final]}, {None: card})
     return {"rows": rows, "stages": stage_note}
