@@ -86,6 +86,13 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
     card = (tmp_path / "run" / "mtkd" / "g2" / "README.md").read_text()
     assert "# ro-emotions" in card and "generation 1" in card
     assert not (tmp_path / "run" / "adversarial" / "stage2" / "README.md").exists()
+    # without MTKD the last variant trained is the final model
+    recipe_args.variants = ["target_only", "gradual"]
+    with pytest.raises(SystemExit):
+        recipe.main(recipe_args, dataclasses.replace(args, push_to_hub=True, hub_model_id="me/ro-gradual"))
+    card = (tmp_path / "run" / "gradual" / "stage2" / "README.md").read_text()
+    assert "# ro-gradual" in card and "| target only |" in card  # compared with the other variant
+    assert "teacher-annealing" not in metadata_load(tmp_path / "run" / "gradual" / "stage2" / "README.md")["tags"]
 
 
 def test_recipe_arguments_are_checked():
