@@ -407,16 +407,21 @@ class SavedEnsemble:
     members: list[str]
 
 
+def _in_checkpoint(relative: Path) -> bool:
+    """Whether a path below a run directory lies inside a ``checkpoint-*`` folder (training state, not a result)."""
+    return any(part.startswith("checkpoint-") for part in relative.parts)
+
+
 def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], list[SavedEnsemble]]:
     """Every saved model below ``run_dir`` (a folder with ``config.json`` and weights, outside ``checkpoint-*``), with
-    its role: ``teacher`` (a folder named ``teacher`` or ``teacher_<task>``), ``baseline`` (below ``alone/`` or ``baseline*``), else
-    ``student``; and the ensembles of mutual-learning runs (folders with ``students.json``)."""
+    its role: ``teacher`` (a folder named ``teacher`` or ``teacher_<task>``), ``baseline`` (below ``alone/`` or
+    ``baseline*``), else ``student``; and the ensembles of mutual-learning runs (folders with ``students.json``)."""
     run_dir = Path(run_dir)
     models = []
     for config in sorted(run_dir.rglob("config.json")):
         folder = config.parent
         relative = folder.relative_to(run_dir)
-        if any(part.startswith("checkpoint-") for part in relative.parts):
+        if _in_checkpoint(relative):
             continue
         if not any((folder / w).is_file() for w in WEIGHT_FILES):
             continue
@@ -431,7 +436,7 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
     ensembles = []
     for listing in sorted(run_dir.rglob("students.json")):
         relative = listing.parent.relative_to(run_dir)
-        if any(part.startswith("checkpoint-") for part in relative.parts):
+        if _in_checkpoint(relative):
             continue
         names = json.loads(listing.read_text())["students"]
         members = []
@@ -450,7 +455,7 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
         adapters = sorted(
             c.parent.relative_to(run_dir).as_posix()
             for c in run_dir.rglob("adapter_config.json")
-            if not any(part.startswith("checkpoint-") for part in c.parent.relative_to(run_dir).parts)
+            if not _in_checkpoint(c.parent.relative_to(run_dir))
         )
         if adapters:
             raise FileNotFoundError(

@@ -8,7 +8,8 @@ keyword arguments (e.g. from a config file)::
     lam_schedule = get_schedule("linear")            # BAM teacher annealing: lambda 0 -> 1
     lam = lam_schedule(progress(state.global_step, state.max_steps))
 
-:func:`dann` is the gradient-reversal ramp of Ganin and Lempitsky (2015); :func:`annealing_kd_factor` is the stepwise teacher-logit scale ``Phi(T)`` of Annealing-KD (Jafari et al., 2021).
+:func:`dann` is the gradient-reversal ramp of Ganin and Lempitsky (2015); :func:`annealing_kd_factor` is the
+stepwise teacher-logit scale ``Phi(T)`` of Annealing-KD (Jafari et al., 2021).
 """
 
 from __future__ import annotations
