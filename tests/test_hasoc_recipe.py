@@ -135,3 +135,12 @@ def test_paper_numbers_sit_beside_english_rows_only():
     for language in ("de", "hi"):  # the paper reports HASOC 2021 English only
         other = recipe.row("TF-IDF + logistic regression", "a", metrics, paper_key=("a", "logreg"), language=language)
         assert other["paper_accuracy"] is None and other["paper_f1_macro"] is None
+
+
+def test_push_without_transformers_is_refused_before_anything_runs(tmp_path):
+    recipe = load_recipe("hasoc")
+    args = AnnealingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, push_to_hub=True,
+                              hub_model_id="me/hasoc")  # fmt: skip
+    with pytest.raises(ValueError, match="needs run_transformers"):
+        recipe.main(recipe.RecipeArguments(run_transformers=False), args)
+    assert not (tmp_path / "run").exists()
