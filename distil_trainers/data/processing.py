@@ -24,6 +24,7 @@ def tokenize_for_models(
     tokenizers: Mapping[str, PreTrainedTokenizerBase],
     text_column: str = "text",
     max_length: int | None = 128,
+    text_pair_column: str | None = None,
     label_column: str | None = "label",
     num_proc: int | None = None,
     desc: str = "Tokenizing",
@@ -31,7 +32,7 @@ def tokenize_for_models(
     """Tokenise ``text_column`` once per tokenizer, writing ``{prefix}input_ids`` etc. for each ``prefix`` key of
     ``tokenizers`` (``""`` for the student). Padding is left to the collator (dynamic padding). ``label_column`` is
     renamed to ``labels`` (the name Trainer and our losses expect). Other columns (``id``, ``task_ids``) are kept;
-    the text column is dropped."""
+    the text column is dropped. With ``text_pair_column`` the two texts are tokenised as a pair (both dropped)."""
     if not tokenizers:
         raise ValueError("tokenize_for_models needs at least one tokenizer, e.g. {'': student_tokenizer}.")
     for prefix, tok in tokenizers.items():
@@ -41,17 +42,21 @@ def tokenize_for_models(
     column_names = first.column_names
     if text_column not in column_names:
         raise ValueError(f"Text column {text_column!r} not found; the dataset has columns {column_names}.")
+    if text_pair_column is not None and text_pair_column not in column_names:
+        raise ValueError(f"Text pair column {text_pair_column!r} not found; the dataset has columns {column_names}.")
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
         for prefix, tok in tokenizers.items():
-            enc = tok(batch[text_column], truncation=max_length is not None, max_length=max_length)
+            pair = batch[text_pair_column] if text_pair_column is not None else None
+            enc = tok(batch[text_column], pair, truncation=max_length is not None, max_length=max_length)
             for key in TOKENIZER_COLUMNS:
                 if key in enc:
                     out[f"{prefix}{key}"] = enc[key]
         return out
 
-    dataset = dataset.map(encode, batched=True, remove_columns=[text_column], num_proc=num_proc, desc=desc)
+    dropped = [text_column] + ([text_pair_column] if text_pair_column is not None else [])
+    dataset = dataset.map(encode, batched=True, remove_columns=dropped, num_proc=num_proc, desc=desc)
     if label_column and label_column != "labels":
         if isinstance(dataset, DatasetDict):
             dataset = DatasetDict(

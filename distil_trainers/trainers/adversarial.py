@@ -31,6 +31,7 @@ from ..crosslingual import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_featur
 from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
 from .annealing import AnnealingArguments, AnnealingTrainer
 from .base import TaskAwareTrainer, _is_tokenizer, check_dataset_labels, check_label_space, load_classifier
+from .inputs import check_has_labelled_items, data_label_names, prepare_classification_dataset, single_task_names
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,16 @@ class AdversarialTrainer(AnnealingTrainer):
             raise ValueError("AdversarialTrainer needs the `model` (a model, a Hub id or a local path).")
         if args.feature_matches:
             raise ValueError("feature_matches need a teacher_model; give one or drop the matches.")
-        model = load_classifier(model, "model")
+        max_length = args.max_length
+        classes = data_label_names(train_dataset, eval_dataset)
+        model = load_classifier(model, "model", label_names=classes, **(args.model_init_kwargs or {}))
+        classes = single_task_names(model) or classes
+        tokenizers = {"": processing_class} if _is_tokenizer(processing_class) else {}
+        self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length, "role": "model"}
+        train_dataset = prepare_classification_dataset(train_dataset, "train dataset", **self._input_prep)
+        eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", **self._input_prep)
+        check_has_labelled_items(train_dataset, "train dataset")
+        self._train_ids = None
         space = check_label_space({"model": model})
         task_names = list(space) if "default" not in space else None
         check_dataset_labels(train_dataset, space, "train", task_names)
