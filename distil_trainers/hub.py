@@ -34,15 +34,28 @@ previous push is still running is not pushed, unless ``hub_always_push`` (then t
 to end, so that two pushes never read the same files at once). A failed checkpoint push never stops the training:
 it is logged once as a warning (later failures at INFO level), the checkpoint stays on disk, and the final
 ``push_to_hub()`` still raises its one :class:`HubPushError` after the local save.
+
+The Hub token never leaves the machine inside a file. Trainer pickles the whole ``TrainingArguments`` to
+``training_args.bin``, ``hub_token`` included, and ``hub_strategy="checkpoint"`` / ``"all_checkpoints"`` upload the
+checkpoint folder with it; so every trainer of this library writes that file through :func:`save_training_args`,
+which pickles :func:`args_without_secrets` (the credentials of :data:`SECRET_ARGUMENTS` and :data:`SECRET_KWARGS`
+set to ``None`` / left out; the run's own arguments keep them, so pushing and resuming work as before; Trainer never
+reads the file back). As a second guard, :func:`execute_plan` (the final push and every checkpoint push) reads each
+file of the plan before creating any repository and refuses the whole push, with one :class:`HubPushError` naming
+the file, if one holds the token it pushes with (or that of the ``HfApi`` it is given). It refuses rather than
+scrubbing on the way: a token in a file means something else wrote it there, and what else that file holds is
+unknown. Tokens shorter than :data:`MIN_SECRET_LENGTH` characters are not searched for (they could match the bytes of
+weights by chance; Hub tokens are much longer).
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,14 +74,20 @@ __all__ = [
     "DEFAULT_STUDENT_PATTERN",
     "EXCLUDED_PATTERNS",
     "HubPushError",
+    "MIN_SECRET_LENGTH",
     "RepoUpload",
+    "SECRET_ARGUMENTS",
+    "SECRET_KWARGS",
     "UploadPlan",
+    "args_without_secrets",
+    "check_no_secrets",
     "default_repo_id",
     "execute_plan",
     "plan_checkpoint_push",
     "plan_upload",
     "push_saved_models",
     "push_trainer",
+    "save_training_args",
     "student_folder",
     "student_repo_id",
     "sync_checkpoint",
@@ -106,6 +125,16 @@ CHECKPOINT_MODEL_FILES = (
 )
 # Never uploaded from a checkpoint folder (everything else is: the state needed to resume).
 CHECKPOINT_EXCLUDED = ("_*", ".*", "*/.*")
+
+# Arguments (of TrainingArguments and its subclasses: this library's, TRL's configs) that hold a credential. A name
+# ending in "_token" is no sign of one: TRL's SFTConfig has pad_token and eos_token, tokenizer tokens.
+SECRET_ARGUMENTS = ("hub_token", "push_to_hub_token", "hf_token", "use_auth_token", "auth_token", "token")
+# Keys of the dictionary arguments (model_init_kwargs, teacher_model_init_kwargs…, handed to from_pretrained) that
+# hold a credential.
+SECRET_KWARGS = ("token", "use_auth_token", "hub_token")
+# Shorter tokens are not searched for in the files of a push (see the module docstring).
+MIN_SECRET_LENGTH = 8
+_SCAN_CHUNK = 1 << 20
 
 
 class HubPushError(RuntimeError):
@@ -246,24 +275,93 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def args_without_secrets(args: Any) -> Any:
+    """A shallow copy of ``args`` with every credential removed: the :data:`SECRET_ARGUMENTS` that are strings set to
+    ``None``, the string :data:`SECRET_KWARGS` left out of dictionary arguments (copied, never changed in place).
+
+    ``copy.copy`` and ``setattr`` rather than ``dataclasses.replace``: replace would run ``__post_init__`` again,
+    which converts and validates every argument a second time (and this library's checks with it). ``args`` itself is
+    untouched: the run still pushes with its token."""
+    clean = copy.copy(args)
+    for name in SECRET_ARGUMENTS:
+        if isinstance(getattr(clean, name, None), str):
+            setattr(clean, name, None)
+    for name, value in list(vars(clean).items()):
+        if isinstance(value, dict) and any(isinstance(value.get(key), str) for key in SECRET_KWARGS):
+            setattr(clean, name, {k: v for k, v in value.items() if not (k in SECRET_KWARGS and isinstance(v, str))})
+    return clean
+
+
+def save_training_args(args: Any, output_dir: str | os.PathLike) -> Path:
+    """Write ``<output_dir>/training_args.bin`` as Trainer does (``torch.save`` of the arguments), without the
+    credentials (:func:`args_without_secrets`): the file goes into checkpoints, and checkpoints are pushed. Returns
+    its path."""
+    import torch
+
+    path = Path(output_dir) / "training_args.bin"
+    torch.save(args_without_secrets(args), path)
+    return path
+
+
+def _holds(path: Path, secrets: Sequence[bytes]) -> bool:
+    """Whether the file holds one of ``secrets``; read in chunks that overlap by the longest secret, so that a secret
+    across two chunks is found too and weights of any size fit in memory."""
+    overlap = max(len(s) for s in secrets) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_SCAN_CHUNK):
+            window = tail + chunk
+            if any(s in window for s in secrets):
+                return True
+            tail = window[-overlap:] if overlap else b""
+    return False
+
+
+def check_no_secrets(plan: UploadPlan, secrets: Iterable[Any]) -> None:
+    """Refuse a plan any of whose files holds one of ``secrets`` (the strings of at least :data:`MIN_SECRET_LENGTH`
+    characters; others are ignored).
+
+    Raises:
+        HubPushError: naming the first such file and its repository (never the secret); nothing is pushed."""
+    wanted = sorted({s.encode() for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH})
+    if not wanted:
+        return
+    for upload in plan.uploads:
+        for file in upload.files:
+            path = Path(upload.folder) / file
+            if _holds(path, wanted):
+                reason = f"{path} holds the Hugging Face Hub token"
+                raise HubPushError(
+                    f"Refusing to push to {upload.repo_id}: {reason}, and a token is never uploaded. Nothing was "
+                    f"pushed; the local save in {plan.local_dir} is complete. Remove the token from that file (or "
+                    "leave the file out) and push again.",
+                    repo_id=upload.repo_id,
+                    reason=reason,
+                )
+
+
 def execute_plan(
     plan: UploadPlan,
     token: str | bool | None = None,
     private: bool | None = None,
     revision: str | None = None,
     api: HfApi | None = None,
+    secrets: Iterable[str | None] = (),
 ) -> list[Any]:
     """Create every repository of the plan and upload each :class:`RepoUpload` in one commit. Returns the commit
-    infos.
+    infos. First, every file of the plan is read: if one holds ``token``, the ``HfApi``'s own token or one of
+    ``secrets`` (:func:`check_no_secrets`), nothing is created nor uploaded.
 
     Raises:
         HubPushError: on any failure, naming the repositories already pushed and saying that the local save in
-            ``plan.local_dir`` is complete (nothing is lost; push again later)."""
+            ``plan.local_dir`` is complete (nothing is lost; push again later); or naming the file that holds a
+            token."""
     api = api or HfApi()
     done, infos = [], []
     created: dict[str, str] = {}
-    current = None
+    current = plan.uploads[0].repo_id if plan.uploads else None
     try:
+        check_no_secrets(plan, [token, getattr(api, "token", None), *secrets])
         for upload in plan.uploads:
             current = upload.repo_id
             if upload.repo_id not in created:
@@ -281,6 +379,8 @@ def execute_plan(
             )
             if repo_id not in done:
                 done.append(repo_id)
+    except HubPushError:
+        raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {_one_line(exc)}"
         pushed = f" Already pushed: {', '.join(done)}." if done else ""
@@ -391,6 +491,7 @@ def push_trainer(
             private=private if private is not None else args.hub_private_repo,
             revision=revision if revision is not None else args.hub_revision,
             api=api if api is not None else getattr(trainer, "hub_api", None),
+            secrets=[args.hub_token],  # also when another token pushes
         )
     return plan
 

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import (
-    AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -25,6 +24,7 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import seed_worker
 
 from .. import losses
@@ -32,6 +32,20 @@ from ..cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_tea
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
+from .inputs import (
+    ROW_COLUMN,
+    add_row_column,
+    as_list,
+    check_finite_teacher,
+    check_has_labelled_items,
+    check_teacher_reads_its_tokens,
+    data_label_names,
+    load_classifier_model,
+    prepare_classification_dataset,
+    same_tokenization,
+    single_task_names,
+    tokenizer_beside,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +60,17 @@ class DistillationArguments(TrainingArguments):
             "help": "Keyword arguments for `from_pretrained` when the teacher is given as a Hub id or a local path, "
             "e.g. '{\"dtype\": \"bfloat16\"}'. A JSON string is accepted on the command line."
         },
+    )
+    model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `from_pretrained` when the student(s) are given as Hub ids or local paths, "
+            "e.g. '{\"dtype\": \"bfloat16\"}'. A JSON string is accepted on the command line."
+        },
+    )
+    max_length: int | None = field(
+        default=128,
+        metadata={"help": "Truncation length when the trainer tokenises a raw-text dataset (a `text` column) itself."},
     )
     task_sampling: str = field(
         default="proportional",
@@ -85,8 +110,16 @@ class DistillationArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.teacher_model_init_kwargs, str):
-            self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
+        for name in ("teacher_model_init_kwargs", "model_init_kwargs"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, json.loads(getattr(self, name)))
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            raise ValueError(
+                f"Nothing to train: max_steps={self.max_steps}, num_train_epochs={self.num_train_epochs}. Set "
+                "max_steps > 0 or num_train_epochs > 0 (to only evaluate, call trainer.evaluate() without train())."
+            )
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1 (or None), got {self.max_length}.")
         # validated here (before training), kept as plain dicts so the arguments stay JSON-serialisable
         matches = parse_student_feature_matches(self.feature_matches)
         if isinstance(matches, dict):  # per student (MutualLearningTrainer)
@@ -106,14 +139,14 @@ class DistillationArguments(TrainingArguments):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def load_classifier(model: str | os.PathLike | nn.Module, role: str, **init_kwargs) -> nn.Module:
+def load_classifier(
+    model: str | os.PathLike | nn.Module, role: str, label_names: list[str] | None = None, **init_kwargs
+) -> nn.Module:
     """Return ``model`` itself, or load it with ``AutoModelForSequenceClassification`` from a Hub id / local path
-    (multi-task checkpoints of this library load the same way)."""
-    if isinstance(model, (str, os.PathLike)):
-        return AutoModelForSequenceClassification.from_pretrained(model, **init_kwargs)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"The {role} must be a model, a Hub id or a local path, got {type(model).__name__}.")
-    return model
+    (multi-task checkpoints of this library load the same way). A teacher must have a trained classification head; a
+    student cut from a bare encoder gets a head over ``label_names`` (see
+    :func:`~distil_trainers.trainers.inputs.load_classifier_model`)."""
+    return load_classifier_model(model, role, label_names=label_names, require_head=role == "teacher", **init_kwargs)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -307,7 +340,7 @@ class TaskAwareTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
-            keep = [TASK_COLUMN, CACHE_ROW_COLUMN]
+            keep = [TASK_COLUMN, CACHE_ROW_COLUMN, ROW_COLUMN]
             keep += [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
             self._signature_columns += [c for c in keep if c not in self._signature_columns]
 
@@ -381,6 +414,18 @@ class HubPushMixin:
             return
         self.hub_pusher.push(self, checkpoint_folder)
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, with ``training_args.bin`` written again without the Hub token and other credentials
+        (:func:`distil_trainers.hub.save_training_args`): Trainer pickles the whole arguments, and checkpoints, that
+        file included, are pushed with ``hub_strategy="checkpoint"`` / ``"all_checkpoints"``. The token in
+        ``self.args`` stays for the pushes; resuming never reads the file."""
+        from ..hub import save_training_args
+
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save and os.path.isfile(os.path.join(output_dir, TRAINING_ARGS_NAME)):
+            save_training_args(self.args, output_dir)
+
     def _finish_current_push(self) -> None:
         """Wait for the running checkpoint push (Trainer calls this at the end of ``train``)."""
         if getattr(self, "_hub_pusher", None) is not None:
@@ -441,17 +486,42 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
                 f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
                 "`teacher_outputs` (distil_trainers.cache.precompute_teacher_outputs)."
             )
-        init_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
-        model = load_classifier(model, "student")
+        teacher_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
+        student_kwargs = (getattr(args, "model_init_kwargs", None) or {}) if args is not None else {}
+        max_length = getattr(args, "max_length", 128) if args is not None else 128
         teacher = None
         if teacher_model is not None:
-            teacher = freeze(load_classifier(teacher_model, "teacher", **init_kwargs))
+            teacher = freeze(load_classifier(teacher_model, "teacher", **teacher_kwargs))
+        # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
+        classes = single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
+        model = load_classifier(model, "student", label_names=classes, **student_kwargs)
+        classes = classes or single_task_names(model)
         if teacher_outputs is not None:
             teacher_outputs = resolve_teacher_outputs(teacher_outputs, teacher)
             teacher = None  # the cache replaces the teacher: it is not kept in memory
             if getattr(args, "feature_matches", None):
                 raise ValueError("feature_matches need the live teacher's hidden states; drop teacher_outputs.")
+
+        student_tok = processing_class if _is_tokenizer(processing_class) else None
+        teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else None
+        if teacher is not None and teacher_tok is None and isinstance(teacher_model, (str, os.PathLike)):
+            teacher_tok = tokenizer_beside(teacher_model)
+        own_teacher_tok = teacher_tok is not None and not (student_tok is not None and same_tokenization(student_tok,
+                                                                                                        teacher_tok))
+        tokenizers = {"": student_tok} if student_tok is not None else {}
+        if teacher is not None and own_teacher_tok:
+            tokenizers[TEACHER_PREFIX] = teacher_tok
+        train_dataset = prepare_classification_dataset(train_dataset, "train dataset", tokenizers, classes, max_length)
+        eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", tokenizers, classes, max_length)
+        check_has_labelled_items(train_dataset, "train dataset")
+        if teacher is not None:
+            check_teacher_reads_its_tokens(teacher, model, student_tok, teacher_tok if own_teacher_tok else None,
+                                           [train_dataset, *as_list(eval_dataset)])
+        if teacher_outputs is not None:
             train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
+        self._train_ids = None
+        if teacher is not None:
+            train_dataset, self._train_ids = add_row_column(train_dataset)
 
         if teacher is not None:
             space = check_label_space({"teacher": teacher, "student": model})
@@ -463,11 +533,9 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         for name, ds in eval_sets.items():
             check_dataset_labels(ds, space, name, task_names)
 
-        if data_collator is None and _is_tokenizer(processing_class):
-            tokenizers = {"": processing_class}
-            teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else processing_class
-            tokenizers[TEACHER_PREFIX] = teacher_tok
-            data_collator = MultiTokenizerCollator(tokenizers)
+        self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length}
+        if data_collator is None and student_tok is not None:
+            data_collator = MultiTokenizerCollator({"": student_tok, TEACHER_PREFIX: teacher_tok or student_tok})
 
         super().__init__(
             model=model,
@@ -494,6 +562,33 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         self.teacher = self._prepare_frozen(teacher) if teacher is not None else None
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    # ---- datasets given later ------------------------------------------------------------------------------------
+
+    def prepare_dataset(self, dataset: Any, what: str = "dataset", require_labels: bool = True) -> Any:
+        """A dataset given after construction (``evaluate``, ``predict``) made ready as the training data was: raw
+        text tokenised for every model, labels encoded in the models' class order, the teacher-output cache rows."""
+        prep = getattr(self, "_input_prep", None)
+        known = as_list(getattr(self, "eval_dataset", None))
+        if dataset is None or prep is None or isinstance(dataset, str) or any(dataset is k for k in known):
+            return dataset  # the trainer's own eval sets (Trainer passes them, or their names, back in) are ready
+        dataset = prepare_classification_dataset(dataset, what, require_labels=require_labels, **prep)
+        if self.teacher_cache is not None:
+            if isinstance(dataset, dict):
+                dataset = {k: self.teacher_cache.attach(v, f"{what} {k!r}") for k, v in dataset.items()}
+            else:
+                dataset = self.teacher_cache.attach(dataset, what)
+        return dataset
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Trainer's ``evaluate``; a raw-text ``eval_dataset`` is tokenised and its labels encoded first."""
+        eval_dataset = self.prepare_dataset(eval_dataset, "eval dataset")
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """Trainer's ``predict``; a raw-text ``test_dataset`` (labels optional) is tokenised first."""
+        test_dataset = self.prepare_dataset(test_dataset, "test dataset", require_labels=False)
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     # ---- teacher -------------------------------------------------------------------------------------------------
 
@@ -651,12 +746,16 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
     def split_inputs(inputs: dict[str, Any], prefix: str = TEACHER_PREFIX) -> tuple[dict[str, Any], dict[str, Any]]:
         """Split a batch into the student's inputs and the inputs of the model whose columns carry ``prefix`` (prefix
         stripped). Without such columns both models share the student's inputs (same tokenizer)."""
+        inputs = dict(inputs)
+        rows = inputs.pop(ROW_COLUMN, None)  # the examples' rows (training set): only read when an error names them
         own = {k: v for k, v in inputs.items() if not k.startswith(prefix)}
         other = {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix)}
         if not other:
-            return own, dict(own)
-        if TASK_COLUMN in own:
+            other = dict(own)
+        elif TASK_COLUMN in own:
             other[TASK_COLUMN] = own[TASK_COLUMN]
+        if rows is not None:
+            other[ROW_COLUMN] = rows
         return own, other
 
     def cached_teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
@@ -673,18 +772,31 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
 
     @torch.no_grad()
     def teacher_logits(self, teacher_inputs: dict[str, Any]) -> torch.Tensor:
+        teacher_inputs = dict(teacher_inputs)
+        rows = teacher_inputs.pop(ROW_COLUMN, None)
         if self.teacher_cache is not None:
             return self.cached_teacher_logits(teacher_inputs)
         self.teacher.eval()
-        return self.teacher(**teacher_inputs).logits
+        logits = self.teacher(**teacher_inputs).logits
+        self._check_teacher_logits(logits, rows)
+        return logits
+
+    def _check_teacher_logits(self, logits: torch.Tensor, rows: torch.Tensor | None) -> None:
+        ids = getattr(self, "_train_ids", None) if rows is not None else None
+        check_finite_teacher(logits, rows, ids, self.state.global_step)
 
     @torch.no_grad()
     def teacher_outputs(self, teacher_inputs: dict[str, Any]) -> Any:
-        """The teacher's outputs, with hidden states / attentions when the feature matches need them."""
+        """The teacher's outputs, with hidden states / attentions when the feature matches need them. Non-finite
+        logits of a live teacher stop training (:class:`FloatingPointError` naming the step and the examples)."""
+        teacher_inputs = dict(teacher_inputs)
+        rows = teacher_inputs.pop(ROW_COLUMN, None)
         if self.teacher_cache is not None:
             return SequenceClassifierOutput(logits=self.cached_teacher_logits(teacher_inputs))
         self.teacher.eval()
-        return self.teacher(**teacher_inputs, **self.feature_output_kwargs)
+        outputs = self.teacher(**teacher_inputs, **self.feature_output_kwargs)
+        self._check_teacher_logits(outputs.logits, rows)
+        return outputs
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """Trainer's estimate (6 × tokens × non-embedding parameters) with the parameter count taken once: Trainer

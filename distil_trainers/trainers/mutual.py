@@ -36,13 +36,12 @@ from typing import Any
 import datasets
 import torch
 from torch import nn
-from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 from .. import losses
 from ..cache import TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import TASK_COLUMN
-from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator, tokenize_for_models
+from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_student_feature_matches
 from .base import (
     DistillationArguments,
@@ -54,6 +53,16 @@ from .base import (
     check_label_space,
     freeze,
     load_classifier,
+)
+from .inputs import (
+    ROW_COLUMN,
+    add_row_column,
+    check_has_labelled_items,
+    data_label_names,
+    load_tokenizer,
+    prepare_classification_dataset,
+    same_tokenization,
+    single_task_names,
 )
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -133,6 +142,8 @@ class StudentGroup(nn.Module):
     def inputs_of(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         prefix = f"{name}_"
         own = {k[len(prefix) :]: v for k, v in inputs.items() if k.startswith(prefix) and k[len(prefix) :] in TOKENIZER_COLUMNS}
+        if not own:  # students sharing one tokenizer read the plain columns
+            own = {k: v for k, v in inputs.items() if k in TOKENIZER_COLUMNS}
         if TASK_COLUMN in inputs:
             own[TASK_COLUMN] = inputs[TASK_COLUMN]
         return own
@@ -210,6 +221,12 @@ class MutualLearningTrainer(DistillationTrainer):
                 "MutualLearningTrainer needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
                 "`teacher_outputs`."
             )
+        if not isinstance(students, Mapping):
+            raise TypeError(
+                f"students must be a dict {{name: model, Hub id or path}}, got a {type(students).__name__}; e.g. "
+                "students={'minilm': 'path/to/minilm', 'bert': 'path/to/bert'} (the names key the logs and the saved "
+                "folders)."
+            )
         names = list(students)
         _check_names(names)
         unknown = set(args.student_learning_rates or {}) - set(names)
@@ -217,59 +234,84 @@ class MutualLearningTrainer(DistillationTrainer):
             raise ValueError(f"student_learning_rates names unknown students {sorted(unknown)}; students are {names}.")
 
         processing_classes = dict(processing_classes or {})
-        models = {}
-        for name, student in students.items():
-            models[name] = load_classifier(student, f"student {name!r}")
-            if name not in processing_classes and isinstance(student, (str, os.PathLike)):
-                processing_classes[name] = AutoTokenizer.from_pretrained(student)
         teacher = None
         if teacher_model is not None:
             teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
+        # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
+        classes = single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
+        models = {}
+        for name, student in students.items():
+            models[name] = load_classifier(student, f"student {name!r}", label_names=classes,
+                                           **(args.model_init_kwargs or {}))
+            if name not in processing_classes and isinstance(student, (str, os.PathLike)):
+                processing_classes[name] = load_tokenizer(student, f"student {name!r}")
+        classes = classes or next((single_task_names(m) for m in models.values() if single_task_names(m)), None)
         if teacher_outputs is not None:
             teacher_outputs, teacher = resolve_teacher_outputs(teacher_outputs, teacher), None
         elif "teacher" not in processing_classes and isinstance(teacher_model, (str, os.PathLike)):
-            processing_classes["teacher"] = AutoTokenizer.from_pretrained(teacher_model)
+            processing_classes["teacher"] = load_tokenizer(teacher_model, "teacher")
 
         student_models = {f"student {n!r}": m for n, m in models.items()}
         if teacher is not None:
             space = check_label_space({"teacher": teacher, **student_models})
         else:
             space = check_cached_label_space(teacher_outputs, student_models)
+
+        prefixes = {name: f"{name}_" for name in names} | {"teacher": TEACHER_PREFIX}
+        needed = [*names, "teacher"] if teacher is not None else names  # a cache needs no teacher tokens
+        known = {n: processing_classes[n] for n in needed if n in processing_classes}
+        first = next(iter(known.values()), None)
+        shared = len(known) == len(needed) and all(same_tokenization(first, t) for t in known.values())
+        # one tokenizer for every model: plain input_ids / attention_mask; otherwise each model its own columns
+        tokenizers_by_prefix = {"": first} if shared else {prefixes[n]: tok for n, tok in known.items()}
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+        datasets_given = [ds for ds in [train_dataset, *eval_sets.values()] if isinstance(ds, datasets.Dataset)]
+        for n in needed:
+            own_columns = all(f"{prefixes[n]}input_ids" in ds.column_names for ds in datasets_given)
+            if n not in known:
+                plain = all("input_ids" in ds.column_names for ds in datasets_given)
+                if not datasets_given or not (own_columns or plain) or data_collator is None:
+                    raise ValueError(
+                        f"No tokenizer for {'the teacher' if n == 'teacher' else f'student {n!r}'}: pass "
+                        f"processing_classes={{{n!r}: tokenizer, ...}} (each model may tokenize differently)."
+                    )
+            elif not shared and not own_columns:
+                tokenised = [ds for ds in datasets_given if "input_ids" in ds.column_names]
+                if tokenised:
+                    raise ValueError(
+                        f"{'The teacher' if n == 'teacher' else f'Student {n!r}'} tokenizes differently from the other "
+                        f"models, but the dataset holds no {prefixes[n]}input_ids column: give the raw-text dataset "
+                        "(columns text, label: the trainer tokenises it once per model) or tokenise it per model "
+                        "(distil_trainers.data.tokenize_for_models with a prefix per model)."
+                    )
+        self.tokenizers = processing_classes
+        self._tokenizers_by_prefix = tokenizers_by_prefix
+        self._max_length = args.max_length
+        self._input_prep = {"tokenizers": tokenizers_by_prefix, "label_names": classes, "max_length": args.max_length}
+        train_dataset = self.tokenize_dataset(train_dataset, "train dataset")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self.tokenize_dataset(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self.tokenize_dataset(eval_dataset, "eval dataset")
+        check_has_labelled_items(train_dataset, "train dataset")
+
         task_names = list(space) if "default" not in space else None
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         check_dataset_labels(train_dataset, space, "train", task_names)
         for split, ds in eval_sets.items():
             check_dataset_labels(ds, space, split, task_names)
 
-        prefixes = {name: f"{name}_" for name in names} | {"teacher": TEACHER_PREFIX}
-        needed = [*names, "teacher"] if teacher is not None else names  # a cache needs no teacher tokens
-        missing = [n for n in needed if n not in processing_classes]
-        datasets_given = [ds for ds in [train_dataset, *eval_sets.values()] if isinstance(ds, datasets.Dataset)]
-        for n in missing:
-            pre_tokenized = datasets_given and all(f"{prefixes[n]}input_ids" in ds.column_names for ds in datasets_given)
-            if not pre_tokenized or data_collator is None:
-                raise ValueError(
-                    f"No tokenizer for {'the teacher' if n == 'teacher' else f'student {n!r}'}: pass "
-                    f"processing_classes={{{n!r}: tokenizer, ...}} (each model may tokenize differently)."
-                )
-        self.tokenizers = processing_classes
-        tokenizers_by_prefix = {prefixes[n]: tok for n, tok in processing_classes.items() if n in prefixes}
-
-        self._tokenizers_by_prefix = tokenizers_by_prefix
-        self._max_length = args.max_length
-        train_dataset = self.tokenize_dataset(train_dataset)
-        if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self.tokenize_dataset(v) for k, v in eval_dataset.items()}
-        else:
-            eval_dataset = self.tokenize_dataset(eval_dataset)
         if teacher_outputs is not None:
             train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
+        self._train_ids = None
+        if teacher is not None:
+            train_dataset, self._train_ids = add_row_column(train_dataset)
         if data_collator is None:
             data_collator = MultiTokenizerCollator(tokenizers_by_prefix)
 
         self.student_names = names
         self.member_names = [*names, "ensemble", "teacher"]
-        self.extra_input_prefixes = tuple(prefixes.values())
+        self.extra_input_prefixes = ("", *prefixes.values())  # plain columns when the models share a tokenizer
         self._user_compute_metrics = compute_metrics
         TaskAwareTrainer.__init__(
             self,
@@ -285,17 +327,19 @@ class MutualLearningTrainer(DistillationTrainer):
         self.can_return_loss = False
         self._setup_distillation(teacher, space, teacher_outputs)
 
-    def tokenize_dataset(self, dataset):
+    def tokenize_dataset(self, dataset, what: str = "dataset"):
         """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model
-        (``<name>_input_ids``…, ``teacher_input_ids``…, ``labels``). Tokenised datasets pass through unchanged."""
-        if not isinstance(dataset, datasets.Dataset):
-            return dataset
-        prefixes = self._tokenizers_by_prefix
-        if "text" in dataset.column_names and not all(f"{p}input_ids" in dataset.column_names for p in prefixes):
-            return tokenize_for_models(dataset, prefixes, max_length=self._max_length, desc="Tokenizing per model")
-        if "label" in dataset.column_names and "labels" not in dataset.column_names:
-            return dataset.rename_column("label", "labels")
-        return dataset
+        (``<name>_input_ids``…, ``teacher_input_ids``…; plain ``input_ids`` when all models share one tokenizer) and
+        ``labels`` in the models' class order. Tokenised datasets only get their labels checked and renamed."""
+        return prepare_classification_dataset(dataset, what, **self._input_prep)
+
+    def split_inputs(self, inputs, prefix: str = TEACHER_PREFIX):
+        """Students' and teacher's inputs; a teacher that shares the students' tokenizer reads the plain columns."""
+        student_inputs, teacher_inputs = DistillationTrainer.split_inputs(inputs, prefix)
+        if not any(k.startswith(prefix) for k in inputs):
+            keep = {*TOKENIZER_COLUMNS, TASK_COLUMN, ROW_COLUMN}
+            teacher_inputs = {k: v for k, v in teacher_inputs.items() if k in keep}
+        return student_inputs, teacher_inputs
 
     # ---- loss ----------------------------------------------------------------------------------------------------
 
@@ -355,7 +399,7 @@ class MutualLearningTrainer(DistillationTrainer):
         for name, own in matches.items():
             token_level = [m.name for m in own if m.token_level]
             tok = self.tokenizers.get(name)
-            if token_level and tok is not None and teacher_tok is not None and not _same_tokenization(tok, teacher_tok):
+            if token_level and tok is not None and teacher_tok is not None and not same_tokenization(tok, teacher_tok):
                 raise ValueError(
                     f"Student {name!r} reads a different tokenization than the teacher, so its token positions do not "
                     f"line up with the teacher's: the token-level feature matches {token_level} cannot apply to it. "
@@ -467,7 +511,11 @@ class MutualLearningTrainer(DistillationTrainer):
     # ---- saving and loading --------------------------------------------------------------------------------------
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Each student in ``<output_dir>/<name>/`` with its tokenizer; never the teacher."""
+        """Each student in ``<output_dir>/<name>/`` with its tokenizer; never the teacher. ``training_args.bin``
+        holds the arguments without the Hub token (:func:`distil_trainers.hub.save_training_args`), as with every
+        trainer of the library: checkpoints are pushed with ``hub_strategy="checkpoint"``."""
+        from ..hub import save_training_args
+
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
@@ -481,7 +529,7 @@ class MutualLearningTrainer(DistillationTrainer):
                 self.tokenizers[name].save_pretrained(target)
         with open(os.path.join(output_dir, "students.json"), "w") as f:
             json.dump({"students": self.student_names}, f)
-        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        save_training_args(self.args, output_dir)
 
     def _load_students_from(self, directory: str) -> None:
         for name, student in self.group.students.items():
@@ -498,10 +546,3 @@ class MutualLearningTrainer(DistillationTrainer):
     def _load_best_model(self) -> None:
         self._load_students_from(self.state.best_model_checkpoint)
         self._load_projections(self.state.best_model_checkpoint)
-
-
-def _same_tokenization(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    """Whether two tokenizers split text the same way (same class and vocabulary)."""
-    if a is b:
-        return True
-    return type(a) is type(b) and len(a) == len(b) and a.get_vocab() == b.get_vocab()
