@@ -10,7 +10,7 @@ On disk a cache is a directory with two files, never a pickle:
 - ``teacher_outputs.safetensors``: the tensors (``logits`` ``(N, C)``; or ``topk_logprobs`` ``(T, k)``,
   ``topk_indices`` ``(T, k)``, ``rest_logprob`` ``(T,)`` and ``offsets`` ``(N + 1,)`` for the top-k kind);
 - ``teacher_outputs.json``: the example ids (row ``i`` of the tensors belongs to ``ids[i]``), the kind, the
-  fingerprint and the settings it was built with.
+  fingerprint, the settings it was built with and a hash of every example's content (format version 3, below).
 
 A multi-task teacher (a :class:`~distil_trainers.models.MultiTaskModel`, or a
 :class:`~distil_trainers.models.routed.TaskRoutedTeacher` of single-task teachers) has heads of different widths: its
@@ -22,6 +22,24 @@ caches keep format version 1).
 The fingerprint hashes the teacher (config and every weight) and the dataset columns the teacher reads (ids, token
 columns and the task column): :func:`precompute_teacher_outputs` reuses a cache whose fingerprint matches and rebuilds
 it otherwise.
+
+A wrong cache is never used, since nothing downstream would notice it:
+
+- NaN or inf in the teacher's outputs (a float16 teacher overflowing, NaN weights) would turn every student weight into
+  NaN at the first optimizer step while the logged loss still looks normal. Building, loading, constructing and
+  attaching a cache each refuse them with one error naming the examples (:func:`check_finite_logits`). A classifier's
+  logits must be finite, ``-inf`` included (the logit-matching losses, e.g. Annealing-KD's MSE, cannot use it; a
+  multi-task cache's NaN padding beyond each row's head is not checked). Top-k caches may hold ``-inf``
+  log-probabilities (a token the teacher rules out, the rest mass when ``k`` covers the vocabulary): only NaN and
+  ``+inf`` are refused there.
+- Ids are only names: a cache built on other texts that reuse the same ids would silently distil each example towards
+  another example's teacher output. The JSON therefore also stores, per example, a short hash of its content
+  (``content_hashes``: the raw ``text``, with ``text_pair``, when the dataset has it, and the input ids the teacher
+  read), and :meth:`TeacherOutputs.attach` compares them with the dataset's rows.
+
+Format version 3 (every cache written now) added ``content_hashes``. Caches of versions 1 (single-task and top-k) and
+2 (multi-task: the ``task_ids`` tensor and ``meta["tasks"]``) still load, with a warning that their examples cannot be
+checked; rebuilding one (``rebuild=True``) adds the hashes.
 
 Example::
 
@@ -37,11 +55,13 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -61,9 +81,15 @@ CACHE_ROW_KEY = "cache_row"
 TENSORS_FILE = "teacher_outputs.safetensors"
 META_FILE = "teacher_outputs.json"
 KINDS = ("logits", "topk")
-FORMAT_VERSION = 1  # single-task classifier caches and top-k caches
-MULTITASK_FORMAT_VERSION = 2  # multi-task classifier caches: adds the `task_ids` tensor and meta["tasks"]
-SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, MULTITASK_FORMAT_VERSION)
+# Every cache is written in version 3 (per-example content hashes). Versions 1 (single-task and top-k caches) and 2
+# (multi-task caches: the `task_ids` tensor and meta["tasks"]) hold no hashes: they load, but cannot be checked.
+FORMAT_VERSION = 3
+UNVERIFIABLE_FORMAT_VERSIONS = (1, 2)
+SUPPORTED_FORMAT_VERSIONS = (*UNVERIFIABLE_FORMAT_VERSIONS, FORMAT_VERSION)
+# The raw text columns hashed per example when a dataset has them (`text_pair` only next to `text`).
+CONTENT_TEXT_COLUMNS = ("text", "text_pair")
+CONTENT_HASH_CHARS = 16  # hex characters of sha256 kept per example and column group: 64 bits
+SHOWN_IDS = 5  # ids named in an error; the rest are counted
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -139,6 +165,179 @@ def _check_ids(dataset: datasets.Dataset, what: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Checks: finite teacher outputs, the examples a cache was built on
+# --------------------------------------------------------------------------------------------------------------------
+
+TEACHER_FAULT_ADVICE = (
+    "A teacher gives such values when its activations overflow (typically a float16 teacher: load it in float32 or "
+    "bfloat16) or when its weights hold NaN. Distilling from them would turn every student weight into NaN while the "
+    "logged loss looks normal: fix the teacher (or drop these examples) and build any teacher-output cache made with "
+    "it again (precompute_teacher_outputs(..., rebuild=True), or delete its folder)."
+)
+BUILD_ADVICE = (
+    "The teacher produced them: typically its activations overflow in float16 (load it in float32 or bfloat16), the "
+    "cache's dtype=torch.float16 cannot hold its logits (beyond ±65504), or its weights hold NaN. Distilling from "
+    "them would turn every student weight into NaN while the logged loss looks normal, so no cache was written: fix "
+    "the teacher (or drop these examples) and build the cache again."
+)
+LOADED_ADVICE = (
+    "The file was damaged, or written by a teacher that produced such values (e.g. a float16 teacher overflowing). "
+    "Distilling from them would turn every student weight into NaN while the logged loss looks normal: delete the "
+    "folder and build the cache again (precompute_teacher_outputs(..., rebuild=True))."
+)
+
+
+def _listed(rows: Sequence[int], ids: Sequence[Any] | None) -> str:
+    """``"3 example(s) (ids ['a', 'b', 'c'])"``: a few ids and a count, so that the message stays one line."""
+    shown = [str(ids[r]) for r in rows[:SHOWN_IDS]] if ids is not None else list(rows[:SHOWN_IDS])
+    more = f" and {len(rows) - SHOWN_IDS} more" if len(rows) > SHOWN_IDS else ""
+    return f"{len(rows)} example(s) ({'ids' if ids is not None else 'rows'} {shown}{more})"
+
+
+def _nonfinite_rows(values: Tensor, valid: Tensor | None = None, allow_neg_inf: bool = False) -> list[int]:
+    """Indices along the first dimension of ``values`` whose entries hold NaN or ±inf (only NaN and ``+inf`` with
+    ``allow_neg_inf``, for log-probabilities, where ``-inf`` is a probability of 0). ``valid`` (a boolean mask
+    broadcastable to ``values``) restricts the check to the entries that mean something, e.g. not the NaN padding
+    beyond a multi-task row's head width."""
+    values = values.detach()
+    if values.dim() == 0:
+        values = values.reshape(1)
+    if not values.is_floating_point():
+        return []
+    bad = (torch.isnan(values) | (values == float("inf"))) if allow_neg_inf else ~torch.isfinite(values)
+    if valid is not None:
+        bad &= valid.to(bad.device)
+    return bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten().tolist()
+
+
+def check_finite_logits(
+    logits: Tensor,
+    ids: Sequence[Any] | None = None,
+    what: str = "teacher logits",
+    *,
+    valid: Tensor | None = None,
+    allow_neg_inf: bool = False,
+    advice: str | None = None,
+) -> None:
+    """Raise one ``ValueError`` naming the examples whose ``logits`` hold NaN or inf.
+
+    One such value is enough to ruin a distillation run: it flows through the KL term into every student weight at the
+    first optimizer step, and nothing fails. The check runs wherever teacher outputs enter a run (building, loading,
+    constructing and attaching a cache; a live teacher's batch), so that the error names the examples and the cause.
+
+    Args:
+        logits: ``(N, ...)``; row ``i`` (first dimension) belongs to example ``ids[i]``.
+        ids: the examples' ids, named in the error (without them, row positions are).
+        what: what ``logits`` are, for the message (``"The {what} hold NaN or inf for ..."``).
+        valid: boolean mask broadcastable to ``logits``: only these entries are checked.
+        allow_neg_inf: accept ``-inf`` (log-probabilities); NaN and ``+inf`` are still refused.
+        advice: the cause and the fix, appended to the message (default: a teacher overflowing in float16 or holding
+            NaN weights, and what to do).
+    """
+    _refuse_nonfinite(_nonfinite_rows(logits, valid, allow_neg_inf), ids, what, allow_neg_inf, advice)
+
+
+def _refuse_nonfinite(
+    bad: Sequence[int], ids: Sequence[Any] | None, what: str, allow_neg_inf: bool, advice: str | None
+) -> None:
+    if bad:
+        kinds = "NaN or +inf" if allow_neg_inf else "NaN or inf"
+        raise ValueError(f"The {what} hold {kinds} for {_listed(bad, ids)}. {advice or TEACHER_FAULT_ADVICE}")
+
+
+def _check_finite_outputs(
+    ids: Sequence[str],
+    kind: str,
+    tensors: Mapping[str, Tensor],
+    tasks: Mapping[str, int] | None,
+    what: str,
+    advice: str,
+) -> None:
+    """:func:`check_finite_logits` over a cache's tensors, per example: a classifier cache's logits (of a multi-task
+    cache, only the columns of each row's head: the rest is NaN padding), a top-k cache's log-probabilities and rest
+    mass (NaN and ``+inf`` only), each bad token mapped to its example through ``offsets``."""
+    if kind == "topk":
+        bad_tokens = _nonfinite_rows(tensors["topk_logprobs"], allow_neg_inf=True)
+        bad_tokens += _nonfinite_rows(tensors["rest_logprob"], allow_neg_inf=True)
+        if bad_tokens:
+            offsets = tensors["offsets"].long()
+            rows = torch.searchsorted(offsets, torch.tensor(bad_tokens, dtype=torch.long), right=True) - 1
+            _refuse_nonfinite(rows.clamp(0, len(ids) - 1).unique().tolist(), ids, what, True, advice)
+        return
+    logits, valid = tensors["logits"], None
+    if "task_ids" in tensors and tasks:
+        widths = torch.tensor(list(tasks.values()), dtype=torch.long)
+        valid = torch.arange(logits.shape[-1]) < widths[tensors["task_ids"].long()].unsqueeze(-1)
+    check_finite_logits(logits, ids, what, valid=valid, advice=advice)
+
+
+def _column_bytes(dataset: datasets.Dataset, column: str) -> list[bytes]:
+    """Every row's value of ``column`` as bytes, read through Arrow in one pass (no per-row dataset access).
+
+    Integer sequences (token ids) become little-endian int64 bytes whatever their stored width or list type, so an
+    int32 and an int64 copy of the same ids agree; strings become UTF-8; anything else its JSON."""
+    array = dataset.with_format("arrow")[column]
+    if isinstance(array, pa.Table):
+        array = array.column(0)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return [b"" if v is None else v.encode() for v in array.to_pylist()]
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    if is_list and pa.types.is_integer(kind.value_type):
+        lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(array).to_numpy(zero_copy_only=False).astype("<i8", copy=False)
+        raw = flat.tobytes()
+        ends = lengths.cumsum().tolist()
+        starts = [0, *ends[:-1]]
+        return [raw[8 * a : 8 * b] for a, b in zip(starts, ends)]
+    return [json.dumps(v, default=str).encode() for v in array.to_pylist()]
+
+
+def content_groups(columns: Sequence[str]) -> list[tuple[str, ...]]:
+    """The column groups hashed per example of a dataset with these columns: its raw text (``text``, with
+    ``text_pair`` when present) and the input ids its teacher reads (``teacher_input_ids``, else ``input_ids``, the
+    rule of the cache builders). The same rule at build time and at attach time is what makes the hashes
+    comparable: a student's ``input_ids`` are never compared with the ``teacher_input_ids`` a cache was built on."""
+    groups: list[tuple[str, ...]] = []
+    if CONTENT_TEXT_COLUMNS[0] in columns:
+        groups.append(tuple(c for c in CONTENT_TEXT_COLUMNS if c in columns))
+    prefix = TEACHER_PREFIX if f"{TEACHER_PREFIX}input_ids" in columns else ""
+    if f"{prefix}input_ids" in columns:
+        groups.append((f"{prefix}input_ids",))
+    return groups
+
+
+def example_hashes(dataset: datasets.Dataset, columns: Sequence[str]) -> list[str]:
+    """Per row, the first :data:`CONTENT_HASH_CHARS` hex characters of the sha256 of its ``columns`` (each value
+    length-prefixed, so that column boundaries count)."""
+    per_column = [_column_bytes(dataset, c) for c in columns]
+    out = []
+    for values in zip(*per_column):
+        h = hashlib.sha256()
+        for value in values:
+            h.update(len(value).to_bytes(8, "little"))
+            h.update(value)
+        out.append(h.hexdigest()[:CONTENT_HASH_CHARS])
+    return out
+
+
+def _dataset_content_hashes(parts: Sequence[tuple[str, datasets.Dataset]]) -> dict[str, list[str | None]]:
+    """``{"+".join(group): per-row hashes}`` over the datasets a cache is built from, rows in cache order; ``None``
+    where a dataset lacks the group (e.g. a train split with text next to a tokenised-only eval split)."""
+    total = sum(len(ds) for _, ds in parts)
+    out: dict[str, list[str | None]] = {}
+    start = 0
+    for _, ds in parts:
+        for group in content_groups(ds.column_names):
+            column = out.setdefault("+".join(group), [None] * total)
+            column[start : start + len(ds)] = example_hashes(ds, group)
+        start += len(ds)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # The cache object
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -153,9 +352,15 @@ class TeacherOutputs:
             see :func:`precompute_topk_logprobs`). A multi-task classifier cache also holds ``tensors["task_ids"]``
             ``(N,)`` (each row's task) and ``meta["tasks"]`` (``{task: num_labels}``); its ``logits`` are
             ``(N, C_max)``, NaN beyond each row's task width.
-        tensors: the stored tensors.
+        tensors: the stored tensors. They must be finite (NaN or inf are refused here, at :meth:`load` and at
+            :meth:`attach`); a top-k cache's log-probabilities may be ``-inf``, a multi-task cache's NaN padding is
+            not checked.
         fingerprint: hash of the teacher and of the dataset columns it read.
         meta: settings the cache was built with (``num_labels`` or ``tasks``, ``k``, ``temperature``…).
+        content_hashes: ``{column group: per-row hash}`` of the examples the cache was built on, row ``i`` for
+            ``ids[i]`` (``None`` where that example's dataset lacked the group): what :meth:`attach` compares with a
+            dataset's rows (see :func:`content_groups`). Empty for caches of format versions 1 and 2.
+        source: where the outputs were read from (a cache directory), named in errors.
     """
 
     ids: list[str]
@@ -163,8 +368,10 @@ class TeacherOutputs:
     tensors: dict[str, Tensor]
     fingerprint: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    content_hashes: dict[str, list[str | None]] = field(default_factory=dict)
+    source: InitVar[str | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, source: str | None = None):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}.")
         self._row_of = {i: r for r, i in enumerate(self.ids)}
@@ -172,6 +379,16 @@ class TeacherOutputs:
             raise ValueError("TeacherOutputs ids must be unique.")
         if "task_ids" in self.tensors:
             self._check_multitask()
+        for group, hashes in self.content_hashes.items():
+            if len(hashes) != len(self.ids):
+                raise ValueError(f"content_hashes[{group!r}] has {len(hashes)} entries for {len(self.ids)} ids.")
+        if source is None:
+            self._check_finite("teacher outputs", TEACHER_FAULT_ADVICE)
+        else:
+            self._check_finite(f"teacher outputs stored in {source}", LOADED_ADVICE)
+
+    def _check_finite(self, what: str, advice: str) -> None:
+        _check_finite_outputs(self.ids, self.kind, self.tensors, self.tasks, what, advice)
 
     def _check_multitask(self) -> None:
         tasks = self.tasks
@@ -290,15 +507,65 @@ class TeacherOutputs:
 
     def attach(self, dataset: Any, what: str = "dataset") -> Any:
         """``dataset`` with the :data:`CACHE_ROW_COLUMN` column (its examples' cache rows, looked up by id).
-        Non-``datasets.Dataset`` objects and ``None`` pass through unchanged."""
+        Non-``datasets.Dataset`` objects and ``None`` pass through unchanged.
+
+        Before that, the cache must be usable for this dataset, else one ``ValueError`` says why:
+
+        - its outputs are finite (checked again here: tensors can be changed after construction);
+        - every id is in the cache, and of a multi-task cache, cached under the dataset's task;
+        - each example is the one the cache was built on. Ids are only names, so the per-example content hashes
+          stored at build time are compared with this dataset's: every column group both have (see
+          :func:`content_groups`) is compared, e.g. the raw text when both have a ``text`` column, the teacher's
+          input ids when both have them (a tokenised-only dataset is compared with a cache built on text this way).
+          When they share no group the check is skipped with a warning, as for a cache written before hashes were
+          stored (format versions 1 and 2; :meth:`load` warns about those).
+
+        The hashes are computed in one Arrow pass over the hashed columns, which keeps this fast on large datasets.
+        """
         if not isinstance(dataset, datasets.Dataset):
             return dataset
+        self._check_finite("cached teacher outputs", TEACHER_FAULT_ADVICE)
         rows = self.rows(_check_ids(dataset, what), what)
+        self.check_contents(dataset, what, rows)
         if self.is_multitask and TASK_COLUMN in dataset.column_names:
             self._check_tasks(rows, dataset[TASK_COLUMN][:], what)
         if CACHE_ROW_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(CACHE_ROW_COLUMN)
         return dataset.add_column(CACHE_ROW_COLUMN, rows)
+
+    def check_contents(self, dataset: datasets.Dataset, what: str = "dataset", rows: list[int] | None = None) -> None:
+        """Raise one ``ValueError`` unless every example of ``dataset`` hashes as the example its cache row (``rows``,
+        by default looked up by id) was built from; :meth:`attach` runs it, and so should any other code that maps a
+        dataset onto the cache. The rule (which columns are compared, when the check is skipped) is :meth:`attach`'s."""
+        if rows is None:
+            rows = self.rows(_check_ids(dataset, what), what)
+        if not self.content_hashes:
+            logger.debug("The teacher-output cache holds no content hashes; the %s's examples are not checked.", what)
+            return
+        groups = [g for g in content_groups(dataset.column_names) if "+".join(g) in self.content_hashes]
+        if not groups:
+            logger.warning(
+                "The %s has none of the columns the teacher-output cache hashed per example (%s; it has %s): whether "
+                "its examples are the ones the cache was built on cannot be checked.",
+                what, sorted(self.content_hashes), dataset.column_names,
+            )
+            return
+        differ = set()
+        for group in groups:
+            cached = self.content_hashes["+".join(group)]
+            for j, (row, fresh) in enumerate(zip(rows, example_hashes(dataset, group))):
+                stored = cached[row]
+                if stored is not None and stored != fresh:
+                    differ.add(j)
+        if differ:
+            listed = _listed([rows[j] for j in sorted(differ)], self.ids)
+            compared = " and ".join("+".join(g) for g in groups)
+            raise ValueError(
+                f"{listed} of the {what} differ from the examples the teacher-output cache holds under the same ids "
+                f"(compared: {compared}). The cache was built on other texts that reuse these ids, so its outputs "
+                "belong to those texts. Rebuild it over this dataset (precompute_teacher_outputs(..., rebuild=True), "
+                "or delete the cache folder)."
+            )
 
     def _check_tasks(self, rows: list[int], task_ids: Sequence[int], what: str) -> None:
         """Raise unless every example's task (the dataset's ``task_ids``) is the task its logits were cached for."""
@@ -320,28 +587,39 @@ class TeacherOutputs:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(directory / TENSORS_FILE))
-        version = MULTITASK_FORMAT_VERSION if self.is_multitask else FORMAT_VERSION
-        meta = {"format_version": version, "kind": self.kind, "fingerprint": self.fingerprint,
-                "meta": self.meta, "ids": self.ids}
-        tmp = directory / (META_FILE + ".tmp")
+        self._save_meta(directory)
+
+    def _save_meta(self, directory: Path) -> None:
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "fingerprint": self.fingerprint,
+                "meta": self.meta, "ids": self.ids, "content_hashes": self.content_hashes}
+        tmp = directory / f"{META_FILE}.{os.getpid()}.tmp"  # one per process: ranks may write the same cache
         tmp.write_text(json.dumps(meta))
         tmp.replace(directory / META_FILE)  # written last: a directory with this file holds a complete cache
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> TeacherOutputs:
+    def load(cls, directory: str | os.PathLike, *, warn_unverifiable: bool = True) -> TeacherOutputs:
+        """The cache saved in ``directory``. Its outputs must be finite (a damaged or tampered file is refused);
+        a cache of format version 1 or 2 loads with a warning: it holds no content hashes, so :meth:`attach` cannot
+        check that a dataset holds the examples it was built on (``warn_unverifiable=False`` is for the builders,
+        which give a reused cache the hashes of the datasets at hand)."""
         directory = Path(directory)
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"No teacher-output cache in {directory} (missing {META_FILE}).")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
-            raise ValueError(
-                f"{meta_path} has format version {meta.get('format_version')}, expected one of "
-                f"{SUPPORTED_FORMAT_VERSIONS}."
+        version = meta.get("format_version")
+        if version not in SUPPORTED_FORMAT_VERSIONS:
+            raise ValueError(f"{meta_path} has format version {version}, expected one of {SUPPORTED_FORMAT_VERSIONS}.")
+        if warn_unverifiable and not meta.get("content_hashes"):
+            logger.warning(
+                "The teacher-output cache in %s (format version %s) holds no per-example content hashes: attaching "
+                "it cannot check that a dataset holds the texts it was built on (ids reused by other texts would go "
+                "unnoticed). Rebuild it (precompute_teacher_outputs(..., rebuild=True)) to have that check.",
+                directory, version,
             )
         tensors = load_file(str(directory / TENSORS_FILE))
         return cls(ids=meta["ids"], kind=meta["kind"], tensors=tensors, fingerprint=meta["fingerprint"],
-                   meta=meta["meta"])
+                   meta=meta["meta"], content_hashes=meta.get("content_hashes") or {}, source=str(directory))
 
     @staticmethod
     def stored_fingerprint(directory: str | os.PathLike) -> str | None:
@@ -408,10 +686,23 @@ def _make_collator(tokenizer, data_collator, prefix: str):
     return default_data_collator
 
 
-def _build_or_load(cache_dir, fingerprint: str, rebuild: bool, build) -> TeacherOutputs:
+def _build_or_load(
+    cache_dir, fingerprint: str, rebuild: bool, build, hashes: dict[str, list[str | None]]
+) -> TeacherOutputs:
+    """Reuse the cache in ``cache_dir`` when its fingerprint matches, else ``build()`` one (and save it there).
+
+    A reused cache gets ``hashes``, the content hashes of the datasets given now, when it lacks them or holds others:
+    a matching fingerprint means the teacher read the very same tokens under the same ids, so the outputs are those
+    of these examples (an older cache gains hashes without running the teacher again; a text edit the tokenizer
+    ignores is recorded). Only the JSON is rewritten then."""
     if cache_dir is not None and not rebuild and TeacherOutputs.stored_fingerprint(cache_dir) == fingerprint:
         logger.info("Teacher-output cache in %s is up to date; reusing it.", cache_dir)
-        return TeacherOutputs.load(cache_dir)
+        cache = TeacherOutputs.load(cache_dir, warn_unverifiable=False)
+        if cache.content_hashes != hashes:
+            cache.content_hashes = hashes
+            cache._save_meta(Path(cache_dir))
+            logger.info("Recorded the content hashes of the current examples in the cache in %s.", cache_dir)
+        return cache
     if cache_dir is not None and TeacherOutputs.stored_fingerprint(cache_dir) is not None:
         logger.info("Teacher or data changed since the cache in %s was built: rebuilding it.", cache_dir)
     start = time.perf_counter()
@@ -449,6 +740,11 @@ def precompute_teacher_outputs(
     head of its task (the dataset's ``task_ids`` column, indices into the teacher's task order; a one-task teacher
     needs no such column); the cache then holds per-task widths (see :class:`TeacherOutputs`) and the ``task_ids``
     column is part of the fingerprint.
+
+    Logits holding NaN or inf are refused with one error naming the examples, before anything is written: a cache
+    holding them would ruin every run that reads it. Every example's content is hashed into the cache
+    (:func:`content_groups`), for :meth:`TeacherOutputs.attach` to check that a dataset holds the examples the
+    cache was built on; a reused cache takes the hashes of the datasets given now (same fingerprint, same tokens).
     """
     parts = _as_dataset_list(dataset)
     if batch_size < 1:
@@ -465,6 +761,7 @@ def precompute_teacher_outputs(
                                      device=device, dtype=dtype)
     teacher_fp = model_fingerprint(teacher)
     fp = _fingerprint(teacher_fp, parts, {"kind": "logits", "dtype": str(dtype)})
+    hashes = _dataset_content_hashes(parts)
 
     def build() -> TeacherOutputs:
         was_training = teacher.training
@@ -486,11 +783,13 @@ def precompute_teacher_outputs(
                     bar.update(len(idx))
                 chunks.append(out)
         teacher.train(was_training)
-        return TeacherOutputs(ids=ids_all, kind="logits", tensors={"logits": torch.cat(chunks)}, fingerprint=fp,
+        tensors = {"logits": torch.cat(chunks)}
+        _check_finite_outputs(ids_all, "logits", tensors, None, "teacher's logits", BUILD_ADVICE)
+        return TeacherOutputs(ids=ids_all, kind="logits", tensors=tensors, fingerprint=fp,
                               meta={"num_labels": int(chunks[0].shape[-1]), "teacher": type(teacher).__name__,
-                                    "teacher_fingerprint": teacher_fp})
+                                    "teacher_fingerprint": teacher_fp}, content_hashes=hashes)
 
-    return _build_or_load(cache_dir, fp, rebuild, build)
+    return _build_or_load(cache_dir, fp, rebuild, build, hashes)
 
 
 def _dataset_tasks(ds: datasets.Dataset, tasks: dict[str, int], name: str) -> list[int]:
@@ -531,6 +830,7 @@ def _precompute_multitask(
     teacher_fp = model_fingerprint(teacher)
     settings = {"kind": "logits", "dtype": str(dtype), "tasks": [[n, c] for n, c in tasks.items()]}
     fp = _fingerprint(teacher_fp, parts, settings)
+    hashes = _dataset_content_hashes(parts)
     width = max(tasks.values())
 
     def build() -> TeacherOutputs:
@@ -564,14 +864,16 @@ def _precompute_multitask(
                 logit_chunks.append(out)
                 task_chunks.append(row_tasks_t)
         teacher.train(was_training)
+        tensors = {"logits": torch.cat(logit_chunks), "task_ids": torch.cat(task_chunks)}
+        _check_finite_outputs(ids_all, "logits", tensors, tasks, "teacher's logits", BUILD_ADVICE)
         return TeacherOutputs(
-            ids=ids_all, kind="logits",
-            tensors={"logits": torch.cat(logit_chunks), "task_ids": torch.cat(task_chunks)}, fingerprint=fp,
+            ids=ids_all, kind="logits", tensors=tensors, fingerprint=fp,
             meta={"tasks": dict(tasks), "task_order": names, "teacher": type(teacher).__name__,
                   "teacher_fingerprint": teacher_fp},
+            content_hashes=hashes,
         )
 
-    return _build_or_load(cache_dir, fp, rebuild, build)
+    return _build_or_load(cache_dir, fp, rebuild, build, hashes)
 
 
 @torch.no_grad()
@@ -597,7 +899,11 @@ def precompute_topk_logprobs(
     token). The entry of position ``t`` is the distribution the teacher predicts *for* token ``t`` (from the logits
     at ``t - 1``); a sequence's first token has none. Per example the entries are stored in position order;
     ``offsets[i]:offsets[i + 1]`` are example ``i``'s. Consume them with :func:`topk_kl_loss`. The fingerprint
-    covers the ``labels`` column too; ``meta["vocab_size"]`` records the teacher's logit width."""
+    covers the ``labels`` column too; ``meta["vocab_size"]`` records the teacher's logit width.
+
+    Entries holding NaN or ``+inf`` (a teacher whose logits overflowed) are refused with one error naming the
+    examples; ``-inf`` is a valid log-probability (a token the teacher rules out; the rest mass when ``k`` covers the
+    vocabulary). Examples are hashed as in :func:`precompute_teacher_outputs`."""
     parts = _as_dataset_list(dataset)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
@@ -610,6 +916,7 @@ def precompute_topk_logprobs(
         raise ValueError("The datasets share example ids; a cache over several datasets needs ids unique across them.")
     teacher_fp = model_fingerprint(teacher)
     fp = _fingerprint(teacher_fp, parts, {"kind": "topk", "k": k, "temperature": temperature}, ["labels"])
+    hashes = _dataset_content_hashes(parts)
 
     def build() -> TeacherOutputs:
         was_training = teacher.training
@@ -656,11 +963,13 @@ def precompute_topk_logprobs(
             "rest_logprob": torch.cat([e[2] for e in per_example]),
             "offsets": torch.cumsum(lengths, 0),
         }
+        _check_finite_outputs(ids_all, "topk", tensors, None, "teacher's top-k log-probabilities", BUILD_ADVICE)
         return TeacherOutputs(ids=ids_all, kind="topk", tensors=tensors, fingerprint=fp,
                               meta={"k": k, "temperature": temperature, "vocab_size": vocab_size,
-                                    "teacher": type(teacher).__name__, "teacher_fingerprint": teacher_fp})
+                                    "teacher": type(teacher).__name__, "teacher_fingerprint": teacher_fp},
+                              content_hashes=hashes)
 
-    return _build_or_load(cache_dir, fp, rebuild, build)
+    return _build_or_load(cache_dir, fp, rebuild, build, hashes)
 
 
 def topk_entries(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -768,6 +1077,9 @@ __all__ = [
     "resolve_teacher_outputs",
     "CACHE_ROW_COLUMN",
     "TeacherOutputs",
+    "check_finite_logits",
+    "content_groups",
+    "example_hashes",
     "dataset_fingerprint",
     "model_fingerprint",
     "precompute_teacher_outputs",

@@ -1,7 +1,7 @@
 """Teacher-output cache of multi-task teachers (a MultiTaskModel, a TaskRoutedTeacher of single-task teachers): the
 cached multi-task runs give the live teacher's losses and weights, each example keeps the logits of its task's head
 (heads of different widths), mismatched heads, missing ids and mixed-task rows are clear errors, and single-task caches
-keep their format."""
+keep their layout."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from distil_trainers import AnnealingArguments, AnnealingTrainer, MultiTaskConfig, MultiTaskModel
 from distil_trainers.cache import (
     CACHE_ROW_COLUMN,
+    FORMAT_VERSION,
     META_FILE,
     TENSORS_FILE,
     TeacherOutputs,
@@ -167,7 +168,7 @@ def test_multitask_cache_on_disk_reuse_and_rebuild(tmp_path):
     header = json.loads(raw[8 : 8 + header_length])
     assert len(raw) == 8 + header_length + max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
     meta = json.loads((directory / META_FILE).read_text())
-    assert meta["format_version"] == 2 and meta["kind"] == "logits" and meta["ids"] == data["id"][:]
+    assert meta["format_version"] == FORMAT_VERSION and meta["kind"] == "logits" and meta["ids"] == data["id"][:]
     assert meta["meta"]["tasks"] == TASKS and meta["meta"]["task_order"] == ["sentiment", "hate"]
     with safe_open(str(directory / TENSORS_FILE), framework="pt") as f:
         assert sorted(f.keys()) == ["logits", "task_ids"]
@@ -296,15 +297,15 @@ def test_trainer_reads_the_batch_tasks_head_and_refuses_rows_of_another_task(tmp
         trainer.cached_teacher_logits({"cache_row": rows[:3], TASK_COLUMN: torch.ones(3, dtype=torch.long)})
 
 
-# ---- single-task caches keep their format --------------------------------------------------------------------------
+# ---- single-task caches keep their layout ---------------------------------------------------------------------------
 
 
-def test_single_task_caches_keep_format_version_1_and_still_load(tmp_path):
+def test_single_task_caches_keep_their_layout_and_format_version_1_still_loads(tmp_path):
     ds = random_classification_dataset(n=8).add_column("id", [f"s{i}" for i in range(8)])
     teacher = tiny_classifier(0)
     built = precompute_teacher_outputs(teacher, ds, tmp_path / "new")
     meta = json.loads((tmp_path / "new" / META_FILE).read_text())
-    assert meta["format_version"] == 1 and meta["meta"]["num_labels"] == 3 and "tasks" not in meta["meta"]
+    assert meta["format_version"] == FORMAT_VERSION and meta["meta"]["num_labels"] == 3 and "tasks" not in meta["meta"]
     with safe_open(str(tmp_path / "new" / TENSORS_FILE), framework="pt") as f:
         assert list(f.keys()) == ["logits"]
     assert not built.is_multitask and built.tasks is None and built.num_labels == 3

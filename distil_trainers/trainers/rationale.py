@@ -939,6 +939,7 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, HubPushMixin, SFTTrainer):
                 "over them: precompute_topk_logprobs(teacher, {'train': ..., 'eval': ...}, ...)."
             )
         rows = cache.rows(ids, what)
+        cache.check_contents(dataset, what, rows=rows)  # a cache of other views under the same ids is refused
         offsets = cache.tensors["offsets"]
         cached = (offsets[1:] - offsets[:-1])[torch.as_tensor(rows, dtype=torch.long)].tolist()
         tokens = [sum(1 for t in row[1:] if t != -100) for row in dataset["labels"][:]]
