@@ -39,6 +39,8 @@ from torch import Tensor
 
 __all__ = [
     "IGNORE_INDEX",
+    "UNLABELLED",
+    "gold_labels",
     "label_mask",
     "reduce_per_item",
     "cross_entropy_loss",
@@ -57,6 +59,10 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
+UNLABELLED = -1
+"""Label of an item without a gold label (a raw corpus soft-labelled by the teacher): counted by every teacher term,
+never by a label term. Trainers give it only to losses without a label term (KD with ``alpha = 0``, DDML with
+``a = 0``, logit MSE)."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -168,6 +174,11 @@ def label_mask(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
         bool tensor of shape ``(...)``, True where ``labels != ignore_index``.
     """
     return labels != ignore_index
+
+
+def gold_labels(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """``labels`` with the :data:`UNLABELLED` items turned into ``ignore_index``: what a label term reads."""
+    return labels.masked_fill(labels == UNLABELLED, ignore_index)
 
 
 def reduce_per_item(
@@ -517,7 +528,9 @@ def ddml_loss(
 
     with ``L_hard`` the cross-entropy on the labels (T = 1), ``L_soft`` the cross-entropy of the student's
     ``softmax(z_i / T)`` against the teacher's ``softmax(z_t / T)``, and the K - 1 peers' distributions fixed targets
-    (detached: each student's loss only moves that student). Items whose label is ``ignore_index`` count in no term.
+    (detached: each student's loss only moves that student). Items whose label is ``ignore_index`` count in no term;
+:data:`UNLABELLED` items count in the soft and mutual terms only (the hard term sums over gold labels, divided by the
+same ``N``).
 
     Returns ``{"loss", "loss_hard", "loss_soft", "loss_mutual"}`` (``loss_mutual`` already averaged over the peers,
     before the weight ``c``).
@@ -528,7 +541,10 @@ def ddml_loss(
         _check_scalar(w, name)
     _check_same_shape(student_logits, teacher_logits)
     mask = label_mask(labels, ignore_index)
-    hard = cross_entropy_loss(student_logits, labels, ignore_index=ignore_index, num_items_in_batch=num_items_in_batch)
+    hard = cross_entropy_loss(
+        student_logits, gold_labels(labels, ignore_index), ignore_index=ignore_index,
+        num_items_in_batch=num_items_in_batch,
+    )
     teacher_probs = F.softmax(_upcast(teacher_logits.detach()) / _check_temperature(temperature), dim=-1)
     soft = soft_target_cross_entropy(
         student_logits, teacher_probs, temperature=temperature, mask=mask, num_items_in_batch=num_items_in_batch

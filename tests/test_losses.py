@@ -561,3 +561,16 @@ def test_other_shape_and_label_errors():
         cross_entropy_loss(torch.zeros(2, 4), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="scale"):
         logits_mse_loss(torch.zeros(2, 4), torch.zeros(2, 4), float("nan"))
+
+
+def test_ddml_unlabelled_items_count_in_the_teacher_terms_only():
+    from distil_trainers.losses import UNLABELLED, ddml_loss
+
+    torch.manual_seed(0)
+    s, t, p = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    labels = torch.tensor([2, UNLABELLED, 0, UNLABELLED])
+    out = ddml_loss(s, t, [p], labels, num_items_in_batch=4)
+    log_s = torch.log_softmax(s, -1)
+    hard = -(log_s[0, 2] + log_s[2, 0]) / 4  # gold items only, divided by every counted item
+    soft = -(torch.softmax(t, -1) * log_s).sum(-1).sum() / 4
+    assert torch.allclose(out["loss_hard"], hard) and torch.allclose(out["loss_soft"], soft)

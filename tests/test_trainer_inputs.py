@@ -284,3 +284,45 @@ def test_students_sharing_one_tokenizer_read_plain_columns_and_evaluate_raw_text
                                     args=args(tmp_path, cls=MutualLearningArguments),
                                     train_dataset=tokenised(tok, [0, 1] * 4))
     trainer.train()
+
+
+# ---- without gold labels: a teacher labels a raw corpus ------------------------------------------------------------
+
+
+def unlabelled(rows=POSTS) -> Dataset:
+    return Dataset.from_dict({"id": [f"u{i}" for i in range(len(rows))], "text": [t for t, _ in rows]})
+
+
+@pytest.mark.parametrize("overrides", [{"annealing": "none", "alpha": 0.0, "beta": 1.0}, {"annealing": "mse"}])
+def test_a_loss_without_label_term_distils_unlabelled_text(tmp_path, tok, teacher_dir, overrides):
+    student = AutoModelForSequenceClassification.from_pretrained(save_encoder(tmp_path / "s", tok),
+                                                                 **{"num_labels": 2})
+    before = [p.detach().clone() for p in student.parameters()]
+    trainer = AnnealingTrainer(model=student, teacher_model=teacher_dir, args=args(tmp_path, **overrides),
+                               train_dataset=unlabelled(), eval_dataset=string_dataset(POSTS[:4]),
+                               processing_class=tok)
+    assert set(trainer.train_dataset["labels"][:]) == {-1}
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    key = "loss_kd" if overrides["annealing"] == "none" else "loss_mse"
+    assert all(h[key] > 0 and math.isfinite(h[key]) for h in logs) and "loss_ce" not in logs[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+def test_a_loss_with_a_label_term_refuses_unlabelled_text(tmp_path, tok, teacher_dir):
+    with pytest.raises(ValueError, match=r"no label column.*annealing='none', alpha=0"):
+        AnnealingTrainer(model=teacher_dir, teacher_model=teacher_dir, args=args(tmp_path, annealing="bam"),
+                         train_dataset=unlabelled(), processing_class=tok)
+
+
+def test_ddml_without_hard_term_trains_on_unlabelled_text(tmp_path, tok, teacher_dir):
+    students = {"a": save_encoder(tmp_path / "a", tok, seed=1), "b": save_encoder(tmp_path / "b", tok, seed=2)}
+    with pytest.raises(ValueError, match="no label column"):
+        MutualLearningTrainer(students=students, teacher_model=teacher_dir,
+                              args=args(tmp_path, cls=MutualLearningArguments), train_dataset=unlabelled())
+    trainer = MutualLearningTrainer(students=students, teacher_model=teacher_dir,
+                                    args=args(tmp_path, cls=MutualLearningArguments, hard_weight=0.0),
+                                    train_dataset=unlabelled())
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all(h["a/loss_hard"] == 0 and h["a/loss_soft"] > 0 for h in logs)

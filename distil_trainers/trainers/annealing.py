@@ -154,12 +154,20 @@ class AnnealingTrainer(DistillationTrainer):
         if args.annealing == "mse":
             loss = losses.logits_mse_loss(student_logits, teacher_logits, mask=mask, num_items_in_batch=num_items_in_batch)
             return loss, {"loss_mse": loss}
-        ce = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
         kd = losses.kd_kl_loss(
             student_logits, teacher_logits, temperature=args.temperature, mask=mask,
             num_items_in_batch=num_items_in_batch,
         )
+        if args.alpha == 0:  # no label term: items without a gold label (UNLABELLED) train on the teacher alone
+            return args.beta * kd, {"loss_kd": kd}
+        ce = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
         return args.alpha * ce + args.beta * kd, {"loss_ce": ce, "loss_kd": kd}
+
+    @staticmethod
+    def learns_from_labels(args: AnnealingArguments) -> bool:
+        """Whether the method has a label term: all but Hinton KD with ``alpha = 0`` and logit matching (``mse``),
+        which can distil a teacher into a student on unlabelled text."""
+        return not (args.annealing == "mse" or (args.annealing == "none" and args.alpha == 0))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

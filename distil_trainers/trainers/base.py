@@ -210,7 +210,7 @@ def check_dataset_labels(dataset: Any, space: dict[str, int], split: str, task_n
         )
     columns = [column] + ([TASK_COLUMN] if TASK_COLUMN in dataset.column_names else [])
     frame = dataset.select_columns(columns).to_pandas()
-    frame = frame[frame[column] != -100]
+    frame = frame[(frame[column] != -100) & (frame[column] != losses.UNLABELLED)]
     if frame.empty:
         return
     if "default" in space:
@@ -511,7 +511,10 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         tokenizers = {"": student_tok} if student_tok is not None else {}
         if teacher is not None and own_teacher_tok:
             tokenizers[TEACHER_PREFIX] = teacher_tok
-        train_dataset = prepare_classification_dataset(train_dataset, "train dataset", tokenizers, classes, max_length)
+        train_dataset = prepare_classification_dataset(
+            train_dataset, "train dataset", tokenizers, classes, max_length,
+            allow_unlabelled=args is not None and not self.learns_from_labels(args),
+        )
         eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", tokenizers, classes, max_length)
         check_has_labelled_items(train_dataset, "train dataset")
         if teacher is not None:
@@ -562,6 +565,12 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         self.teacher = self._prepare_frozen(teacher) if teacher is not None else None
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    @staticmethod
+    def learns_from_labels(args: DistillationArguments) -> bool:
+        """Whether the loss has a label term. Without one, a training set without labels (no label column) is
+        accepted: every example is :data:`~distil_trainers.losses.UNLABELLED` and learns from the teacher alone."""
+        return True
 
     # ---- datasets given later ------------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from ..data.labels import align_labels, encode_labels, label_names_of, model_label_names
 from ..data.processing import TEACHER_PREFIX, tokenize_for_models
+from ..losses import UNLABELLED
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ def prepare_classification_dataset(
     max_length: int | None,
     role: str = "teacher",
     require_labels: bool = True,
+    allow_unlabelled: bool = False,
 ) -> Any:
     """A dataset ready for a classifier trainer: raw text tokenised once per tokenizer (``{prefix: tokenizer}``),
     labels in a ``labels`` column, string labels encoded and named classes mapped to ``label_names`` (the model's
@@ -246,13 +248,17 @@ def prepare_classification_dataset(
         return None
     if isinstance(dataset, Mapping):
         return {k: prepare_classification_dataset(v, f"{what} {k!r}", tokenizers, label_names, max_length, role,
-                                                  require_labels)
+                                                  require_labels, allow_unlabelled)
                 for k, v in dataset.items()}
     if not isinstance(dataset, datasets.Dataset):
         return dataset
     if len(dataset) == 0:
         raise ValueError(f"The {what} is empty (0 rows): give it examples, or leave it out.")
     column = next((c for c in LABEL_COLUMNS if c in dataset.column_names), None)
+    if column is None and allow_unlabelled:
+        logger.info("The %s has no labels: every example learns from the teacher alone.", what)
+        dataset = dataset.add_column("labels", [UNLABELLED] * len(dataset))
+        column = "labels"
     if column is None and not require_labels:
         if is_raw_text(dataset):
             _require_tokenizers(tokenizers, what)
@@ -263,7 +269,9 @@ def prepare_classification_dataset(
     if column is None:
         raise ValueError(
             f"The {what} has no label column ('labels' or 'label'); its columns are {dataset.column_names}. Rename "
-            "your label column (dataset.rename_column(<name>, 'label'))."
+            "your label column (dataset.rename_column(<name>, 'label')). To distil unlabelled text, use a loss "
+            "without a label term (AnnealingArguments(annealing='none', alpha=0) or annealing='mse'; "
+            "MutualLearningArguments(hard_weight=0))."
         )
     raw = is_raw_text(dataset)
     dtype = getattr(dataset.features[column], "dtype", None)

@@ -288,7 +288,9 @@ class MutualLearningTrainer(DistillationTrainer):
         self._tokenizers_by_prefix = tokenizers_by_prefix
         self._max_length = args.max_length
         self._input_prep = {"tokenizers": tokenizers_by_prefix, "label_names": classes, "max_length": args.max_length}
-        train_dataset = self.tokenize_dataset(train_dataset, "train dataset")
+        train_dataset = prepare_classification_dataset(
+            train_dataset, "train dataset", allow_unlabelled=not self.learns_from_labels(args), **self._input_prep
+        )
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self.tokenize_dataset(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
         else:
@@ -326,6 +328,12 @@ class MutualLearningTrainer(DistillationTrainer):
         self.label_names = ["labels"]  # the group's forward(**inputs) hides them from Trainer's introspection
         self.can_return_loss = False
         self._setup_distillation(teacher, space, teacher_outputs)
+
+    @staticmethod
+    def learns_from_labels(args: MutualLearningArguments) -> bool:
+        """DDML has a label term unless ``hard_weight`` (a) is 0: then the students learn from the teacher and from
+        each other, and unlabelled text can train them."""
+        return args.hard_weight != 0
 
     def tokenize_dataset(self, dataset, what: str = "dataset"):
         """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model
