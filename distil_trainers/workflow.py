@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -23,7 +24,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import load_dataset_by_name
+from .data.labels import model_label_names
+from .data.loading import DatasetArguments, TaskDataSpec, unique_task_names
 from .data.multitask import concatenate_tasks
 from .data.processing import MultiTokenizerCollator, tokenize_for_models
 from .metrics import build_compute_metrics
@@ -36,15 +38,12 @@ COMPLETE_MARKER = "training_complete.json"
 
 
 @dataclass
-class TeacherDataArguments:
-    """Recipe arguments every recipe shares: where the data comes from, how much of it, and the teacher (an existing
-    fine-tuned one, or a pretrained encoder to fine-tune first). Recipes subclass it with their own fields."""
+class TeacherDataArguments(DatasetArguments):
+    """Recipe arguments every recipe shares: where the data comes from
+    (:class:`~distil_trainers.data.DatasetArguments`: ``--dataset_name`` and how to read it), how much of it, and the
+    teacher (an existing fine-tuned one, or a pretrained encoder to fine-tune first). Recipes subclass it with their
+    own fields (and their own default ``dataset_name``)."""
 
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data); the Hub is tried "
-                          "otherwise."},
-    )
     teacher_model: str | None = field(
         default=None, metadata={"help": "An already fine-tuned teacher (path or Hub id). If unset, one is fine-tuned."}
     )
@@ -65,10 +64,15 @@ class TaskData:
     name: str
     splits: datasets.DatasetDict
     label_names: list[str]
+    source: TaskDataSpec | None = None  # where the data came from (None: a registered dataset, or built in code)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.splits
 
 
 @dataclass
@@ -94,49 +98,118 @@ class TaskSuite:
             return self.tokenized[self.names[0]][split]
         return concatenate_tasks({name: ds[split] for name, ds in self.tokenized.items()}, self.names)
 
-    def eval_datasets(self, split: str) -> datasets.Dataset | dict[str, datasets.Dataset]:
-        """One dataset (single task) or ``{task: dataset}`` with a ``task_ids`` column (multi-task)."""
+    def eval_datasets(self, split: str | Mapping[str, str]) -> datasets.Dataset | dict[str, datasets.Dataset]:
+        """One dataset (single task) or ``{task: dataset}`` with a ``task_ids`` column (multi-task); ``split`` is one
+        split for every task or ``{task: split}`` (e.g. :meth:`report_splits`)."""
+        splits = split if isinstance(split, Mapping) else dict.fromkeys(self.names, split)
         if not self.is_multitask:
-            return self.tokenized[self.names[0]][split]
+            return self.tokenized[self.names[0]][splits[self.names[0]]]
         out = {}
         for task_id, name in enumerate(self.names):
-            ds = self.tokenized[name][split]
+            ds = self.tokenized[name][splits[name]]
             out[name] = ds.add_column("task_ids", [task_id] * len(ds))
         return out
 
+    def report_splits(self, preferred: str = "test") -> dict[str, str]:
+        """``{task: split}`` the report evaluates on: ``preferred`` where the task has it, else its validation split
+        (a dataset without a test split)."""
+        return {t.name: preferred if preferred in t.splits else "validation" for t in self.tasks}
+
+
+def describe_report_splits(splits: Mapping[str, str]) -> str:
+    """How a report names the splits of :meth:`TaskSuite.report_splits`: ``"test split"``, or which tasks are reported
+    on their validation split because they have no test split."""
+    fallback = [task for task, split in splits.items() if split != "test"]
+    if not fallback:
+        return "test split"
+    if len(fallback) == len(splits):
+        return f"validation split (no test split in {', '.join(fallback)})"
+    return f"test split (validation split for {', '.join(fallback)}, which has no test split)"
+
+
+def report_split_name(splits: Mapping[str, str]) -> str:
+    """The one split name of :meth:`TaskSuite.report_splits` (``"test"`` when the tasks differ), e.g. for cards."""
+    names = set(splits.values())
+    return names.pop() if len(names) == 1 else "test"
+
 
 def load_tasks(
-    names: Sequence[str],
+    specs: Sequence[str | TaskDataSpec],
     data_dir: str | None = None,
     seed: int = 42,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    *,
+    validation_size: float = 0.1,
+    label_names: Sequence[str] | Mapping[str, Sequence[str] | None] | None = None,
 ) -> TaskSuite:
-    """Load registered datasets (``distil_trainers.data``), optionally subsampled (seeded, stratified)."""
+    """Load the tasks' data (:func:`~distil_trainers.data.load_text_classification`), optionally subsampled (seeded,
+    stratified): ``max_train_samples`` per train split, ``max_eval_samples`` per validation and test split.
+
+    ``specs``: :class:`~distil_trainers.data.TaskDataSpec` (e.g. from
+    :meth:`~distil_trainers.data.DatasetArguments.task_specs`) or plain names / paths. Task names: a registered name
+    stays itself, a file gives its stem, a folder its name (made unique). A task without a validation split gets one
+    carved from train (``validation_size``); one without a test split is kept (see :meth:`TaskSuite.report_splits`).
+    ``label_names``: the classes of an already fine-tuned model (``{task: names}``, or the names for a single task,
+    e.g. from :func:`teacher_label_names`): that task's labels are mapped to the model's ids by class name.
+    """
+    specs = [s if isinstance(s, TaskDataSpec) else TaskDataSpec(str(s)) for s in specs]
+    names = unique_task_names([spec.name(data_dir) for spec in specs])
+    if label_names is not None and not isinstance(label_names, Mapping):
+        if len(specs) != 1:
+            raise ValueError("label_names for several tasks must be a mapping {task: class names}.")
+        label_names = {names[0]: label_names}
+    label_names = dict(label_names or {})
     limits: dict[str, int] = {}
     if max_train_samples is not None:
         limits["train"] = max_train_samples
     if max_eval_samples is not None:
         limits["validation"] = limits["test"] = max_eval_samples
     tasks = []
-    for name in names:
-        splits = load_dataset_by_name(name, data_dir=data_dir, seed=seed, max_samples_per_split=limits or None)
-        missing = [s for s in ("train", "validation", "test") if s not in splits]
-        if missing:
-            raise ValueError(f"Dataset {name!r} lacks the splits {missing}; it cannot be used as a training task here.")
-        tasks.append(TaskData(name=name, splits=splits, label_names=list(splits["train"].features["label"].names)))
+    for spec, name in zip(specs, names):
+        splits = spec.load(
+            data_dir=data_dir, seed=seed, validation_size=validation_size, label_names=label_names.get(name),
+            max_samples_per_split=limits or None,
+        )
+        tasks.append(
+            TaskData(
+                name=name, splits=splits, label_names=list(splits["train"].features["label"].names),
+                source=None if spec.is_registered else spec,
+            )
+        )
     return TaskSuite(tasks=tasks)
+
+
+def teacher_label_names(
+    model_name_or_path: str | os.PathLike | None, task_names: Sequence[str]
+) -> dict[str, list[str]]:
+    """``{task: class names}`` of an already fine-tuned model (its ``config.id2label``; a multi-task model of this
+    library: the ``task_label_names`` of the suite's tasks), for :func:`load_tasks` to map the data to the model's
+    class ids. Empty when the model does not name its classes (``LABEL_0``…)."""
+    if model_name_or_path is None:
+        return {}
+    config = AutoConfig.from_pretrained(str(model_name_or_path))
+    if getattr(config, "tasks", None):
+        per_task = getattr(config, "task_label_names", None) or {}
+        return {task: list(per_task[task]) for task in task_names if per_task.get(task)}
+    names = model_label_names(getattr(config, "id2label", None))
+    if names is None or len(task_names) != 1:
+        return {}
+    return {task_names[0]: names}
 
 
 def tokenize_suite(
     suite: TaskSuite, tokenizers: Mapping[str, PreTrainedTokenizerBase], max_length: int = 128
 ) -> TaskSuite:
     """A copy of ``suite`` tokenised with ``tokenizers`` (``{"": student_tok, "teacher_": teacher_tok}``; see
-    :func:`~distil_trainers.data.processing.tokenize_for_models`). The raw splits are shared."""
-    tokenized = {
-        task.name: tokenize_for_models(task.splits, tokenizers, max_length=max_length, desc=f"Tokenizing {task.name}")
-        for task in suite.tasks
-    }
+    :func:`~distil_trainers.data.processing.tokenize_for_models`); a ``text_pair`` column is tokenised as the pair's
+    second text. The raw splits are shared."""
+    tokenized = {}
+    for task in suite.tasks:
+        pair = "text_pair" if "text_pair" in next(iter(task.splits.values())).column_names else None
+        tokenized[task.name] = tokenize_for_models(
+            task.splits, tokenizers, max_length=max_length, text_pair_column=pair, desc=f"Tokenizing {task.name}"
+        )
     return TaskSuite(tasks=suite.tasks, tokenized=tokenized)
 
 
@@ -169,12 +242,17 @@ def fingerprint(*parts: Any) -> str:
 
 
 def data_fingerprint(suite: TaskSuite) -> dict[str, str]:
-    """Per task and split: a hash of the example ids (what the stage trained and was evaluated on)."""
-    return {
-        f"{task.name}/{split}": fingerprint(list(ds["id"][:]))
-        for task in suite.tasks
-        for split, ds in task.splits.items()
-    }
+    """Per task and split: a hash of the example ids (what the stage trained and was evaluated on); for data that is
+    not a registered dataset (a user's file, which may be edited) also of the texts and labels."""
+    out = {}
+    for task in suite.tasks:
+        for split, ds in task.splits.items():
+            parts = [list(ds["id"][:])]
+            if task.source is not None:
+                parts += [list(ds[c][:]) for c in ds.column_names if c in ("text", "text_pair", "label")]
+                parts.append(task.label_names)
+            out[f"{task.name}/{split}"] = fingerprint(*parts)
+    return out
 
 
 # TrainingArguments that do not change what a stage produces.
@@ -276,12 +354,13 @@ def finetune_teacher(
 def evaluate_model(
     model: PreTrainedModel,
     suite: TaskSuite,
-    split: str,
+    split: str | Mapping[str, str],
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,
     output_dir: str = "eval_tmp",
 ) -> dict[str, dict[str, float]]:
-    """Metrics (accuracy, macro P/R/F1, per-class F1) of ``model`` on ``split`` of every task: ``{task: metrics}``."""
+    """Metrics (accuracy, macro P/R/F1, per-class F1) of ``model`` on ``split`` of every task (one split, or
+    ``{task: split}`` as :meth:`TaskSuite.report_splits` gives): ``{task: metrics}``."""
     args = TrainingArguments(
         output_dir=output_dir, per_device_eval_batch_size=batch_size, report_to="none", use_cpu=not _has_cuda()
     )
@@ -296,8 +375,9 @@ def evaluate_model(
             data_collator=MultiTokenizerCollator({"": tokenizer}),
             compute_metrics=build_compute_metrics(label_names=task.label_names),
         )
-        metrics = trainer.evaluate(eval_sets[task.name], metric_key_prefix=split)
-        prefix = f"{split}_"
+        task_split = split[task.name] if isinstance(split, Mapping) else split
+        metrics = trainer.evaluate(eval_sets[task.name], metric_key_prefix=task_split)
+        prefix = f"{task_split}_"
         results[task.name] = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
     return results
 

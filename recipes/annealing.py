@@ -2,10 +2,14 @@
 """
 Distil a fine-tuned teacher into a smaller student with teacher annealing (or Annealing-KD / Hinton KD).
 
-1. Load the task dataset(s) from the data directory (``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``) or the
-   Hub; several tasks train one shared encoder with a head per task.
-2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``, an already fine-tuned classifier). A finished
-   teacher in ``<output_dir>/teacher`` is reused; an interrupted one resumes from its last checkpoint.
+1. Load the task dataset(s) named by ``dataset_name``: registered datasets (from the data directory,
+   ``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``, or the Hub), your own csv / tsv / json / jsonl / parquet
+   files or folders of split files, ``save_to_disk`` folders or Hub ids (``text_column``, ``label_column``; string
+   labels become class names; a missing validation split is carved from train, a missing test split means the report
+   uses the validation split). Several datasets train one shared encoder with a head per task.
+2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``, an already fine-tuned classifier: the data's
+   classes are then mapped to its ``id2label`` by name). A finished teacher in ``<output_dir>/teacher`` is reused; an
+   interrupted one resumes from its last checkpoint.
 3. Build the student from ``student_base`` keeping ``student_layers`` of its encoder, distil it with
    ``AnnealingTrainer`` and report the student's test metrics next to the teacher's (``<output_dir>/results.json`` and
    ``results.md``).
@@ -17,6 +21,10 @@ Usage:
 
     # multi-task: SST-2 sentiment + Davidson hate speech, one encoder and two heads
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
+
+    # your own data: a csv with the columns text,label (labels may be strings such as hate / none)
+    accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
+        --dataset_name my.csv --text_column text --label_column label --output_dir runs/my_data
 
     # any option can be overridden on the command line
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
@@ -49,14 +57,17 @@ from distil_trainers.workflow import (
     build_classifier,
     count_parameters,
     data_fingerprint,
+    describe_report_splits,
     evaluate_model,
     finetune_teacher,
     fingerprint,
     load_tasks,
     mark_complete,
     prepare_stage,
+    report_split_name,
     results_table,
     stage_arguments,
+    teacher_label_names,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -65,18 +76,31 @@ from distil_trainers.workflow import (
 logger = logging.getLogger("recipes.annealing")
 
 
+DEFAULT_DATASETS = ["davidson"]
+
+
 @dataclass
 class RecipeArguments(TeacherDataArguments):
-    tasks: list[str] = field(
-        default_factory=lambda: ["davidson"],
-        metadata={"help": "Registered dataset names (distil_trainers.data.list_datasets()); several = multi-task."},
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "One dataset per task (several = multi-task): a registered name "
+                          "(distil_trainers.data.list_datasets()), a csv / tsv / json / jsonl / parquet file, a "
+                          "folder of split files, a save_to_disk folder or a Hub id."},
     )
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    )
+    deprecated_flags = ("tasks",)
     student_base: str | None = field(default=None, metadata={"help": "Encoder the student is cut from (default: "
                                                                       "teacher_base)."})
     student_layers: list[int] = field(
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of student_base the student keeps."}
     )
-    max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
+
+    def __post_init__(self):
+        if self.tasks is not None:
+            self.take_deprecated("tasks", self.tasks, DEFAULT_DATASETS)
+        super().__post_init__()
 
 
 def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
@@ -87,25 +111,32 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
     student_base = resolve_model_name_or_path(recipe.student_base or recipe.teacher_base)
 
-    suite = load_tasks(recipe.tasks, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
+    specs = recipe.task_specs()
+    teacher_path = resolve_model_name_or_path(recipe.teacher_model) if recipe.teacher_model is not None else None
+    suite = load_tasks(
+        specs, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples,
+        validation_size=recipe.validation_size,
+        label_names=teacher_label_names(teacher_path, [spec.task_name for spec in specs]),  # the teacher's class ids
+    )
     for task in suite.tasks:
         sizes = {split: len(ds) for split, ds in task.splits.items()}
         note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
-        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}")
+        missing = "" if task.has_test else "; no test split: the report uses the validation split"
+        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}{missing}")
 
-    tokenizer = AutoTokenizer.from_pretrained(recipe.teacher_model or teacher_base)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path or teacher_base)
     student_tokenizer = AutoTokenizer.from_pretrained(student_base)
     tokenizers = {"": student_tokenizer}
     if student_tokenizer.get_vocab() != tokenizer.get_vocab():
         tokenizers["teacher_"] = tokenizer
-    student_suite = tokenize_suite(suite, tokenizers, recipe.max_length)
-    teacher_suite = tokenize_suite(suite, {"": tokenizer}, recipe.max_length)
+    student_suite = tokenize_suite(suite, tokenizers, args.max_length)
+    teacher_suite = tokenize_suite(suite, {"": tokenizer}, args.max_length)
 
     # ---- teacher ----
     if recipe.teacher_model is not None:
         from distil_trainers.trainers.base import load_classifier
 
-        teacher = load_classifier(resolve_model_name_or_path(recipe.teacher_model), "teacher")
+        teacher = load_classifier(teacher_path, "teacher")
     else:
         teacher_args = stage_arguments(
             args, output_dir / "teacher", num_train_epochs=recipe.teacher_epochs,
@@ -116,7 +147,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     # ---- student (its checkpoints and final weights in <output_dir>/student) ----
     student_dir = output_dir / "student"
     student_args = dataclasses.replace(args, output_dir=str(student_dir))
-    key = fingerprint("student", dataclasses.asdict(recipe), training_fingerprint(args), data_fingerprint(suite))
+    key = fingerprint("student", recipe.settings(), training_fingerprint(args), data_fingerprint(suite))
     with args.main_process_first(desc="student stage"):
         complete = prepare_stage(student_dir, key)
     train_dataset = student_suite.train_dataset()
@@ -147,27 +178,32 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         trainer.accelerator.wait_for_everyone()
         student = trainer.model
 
-    # ---- report ----
+    # ---- report (on the test split; the validation split of a dataset without one) ----
+    report_splits = suite.report_splits()
     rows = []
     for role, model, tok, eval_suite in (
         ("teacher", teacher, tokenizer, teacher_suite),
         ("student", student, student_tokenizer, student_suite),
     ):
-        metrics = evaluate_model(model, eval_suite, "test", tok, batch_size=args.per_device_eval_batch_size,
+        metrics = evaluate_model(model, eval_suite, report_splits, tok, batch_size=args.per_device_eval_batch_size,
                                  output_dir=str(output_dir / "eval"))
         for task, values in metrics.items():
             rows.append({"model": role, "params": count_parameters(model), "task": task, **values})
     table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
-    header = f"Method: {args.annealing}; test split" + (" (subsampled)" if recipe.max_eval_samples else "")
+    header = (f"Method: {args.annealing}; {describe_report_splits(report_splits)}"
+              + (" (subsampled)" if recipe.max_eval_samples else ""))
     if args.process_index == 0:
         print("\n" + header + "\n\n" + table + "\n")
         (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        (output_dir / "results.json").write_text(json.dumps({"method": args.annealing, "rows": rows}, indent=2))
+        (output_dir / "results.json").write_text(
+            json.dumps({"method": args.annealing, "splits": report_splits, "rows": rows}, indent=2)
+        )
     if push:
         teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
         card = card_context(student, args, teacher=teacher_label, datasets=datasets_of(suite),
                             base_model=hub_id_of(recipe.student_base or recipe.teacher_base),
-                            metrics=rows_to_card_metrics(rows, "student", compare=("teacher",)))
+                            metrics=rows_to_card_metrics(rows, "student", split=report_split_name(report_splits),
+                                                         compare=("teacher",)))
         push_recipe_models(args, {None: student_dir}, {None: card})
     return {"rows": rows}
 

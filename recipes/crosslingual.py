@@ -2,9 +2,12 @@
 """
 Cross-lingual multi-task knowledge distillation for Romanian emotion classification (Matei's cross-lingual study).
 
-Target task RED v1 (Romanian tweets, 5 emotions); source task TweetEval emotion (English tweets, its classes mapped
-onto RED v1's by ``source_label_map``); auxiliary task SST-2 (English sentiment). Variants, each reported on the
-target's test split (accuracy, macro P/R/F1):
+``dataset_name`` lists the tasks: the target first, then the source, then any auxiliary tasks. By default: target
+RED v1 (Romanian tweets, 5 emotions); source TweetEval emotion (English tweets, its classes mapped onto RED v1's by
+``source_label_map``); auxiliary SST-2 (English sentiment). Each may also be your own csv / tsv / json / jsonl /
+parquet file or folder of split files (``text_column``, ``label_column``, one value or one per task), a
+``save_to_disk`` folder or a Hub id. Variants, each reported on the target's test split (its validation split if it
+has none, said in the report; accuracy, macro P/R/F1):
 
 1. ``target_only``: the encoder fine-tuned on the target data alone (``num_train_epochs``).
 2. ``gradual``: gradual fine-tuning (Xu et al. 2021): one stage per entry of ``stage_shares`` (the share of source
@@ -28,6 +31,10 @@ Usage:
     # quick, subsampled, on a 2-core CPU
     accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/crosslingual.py \\
         --config recipes/configs/crosslingual_quick.yaml
+
+    # your own target data (a csv with text,label; its classes are the target classes) and the default source
+    accelerate launch --num_processes 1 recipes/crosslingual.py --config recipes/configs/crosslingual_quick.yaml \\
+        --dataset_name my_ro.csv tweeteval_emotion sst2 --output_dir runs/crosslingual_my_data
 
     # the paper's Romanian BERT (needs the Hub), full data
     accelerate launch recipes/crosslingual.py --config recipes/configs/crosslingual_quick.yaml \\
@@ -56,6 +63,7 @@ from distil_trainers.crosslingual import (
     map_label_names,
     stage_sizes_note,
 )
+from distil_trainers.data import DatasetArguments
 from distil_trainers.data.processing import MultiTokenizerCollator
 from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.models import resolve_model_name_or_path
@@ -67,12 +75,14 @@ from distil_trainers.workflow import (
     build_classifier,
     count_parameters,
     data_fingerprint,
+    describe_report_splits,
     evaluate_model,
     finetune_teacher,
     fingerprint,
     load_tasks,
     mark_complete,
     prepare_stage,
+    report_split_name,
     results_table,
     stage_arguments,
     tokenize_suite,
@@ -90,17 +100,32 @@ LABELS = {
 }
 
 
+DEFAULT_DATASETS = ["redv1", "tweeteval_emotion", "sst2"]
+
+
 @dataclass
-class RecipeArguments:
-    target_task: str = field(default="redv1", metadata={"help": "Registered target-language dataset."})
-    source_task: str = field(default="tweeteval_emotion", metadata={"help": "Registered source-language dataset."})
+class RecipeArguments(DatasetArguments):
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "The tasks, target first, then source, then auxiliary tasks of the multi-task (MTKD) "
+                          "model: registered names (distil_trainers.data.list_datasets()), csv / tsv / json / jsonl / "
+                          "parquet files, folders of split files, save_to_disk folders or Hub ids."},
+    )
+    target_task: str | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): the first --dataset_name."}
+    )
+    source_task: str | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): the second --dataset_name."}
+    )
     source_label_map: dict | str | None = field(
         default='{"anger": "anger", "joy": "joy", "optimism": "joy", "sadness": "sadness"}',
         metadata={"help": "Source class -> target class (null drops the class), a JSON string on the command line."},
     )
-    auxiliary_tasks: list[str] = field(
-        default_factory=lambda: ["sst2"], metadata={"help": "Further tasks of the multi-task (MTKD) model."}
+    auxiliary_tasks: list[str] | None = field(
+        default=None,
+        metadata={"help": "Deprecated (removed in the next release): --dataset_name after the first two."},
     )
+    deprecated_flags = ("target_task", "source_task", "auxiliary_tasks")
     variants: list[str] = field(
         default_factory=lambda: list(VARIANTS), metadata={"help": f"Variants, from {VARIANTS}."}
     )
@@ -120,14 +145,20 @@ class RecipeArguments:
     teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of the single-task teachers of other tasks."})
     mtkd_epochs: float = field(default=2.0, metadata={"help": "Epochs of each multi-task (MTKD) student generation."})
     born_again_generations: int = field(default=1, metadata={"help": "Multi-task student generations (>= 1)."})
-    max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Subsample each task's train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation and test splits."})
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Data directory (default: DISTIL_TRAINERS_DATA_DIR or ../shared/data)."}
-    )
 
     def __post_init__(self):
+        given = [flag for flag in self.deprecated_flags if getattr(self, flag) is not None]
+        if given:
+            current = list(self.dataset_name) if isinstance(self.dataset_name, list) else [self.dataset_name]
+            current += DEFAULT_DATASETS[len(current):2]  # a target and a source to fill in
+            names = [self.target_task or current[0], self.source_task or current[1],
+                     *(current[2:] if self.auxiliary_tasks is None else self.auxiliary_tasks)]  # fmt: skip
+            self.take_deprecated(given, names, DEFAULT_DATASETS)
+        super().__post_init__()
+        if len(self.dataset_name) < 2:
+            raise ValueError(f"dataset_name needs a target and a source dataset, got {self.dataset_name}.")
         if isinstance(self.source_label_map, str):
             self.source_label_map = json.loads(self.source_label_map)
         if not self.source_label_map:
@@ -201,23 +232,27 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
     base = resolve_model_name_or_path(recipe.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
 
-    tasks = [recipe.target_task, recipe.source_task, *recipe.auxiliary_tasks]
-    everything = load_tasks(tasks, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
-    by_name = {t.name: t for t in everything.tasks}
-    target = by_name[recipe.target_task]
+    everything = load_tasks(
+        recipe.task_specs(), recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples,
+        validation_size=recipe.validation_size,
+    )
+    target, source = everything.tasks[0], everything.tasks[1]  # the order of dataset_name
     for task in everything.tasks:
-        print(f"[data] {task.name}: { ({s: len(d) for s, d in task.splits.items()}) }; classes {task.label_names}")
-    source_mapped = map_label_names(by_name[recipe.source_task].splits, recipe.source_label_map, target.label_names)
+        missing = "" if task.has_test else "; no test split: the report uses the validation split"
+        print(f"[data] {task.name}: { ({s: len(d) for s, d in task.splits.items()}) }; classes {task.label_names}"
+              f"{missing}")
+    report_splits = everything.report_splits()
+    source_mapped = map_label_names(source.splits, recipe.source_label_map, target.label_names)
     ro_ppw = pieces_per_word(tokenizer, list(target.splits["train"]["text"][:500]))
-    en_ppw = pieces_per_word(tokenizer, list(by_name[recipe.source_task].splits["train"]["text"][:500]))
+    en_ppw = pieces_per_word(tokenizer, list(source.splits["train"]["text"][:500]))
     vocab_note = f"tokenizer pieces per word: target {ro_ppw:.2f}, source {en_ppw:.2f}"
     print(f"[vocabulary] {vocab_note}")
 
-    target_suite = tokenize_suite(TaskSuite(tasks=[target]), {"": tokenizer}, recipe.max_length)
+    target_suite = tokenize_suite(TaskSuite(tasks=[target]), {"": tokenizer}, args.max_length)
     source_suite = tokenize_suite(
-        TaskSuite(tasks=[TaskData(recipe.source_task, source_mapped, target.label_names)]),
+        TaskSuite(tasks=[TaskData(source.name, source_mapped, target.label_names, source.source)]),
         {"": tokenizer},
-        recipe.max_length,
+        args.max_length,
     )
     models = {}
     folders = {}  # where each variant's final model is saved
@@ -231,7 +266,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
 
     # ---- 2. / 3. gradual fine-tuning, without and with the language discriminator ----
     stages = build_gradual_stages(
-        source_suite.tokenized[recipe.source_task]["train"],
+        source_suite.tokenized[source.name]["train"],
         target_suite.tokenized[target.name]["train"],
         recipe.stage_shares,
         seed=args.seed,
@@ -240,7 +275,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
     print(
         f"[gradual] stages (source, target, share): {[(n['source'], n['target'], round(n['source_share'], 2)) for n in stage_note]}"
     )
-    key_parts = (recipe.base, recipe.max_length, recipe.source_label_map, data_fingerprint(everything))
+    key_parts = (recipe.base, args.max_length, recipe.source_label_map, data_fingerprint(everything))
     for variant, weight in (("gradual", 0.0), ("adversarial", args.adversarial_weight)):
         if variant in recipe.variants:
             models[variant] = staged_training(
@@ -253,7 +288,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         metrics = evaluate_model(
             model,
             target_suite,
-            "test",
+            report_splits[target.name],
             tokenizer,
             batch_size=args.per_device_eval_batch_size,
             output_dir=str(output_dir / "eval"),
@@ -268,7 +303,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         target_teacher_variant = list(models)[-1]
         teachers = {target.name: models[target_teacher_variant]}
         for task in everything.tasks[1:]:
-            suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
+            suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, args.max_length)
             teacher_args = stage_arguments(
                 args, output_dir / f"teacher_{task.name}", num_train_epochs=recipe.teacher_epochs,
                 learning_rate=args.learning_rate,
@@ -276,7 +311,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             teachers[task.name] = finetune_teacher(
                 suite, base, tokenizer, output_dir / f"teacher_{task.name}", teacher_args
             )
-        multi = tokenize_suite(everything, {"": tokenizer}, recipe.max_length)
+        multi = tokenize_suite(everything, {"": tokenizer}, args.max_length)
         teacher = TaskRoutedTeacher({name: teachers[name] for name in multi.names})
         key = fingerprint("mtkd", key_parts, target_teacher_variant, recipe.mtkd_epochs, training_fingerprint(args))
         for generation in range(1, recipe.born_again_generations + 1):
@@ -314,7 +349,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             metrics = evaluate_model(
                 student,
                 multi,
-                "test",
+                report_splits,
                 tokenizer,
                 batch_size=args.per_device_eval_batch_size,
                 output_dir=str(output_dir / "eval"),
@@ -336,11 +371,11 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             mtkd = (gen_args, multi, f"+ MTKD (born-again g{generation}, multi-task)",
                     f"generation {generation - 1}" if generation > 1 else mtkd_teachers)  # fmt: skip
         for task in everything.tasks[1:]:
-            suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
+            suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, args.max_length)
             metrics = evaluate_model(
                 teachers[task.name],
                 suite,
-                "test",
+                report_splits[task.name],
                 tokenizer,
                 batch_size=args.per_device_eval_batch_size,
                 output_dir=str(output_dir / "eval"),
@@ -357,7 +392,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
     wall = (time.time() - start) / 60
     table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
     header = (
-        f"Cross-lingual emotion classification, target {target.name}; test split"
+        f"Cross-lingual emotion classification, target {target.name}; {describe_report_splits(report_splits)}"
         f"{' (subsampled)' if recipe.max_eval_samples else ''}; base {recipe.base}; {vocab_note}; "
         f"gradual stages (source, target): {[(n['source'], n['target']) for n in stage_note]}; "
         f"adversarial_weight {args.adversarial_weight}; wall time {wall:.1f} min"
@@ -369,6 +404,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             json.dumps(
                 {
                     "recipe": dataclasses.asdict(recipe),
+                    "splits": report_splits,
                     "rows": rows,
                     "stages": stage_note,
                     "wall_minutes": wall,
@@ -384,14 +420,16 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
             gen_args, multi, label, teacher_text = mtkd
             card = card_context(
                 models[final], gen_args, method="bam", teacher=teacher_text, datasets=datasets_of(multi),
-                metrics=rows_to_card_metrics(rows, label, compare=("single-task teacher",)),
+                metrics=rows_to_card_metrics(rows, label, split=report_split_name(report_splits),
+                                             compare=("single-task teacher",)),
                 base_model=hub_id_of(recipe.base),
             )  # fmt: skip
         else:
             others = tuple(LABELS[v] for v in models if v != final)
             card = card_context(
                 models[final], args, method="finetune", datasets=datasets_of(target_suite),
-                metrics=rows_to_card_metrics(rows, LABELS[final], compare=others), base_model=hub_id_of(recipe.base),
+                metrics=rows_to_card_metrics(rows, LABELS[final], split=report_splits[target.name], compare=others),
+                base_model=hub_id_of(recipe.base),
             )  # fmt: skip
         push_recipe_models(args, {None: folders[final]}, {None: card})
     return {"rows": rows, "stages": stage_note}

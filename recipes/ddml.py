@@ -2,8 +2,12 @@
 """
 Deep distill-mutual learning (DDML): a frozen teacher and K >= 2 students of different architectures and tokenizers.
 
-1. Load the dataset (``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``; the Hub otherwise).
-2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``). A finished teacher is reused.
+1. Load the dataset named by ``dataset_name``: a registered one (``DISTIL_TRAINERS_DATA_DIR``, default
+   ``../shared/data``; the Hub otherwise), your own csv / tsv / json / jsonl / parquet file or folder of split files
+   (``text_column``, ``label_column``; string labels become class names), a ``save_to_disk`` folder or a Hub id. A
+   missing validation split is carved from train; without a test split the report uses the validation split.
+2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``: the data's classes are then mapped to its
+   ``id2label`` by name). A finished teacher is reused.
 3. Build every student from its spec (a pretrained model, some layers of one, or a from-scratch model with its own
    vocabulary learnt from the training texts), train them together with ``MutualLearningTrainer``.
 4. Train each student alone on the labels for the same number of steps with its own learning rate (the baseline).
@@ -17,6 +21,10 @@ Usage:
 
     # quickstart on CPU: MiniLM-L6 teacher, a 3-layer MiniLM and a small DistilBERT with its own WordPiece vocabulary
     accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
+
+    # your own data: a csv with the columns text,label (string labels such as hate / none are fine)
+    accelerate launch --num_processes 1 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml \\
+        --dataset_name my.csv --text_column text --label_column label --output_dir runs/ddml_my_data
 
     # two CPU processes over gloo (`--cpu --num_processes 2` would silently run one process)
     torchrun --nproc_per_node 2 recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml --use_cpu true
@@ -61,13 +69,16 @@ from distil_trainers.workflow import (
     TeacherDataArguments,
     count_parameters,
     data_fingerprint,
+    describe_report_splits,
     evaluate_model,
     finetune_teacher,
     fingerprint,
     load_tasks,
     mark_complete,
     prepare_stage,
+    report_split_name,
     results_table,
+    teacher_label_names,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -82,11 +93,22 @@ QUICKSTART_STUDENTS = {
 }
 
 
+DEFAULT_DATASETS = ["davidson"]
+
+
 @dataclass
 class DDMLRecipeArguments(TeacherDataArguments):
-    dataset: str = field(default="davidson", metadata={"help": "A registered dataset (distil_trainers.data)."})
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "The dataset (one): a registered name (distil_trainers.data.list_datasets()), a csv / tsv / "
+                          "json / jsonl / parquet file, a folder of split files, a save_to_disk folder or a Hub id."},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    )
+    deprecated_flags = ("dataset",)
     teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of teacher fine-tuning."})
-    students: dict | str = field(
+    students: dict | str | None = field(  # "| None": the command line then takes the JSON / YAML string
         default_factory=lambda: dict(QUICKSTART_STUDENTS),
         metadata={"help": "{name: spec} (YAML mapping or JSON): spec {base: id} | {base: id, layers: [...]} | "
                           "{architecture: bert|distilbert|roberta, tokenizer_from: id, vocab_size, hidden_size, "
@@ -99,6 +121,12 @@ class DDMLRecipeArguments(TeacherDataArguments):
     )
 
     def __post_init__(self):
+        if self.dataset is not None:
+            self.take_deprecated("dataset", self.dataset, DEFAULT_DATASETS)
+        super().__post_init__()
+        if len(self.dataset_name) != 1:
+            raise ValueError(f"DDML trains on one dataset; dataset_name names {len(self.dataset_name)}: "
+                             f"{self.dataset_name}.")
         if isinstance(self.students, str):
             self.students = yaml.safe_load(self.students)
         if not isinstance(self.students, dict) or len(self.students) < 2:
@@ -124,14 +152,23 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     args, push = split_push_argument(args)  # with --push_to_hub the students are pushed once, after the report
     set_seed(args.seed)
     out = Path(args.output_dir)
-    suite = load_tasks([recipe.dataset], recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
+    teacher_source = resolve_model_name_or_path(recipe.teacher_model or recipe.teacher_base)
+    specs = recipe.task_specs()
+    suite = load_tasks(
+        specs, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples,
+        validation_size=recipe.validation_size,
+        # an already fine-tuned teacher: the data's class ids are mapped to its id2label
+        label_names=teacher_label_names(teacher_source if recipe.teacher_model else None, [specs[0].task_name]),
+    )
     task = suite.tasks[0]
+    report_split = suite.report_splits()[task.name]  # "test", or "validation" for data without a test split
     note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
     if args.process_index == 0:
-        print(f"[data] {task.name}: { {s: len(d) for s, d in task.splits.items()} }{note}; classes {task.label_names}")
+        missing = "" if task.has_test else "; no test split: the report uses the validation split"
+        print(f"[data] {task.name}: { {s: len(d) for s, d in task.splits.items()} }{note}; classes {task.label_names}"
+              f"{missing}")
 
     # ---- teacher -------------------------------------------------------------------------------------------------
-    teacher_source = resolve_model_name_or_path(recipe.teacher_model or recipe.teacher_base)
     teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_source)
     teacher_suite = tokenize_suite(suite, {"": teacher_tokenizer}, args.max_length)
     if recipe.teacher_model is not None:
@@ -162,7 +199,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
 
     # ---- DDML (checkpoints and the final students in <output_dir>/ddml) -------------------------------------------
     ddml_dir = out / "ddml"
-    run_key = fingerprint(dataclasses.asdict(recipe), training_fingerprint(args), data_fingerprint(suite))
+    run_key = fingerprint(recipe.settings(), training_fingerprint(args), data_fingerprint(suite))
     with args.main_process_first(desc="ddml stage"):
         complete = prepare_stage(ddml_dir, fingerprint("ddml", run_key))
     trainer = MutualLearningTrainer(
@@ -185,7 +222,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
             mark_complete(ddml_dir, {"students": list(students), "steps": trainer.state.global_step})
         trainer.accelerator.wait_for_everyone()
     ddml_steps = json.loads((ddml_dir / "training_complete.json").read_text())["steps"]
-    ensemble_metrics = trainer.evaluate(trainer.tokenize_dataset(task.splits["test"]), metric_key_prefix="test")
+    ensemble_metrics = trainer.evaluate(trainer.tokenize_dataset(task.splits[report_split]), metric_key_prefix="test")
 
     # ---- each student alone (baseline: same optimizer steps, same learning rate as in DDML) ---------------------
     alone = {}
@@ -217,7 +254,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     rows = []
 
     def add(label, model, tok, params=None):
-        metrics = evaluate_model(model, tokenize_suite(suite, {"": tok}, args.max_length), "test", tok,
+        metrics = evaluate_model(model, tokenize_suite(suite, {"": tok}, args.max_length), report_split, tok,
                                  batch_size=args.per_device_eval_batch_size, output_dir=str(out / "eval"))[task.name]
         rows.append({"model": label, "params": params or count_parameters(model), "task": task.name, **metrics})
         return metrics
@@ -239,12 +276,14 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
 
     columns = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
     table = results_table(rows, metrics=columns, extra=("samples_per_second",))
-    header = (f"DDML on {task.name}, test split{note}; a={args.hard_weight}, b={args.soft_weight}, "
+    header = (f"DDML on {task.name}, {describe_report_splits({task.name: report_split})}{note}; "
+              f"a={args.hard_weight}, b={args.soft_weight}, "
               f"c={args.mutual_weight}, T={args.temperature}, KL direction {args.kl_direction}")
     if args.process_index == 0:
         print("\n" + header + "\n\n" + table + "\n")
         (out / "results.md").write_text(header + "\n\n" + table + "\n")
-        (out / "results.json").write_text(json.dumps({"config": header, "rows": rows}, indent=2))
+        summary = {"config": header, "split": report_split, "rows": rows}
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
     if push:
         teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
         cards = {name: card_context(
@@ -252,7 +291,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
             peers=[PeerInfo(p, base_model=hub_id_of(recipe.students[p].get("base"))) for p in students if p != name],
             base_model=hub_id_of(recipe.students[name].get("base")),
             student_description=describe_student_spec(recipe.students[name]),
-            metrics=rows_to_card_metrics(rows, f"{name} (DDML)",
+            metrics=rows_to_card_metrics(rows, f"{name} (DDML)", split=report_split_name({task.name: report_split}),
                                          compare=("teacher", "ensemble (DDML)", f"{name} (alone)")),
         ) for name in students}
         push_recipe_models(args, {n: student_folder(ddml_dir, n) for n in students}, cards, recipe.hub_student_pattern)

@@ -2,8 +2,12 @@
 """
 Breazu and Virlan's (2025) comparison of distillation methods, and born-again self-distillation (Matei's cross-lingual emotion study).
 
-1. Load the task(s) (Davidson; SST-2 + Davidson for the multi-task config, one shared encoder with a head per task).
-2. Fine-tune the teacher (all-MiniLM-L6-v2, 6 layers) or load ``teacher_model``.
+1. Load the task(s) named by ``dataset_name`` (Davidson; SST-2 + Davidson for the multi-task config, one shared encoder
+   with a head per task): registered datasets, or your own csv / tsv / json / jsonl / parquet files, folders of split
+   files, ``save_to_disk`` folders or Hub ids (``text_column``, ``label_column``; string labels become class names; a
+   missing validation split is carved from train; without a test split the report uses the validation split).
+2. Fine-tune the teacher (all-MiniLM-L6-v2, 6 layers) or load ``teacher_model`` (the data's classes are then mapped to
+   its ``id2label`` by name).
 3. Train a student (``student_layers`` of the teacher's encoder, 3 of 6 by default) with each of ``methods``:
 
    - ``baseline``: the labels only (cross-entropy), no teacher;
@@ -31,6 +35,10 @@ Usage:
 
     # multi-task (SST-2 sentiment + Davidson hate speech), MultiTaskModel teacher and students
     accelerate launch recipes/feature_kd.py --config recipes/configs/feature_kd_multitask.yaml
+
+    # your own data: a folder with train.csv, dev.csv (or none: carved from train) and test.csv, columns text,label
+    accelerate launch recipes/feature_kd.py --config recipes/configs/feature_kd_quickstart.yaml \\
+        --dataset_name path/to/my_data --text_column text --label_column label --output_dir runs/feature_kd_my_data
 
     # add two born-again generations (6-layer students distilled from the previous generation)
     accelerate launch recipes/feature_kd.py --config recipes/configs/feature_kd_quickstart.yaml \\
@@ -61,13 +69,16 @@ from distil_trainers.workflow import (
     build_classifier,
     count_parameters,
     data_fingerprint,
+    describe_report_splits,
     evaluate_model,
     finetune_teacher,
     fingerprint,
     load_tasks,
     mark_complete,
     prepare_stage,
+    report_split_name,
     results_table,
+    teacher_label_names,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -84,12 +95,21 @@ LABELS = {
 }
 
 
+DEFAULT_DATASETS = ["davidson"]
+
+
 @dataclass
 class RecipeArguments(TeacherDataArguments):
-    tasks: list[str] = field(
-        default_factory=lambda: ["davidson"],
-        metadata={"help": "Registered dataset names (distil_trainers.data.list_datasets()); several = multi-task."},
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "One dataset per task (several = multi-task): a registered name "
+                          "(distil_trainers.data.list_datasets()), a csv / tsv / json / jsonl / parquet file, a "
+                          "folder of split files, a save_to_disk folder or a Hub id."},
     )
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    )
+    deprecated_flags = ("tasks",)
     student_layers: list[int] = field(
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of teacher_base the students keep."}
     )
@@ -123,9 +143,11 @@ class RecipeArguments(TeacherDataArguments):
         metadata={"help": "Method of the born-again generations: annealing, ffn or ffn_cls.",
                   "choices": ["annealing", "ffn", "ffn_cls"]},
     )
-    max_length: int = field(default=64, metadata={"help": "Maximum tokens per text."})
 
     def __post_init__(self):
+        if self.tasks is not None:
+            self.take_deprecated("tasks", self.tasks, DEFAULT_DATASETS)
+        super().__post_init__()
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"Unknown methods {unknown}; choose among {METHODS}.")
@@ -152,7 +174,7 @@ def default_cls_matches(num_student_layers: int, num_teacher_layers: int) -> lis
 
 def stage_settings(recipe: RecipeArguments, born_again: bool) -> dict:
     """The recipe settings a student stage depends on (not which other stages are run)."""
-    settings = dataclasses.asdict(recipe)
+    settings = recipe.settings()
     for name in ("methods", "born_again_generations") + (() if born_again else ("born_again_method",)):
         settings.pop(name)
     return settings
@@ -201,22 +223,28 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     output_dir = Path(args.output_dir)
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
 
-    suite = load_tasks(recipe.tasks, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples)
+    teacher_path = resolve_model_name_or_path(recipe.teacher_model) if recipe.teacher_model is not None else None
+    specs = recipe.task_specs()
+    suite = load_tasks(
+        specs, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples,
+        validation_size=recipe.validation_size,
+        label_names=teacher_label_names(teacher_path, [spec.task_name for spec in specs]),  # the teacher's class ids
+    )
     for task in suite.tasks:
         sizes = {split: len(ds) for split, ds in task.splits.items()}
         note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
-        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}")
+        missing = "" if task.has_test else "; no test split: the report uses the validation split"
+        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}{missing}")
 
     # Students are cut from the teacher's encoder, so every model reads the same tokens (token-level matches need it).
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(recipe.teacher_model) if recipe.teacher_model
-                                              else teacher_base)
-    data = tokenize_suite(suite, {"": tokenizer}, recipe.max_length)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path or teacher_base)
+    data = tokenize_suite(suite, {"": tokenizer}, args.max_length)
     train_dataset, eval_dataset = data.train_dataset(), data.eval_datasets("validation")
     data_key = data_fingerprint(suite)
 
     # ---- teacher (born-again generation 0) ----
     if recipe.teacher_model is not None:
-        teacher = AutoModelForSequenceClassification.from_pretrained(resolve_model_name_or_path(recipe.teacher_model))
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path)
     else:
         teacher_args = dataclasses.replace(
             args, output_dir=str(output_dir / "teacher"), num_train_epochs=recipe.teacher_epochs,
@@ -272,24 +300,27 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         labels[name] = f"born-again g{generation} ({recipe.born_again_method} from g{generation - 1})"
         previous = models[name]
 
-    # ---- report ----
+    # ---- report (on the test split; the validation split of a dataset without one) ----
+    report_splits = suite.report_splits()
     rows = []
     for key, model in models.items():
-        metrics = evaluate_model(model, data, "test", tokenizer, batch_size=args.per_device_eval_batch_size,
+        metrics = evaluate_model(model, data, report_splits, tokenizer, batch_size=args.per_device_eval_batch_size,
                                  output_dir=str(output_dir / "eval"))
         for task, values in metrics.items():
             rows.append({"model": labels[key], "key": key, "params": count_parameters(model), "task": task, **values,
                          "train_seconds": seconds.get(key)})
     table = results_table(rows, metrics=("accuracy", "f1_macro"))
     wall = time.time() - started
-    header = ("Feature-level distillation vs teacher annealing (Breazu and Virlan, 2025); test split"
+    header = (f"Feature-level distillation vs teacher annealing (Breazu and Virlan, 2025); "
+              f"{describe_report_splits(report_splits)}"
               + (" (subsampled)" if recipe.max_eval_samples else "")
               + f"; wall time {wall / 60:.1f} min")
     if args.process_index == 0:
         print("\n" + header + "\n\n" + table + "\n")
         (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
         summary = {"methods": recipe.methods, "born_again_generations": recipe.born_again_generations,
-                   "born_again_method": recipe.born_again_method, "rows": rows, "wall_seconds": wall}
+                   "born_again_method": recipe.born_again_method, "splits": report_splits, "rows": rows,
+                   "wall_seconds": wall}
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
     if push:  # one repository per method's student: <hub_model_id>-<method>
         cards = {}
@@ -301,7 +332,8 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                 models[method], stage_args, method="finetune" if method == "baseline" else None,
                 teacher=None if method == "baseline" else teacher_label,
                 datasets=datasets_of(suite), base_model=hub_id_of(recipe.teacher_base),
-                metrics=rows_to_card_metrics(rows, labels[method], compare=("teacher",)),
+                metrics=rows_to_card_metrics(rows, labels[method], split=report_split_name(report_splits),
+                                             compare=("teacher",)),
             )
         push_recipe_models(args, {m: output_dir / m for m in recipe.methods}, cards)
     return {"rows": rows, "wall_seconds": wall}

@@ -150,7 +150,6 @@ class RecipeArguments:
     student_layers: list[int] = field(
         default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of the teacher the students keep."}
     )
-    max_length: int = field(default=64, metadata={"help": "Maximum tokens per post."})
     lexicon_b_two_class: bool = field(
         default=True,
         metadata={
@@ -211,7 +210,7 @@ def hof_subset(task: TaskData, keep_names: list[str], name: str) -> TaskData:
 def distil(recipe: RecipeArguments, args: AnnealingArguments, task: TaskData, tokenizer, output_dir: Path):
     """Fine-tune (or reuse) the teacher of one task and distil (or reuse) its student; returns both models."""
     teacher_base = resolve_model_name_or_path(recipe.teacher_base)
-    suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, recipe.max_length)
+    suite = tokenize_suite(TaskSuite(tasks=[task]), {"": tokenizer}, args.max_length)
     teacher_args = stage_arguments(
         args,
         output_dir / "teacher",
@@ -227,7 +226,7 @@ def distil(recipe: RecipeArguments, args: AnnealingArguments, task: TaskData, to
         task.name,
         recipe.teacher_base,
         recipe.student_layers,
-        recipe.max_length,
+        args.max_length,
         training_fingerprint(args),
         data_fingerprint(suite),
     )
@@ -427,11 +426,11 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             _, hof_student, _ = distil(recipe, args, hof_task, tokenizer, output_dir / "hierarchical_b")
             predict = {
                 "a": transformer_predictor(
-                    students["a"], tokenizer, args.per_device_eval_batch_size, recipe.max_length
+                    students["a"], tokenizer, args.per_device_eval_batch_size, args.max_length
                 )
             }
             predict_hof = [
-                transformer_predictor(hof_student, tokenizer, args.per_device_eval_batch_size, recipe.max_length)
+                transformer_predictor(hof_student, tokenizer, args.per_device_eval_batch_size, args.max_length)
             ]
             names = [hof_names]
             if lexicon is not None and not recipe.lexicon_b_two_class:
@@ -441,7 +440,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
                 two = hof_subset(hof_task, non_profane, "b_hof2")
                 _, hof2_student, _ = distil(recipe, args, two, tokenizer, output_dir / "hierarchical_b_no_prfn")
                 predict_hof.append(
-                    transformer_predictor(hof2_student, tokenizer, args.per_device_eval_batch_size, recipe.max_length)
+                    transformer_predictor(hof2_student, tokenizer, args.per_device_eval_batch_size, args.max_length)
                 )
                 names.append(non_profane)
             else:

@@ -9,7 +9,9 @@ fingerprint and, once done, a ``training_complete.json``: a rerun with the same 
 an interrupted training resumes from its last checkpoint):
 
 1. ``generate``: the teacher (``teacher_backend``: llama.cpp GGUF, transformers, or an OpenAI-compatible endpoint such
-   as vLLM) writes label + explanation for the train and evaluation posts with
+   as vLLM) writes label + explanation for the train and evaluation posts (the test split of ``dataset_name``, or its
+   validation split when it has no test split: a registered dataset, your own csv / tsv / json / jsonl / parquet file
+   or folder of split files with ``text_column`` and ``label_column``, a ``save_to_disk`` folder or a Hub id) with
    ``distil_trainers.rationales.generate_rationales`` (its cache makes an interrupted generation resume per post).
    Output: ``rationales/{train,eval}`` (``datasets.save_to_disk``) and ``rationales/teacher_report.json``.
 2. ``train``: the student (``model_name_or_path``; ``student_gguf_file`` loads a GGUF dequantized) is fine-tuned with
@@ -29,6 +31,11 @@ Usage:
     vllm serve meta-llama/Llama-3.3-70B-Instruct --tensor-parallel-size 2 --max-model-len 4096 &
     accelerate launch recipes/rationale_distill.py --config recipes/configs/rationale_paper.yaml
 
+    # your own posts: a csv with the columns text,label (string labels such as hate / none name the classes the
+    # teacher chooses from); without a test split the models are compared on a validation split carved from train
+    python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml \\
+        --dataset_name my.csv --text_column text --label_column label --output_dir runs/rationale_my_data
+
     # one stage only, e.g. train on rationales made elsewhere (a datasets.save_to_disk directory with the columns of
     # generate_rationales, splits train and eval)
     python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml --stage train \\
@@ -41,6 +48,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +66,7 @@ from distil_trainers.cards import (
     rows_to_card_metrics,
     write_model_card,
 )
-from distil_trainers.data import load_dataset_by_name
+from distil_trainers.data import DatasetArguments
 from distil_trainers.efficiency import efficiency_table, measure
 from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
@@ -70,14 +78,26 @@ STAGES = ("generate", "train", "evaluate", "all")
 BACKENDS = ("llamacpp", "transformers", "openai")
 
 
+DEFAULT_DATASETS = ["davidson"]
+
+
 @dataclass
-class RationaleScriptArguments:
+class RationaleScriptArguments(DatasetArguments):
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "The posts (one dataset): a registered name (distil_trainers.data.list_datasets()), a csv / "
+                          "tsv / json / jsonl / parquet file, a folder of split files, a save_to_disk folder or a Hub "
+                          "id. The models are compared on its test split (its validation split if it has none)."},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    )
+    deprecated_flags = ("dataset",)
     stage: str = field(default="all", metadata={"help": "Stage to run.", "choices": list(STAGES)})
-    dataset: str = field(default="davidson", metadata={"help": "Registered dataset (distil_trainers.data)."})
-    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: see get_data_dir)."})
-    eval_split: str = field(default="test", metadata={"help": "Split the models are compared on."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split (stratified)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample the evaluation split."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Subsample the evaluation split (the test or validation split)."}
+    )
     teacher_backend: str = field(default="llamacpp", metadata={"help": "Teacher backend.", "choices": list(BACKENDS)})
     teacher_model: str | None = field(
         default=None,
@@ -122,6 +142,20 @@ class RationaleScriptArguments:
     )
 
     def __post_init__(self):
+        if self.dataset is not None:
+            self.take_deprecated("dataset", self.dataset, DEFAULT_DATASETS)
+        super().__post_init__()
+        if self.eval_split is not None and self.eval_split == self.test_split:
+            # the former `eval_split: test` (then: the split the models are compared on, now --test_split's job)
+            warnings.warn(
+                "--eval_split now names the validation split of the data; the models are compared on its test split "
+                "(--test_split, default test). --eval_split equal to --test_split is ignored: drop it.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.eval_split = ["validation"]
+        if len(self.dataset_name) != 1:
+            raise ValueError(f"Rationale distillation uses one dataset; dataset_name names {self.dataset_name}.")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}.")
         if self.teacher_backend not in BACKENDS:
@@ -135,15 +169,35 @@ class RationaleScriptArguments:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def load_posts(script: RationaleScriptArguments, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
+def load_posts(script: RationaleScriptArguments, seed: int) -> tuple[datasets.DatasetDict, list[str], dict]:
+    """The train posts and the evaluation posts (``eval``: the test split, or the validation split of data without
+    one), the class names, and ``{"dataset": task name, "eval_split": split}``."""
     limits = {}
     if script.max_train_samples:
         limits["train"] = script.max_train_samples
     if script.max_eval_samples:
-        limits[script.eval_split] = script.max_eval_samples
-    splits = load_dataset_by_name(script.dataset, data_dir=script.data_dir, seed=seed, max_samples_per_split=limits)
-    posts = datasets.DatasetDict({"train": splits["train"], "eval": splits[script.eval_split]})
-    return posts, list(splits["train"].features["label"].names)
+        limits["validation"] = limits["test"] = script.max_eval_samples
+    spec = script.task_specs()[0]
+    splits = spec.load(
+        data_dir=script.data_dir, seed=seed, validation_size=script.validation_size,
+        max_samples_per_split=limits or None,
+    )
+    eval_split = "test" if "test" in splits else "validation"
+    if eval_split != "test":
+        print(f"[data] {spec.task_name} has no test split: the models are compared on its validation split")
+    posts = datasets.DatasetDict({"train": splits["train"], "eval": splits[eval_split]})
+    return posts, list(splits["train"].features["label"].names), {"dataset": spec.task_name, "eval_split": eval_split}
+
+
+def posts_info(script: RationaleScriptArguments, out: Path) -> dict:
+    """``{"dataset", "eval_split"}`` of the evaluation posts: as the generate stage recorded them, else (rationales
+    made elsewhere, or by an older version) the first dataset_name and its test split."""
+    marker = out / "rationales" / "training_complete.json"
+    recorded = json.loads(marker.read_text()) if marker.exists() and not script.rationale_dir else {}
+    return {
+        "dataset": recorded.get("dataset") or script.task_specs()[0].task_name,
+        "eval_split": recorded.get("eval_split") or "test",
+    }
 
 
 def _packaged_gguf() -> str:
@@ -238,7 +292,7 @@ def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
     from distil_trainers.rationales import default_prompt, generate_rationales, teacher_report
 
     directory = out / "rationales"
-    posts, names = load_posts(script, args.seed)
+    posts, names, info = load_posts(script, args.seed)
     backend = build_teacher(script)
     prompt = default_prompt(names)
     key = fingerprint(
@@ -264,7 +318,7 @@ def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
     generated.save_to_disk(str(directory / "dataset"))
     report = {split: teacher_report(generated[split], names) for split in generated}
     (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))
-    mark_complete(directory, {"teacher": backend.describe()})
+    mark_complete(directory, {"teacher": backend.describe(), **info})
     return directory
 
 
@@ -349,7 +403,7 @@ def stage_evaluate(
     rationales = load_rationales(script, out)
     eval_set = rationales["eval"]
     names = args.class_names or list(eval_set.features["label"].names)
-    results: dict = {"dataset": script.dataset, "eval_posts": len(eval_set)}
+    results: dict = {**posts_info(script, out), "eval_posts": len(eval_set)}
     report_path = out / "rationales" / "teacher_report.json"
     if report_path.exists():
         results["teacher"] = json.loads(report_path.read_text())["eval"]
@@ -406,7 +460,7 @@ def stage_evaluate(
         results["efficiency"] = [row.to_dict() for row in efficiency]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     if args.process_index == 0:
-        splits = {"train": len(rationales["train"]), script.eval_split: len(eval_set)}
+        splits = {"train": len(rationales["train"]), results["eval_split"]: len(eval_set)}
         for name, (model, run_args) in cards.items():
             context = student_card(script, model_args, model, run_args, name, results, splits, names)
             write_model_card(context, out / name)
@@ -433,7 +487,7 @@ def teacher_label(script) -> str:
 def student_card(script, model_args, model, run_args, name: str, results: dict, splits: dict, names) -> CardContext:
     """The model card of one saved student (``name``): the method, the teacher, the data, the scores of the
     evaluation beside the teacher's own labels and the other student's."""
-    rows = [{"model": key, "task": script.dataset, **results[key]} for key in ("teacher", "student",
+    rows = [{"model": key, "task": results["dataset"], **results[key]} for key in ("teacher", "student",
             "student_label_only") if key in results]  # fmt: skip
     others = tuple(key for key in ("teacher", "student", "student_label_only") if key != name)
     return card_context(
@@ -441,15 +495,18 @@ def student_card(script, model_args, model, run_args, name: str, results: dict, 
         run_args,
         method="rationale",
         teacher=teacher_label(script),
-        datasets=[dataset_info(script.dataset, splits, names)],
-        metrics=rows_to_card_metrics(rows, name, split=script.eval_split, compare=others),
+        datasets=[dataset_info(results["dataset"], splits, names)],
+        metrics=rows_to_card_metrics(rows, name, split=results["eval_split"], compare=others),
         model_name=f"{Path(run_args.output_dir).parent.name}-{name}",
         base_model=hub_id_of(model_args.model_name_or_path),
     )
 
 
 def results_markdown(results: dict, efficiency) -> str:
-    lines = [f"Rationale distillation on {results['dataset']} ({results['eval_posts']} evaluation posts)", ""]
+    split = results.get("eval_split", "test")
+    note = "" if split == "test" else ", no test split"
+    lines = [f"Rationale distillation on {results['dataset']} ({results['eval_posts']} evaluation posts from its "
+             f"{split} split{note})", ""]
     lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
     teacher = results.get("teacher")
     if teacher:

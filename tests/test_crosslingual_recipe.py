@@ -38,7 +38,6 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
         teacher_epochs=1,
         mtkd_epochs=1,
         born_again_generations=2,
-        max_length=32,
         max_train_samples=48,
         max_eval_samples=40,
     )
@@ -46,6 +45,7 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
         output_dir=str(tmp_path / "run"),
         num_train_epochs=1,
         per_device_train_batch_size=16,
+        max_length=32,
         report_to="none",
         save_strategy="no",
         use_cpu=True,

@@ -25,7 +25,7 @@ def test_ddml_recipe_baselines_train_with_each_students_learning_rate(tmp_path, 
                     "num_layers": 1, "num_heads": 2},
     }
     recipe_args = recipe.DDMLRecipeArguments(
-        dataset="davidson", teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3, students=students,
+        dataset_name=["davidson"], teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3, students=students,
         max_train_samples=64, max_eval_samples=32,
     )
     lrs = {"small": 2e-3, "scratch": 7e-3}

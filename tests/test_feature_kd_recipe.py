@@ -19,13 +19,13 @@ def test_feature_kd_recipe_compares_methods_and_born_again_generations(tmp_path,
     recipe = load_recipe("feature_kd")
     base = tiny_minilm_base(tmp_path / "base", layers=6, max_position_embeddings=128, seed=0)
     recipe_args = recipe.RecipeArguments(
-        tasks=["davidson"], teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3, max_length=24,
+        dataset_name=["davidson"], teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3,
         max_train_samples=96, max_eval_samples=48, born_again_generations=1, born_again_method="ffn_cls",
     )
     args = AnnealingArguments(
         output_dir=str(tmp_path / "run"), num_train_epochs=1, learning_rate=1e-3, per_device_train_batch_size=16,
-        per_device_eval_batch_size=48, eval_strategy="no", save_strategy="epoch", save_total_limit=1, logging_steps=1,
-        report_to="none", seed=0, disable_tqdm=True, use_cpu=True,
+        per_device_eval_batch_size=48, max_length=24, eval_strategy="no", save_strategy="epoch", save_total_limit=1,
+        logging_steps=1, report_to="none", seed=0, disable_tqdm=True, use_cpu=True,
     )
     result = recipe.main(recipe_args, args)
     rows = {row["key"]: row for row in result["rows"]}

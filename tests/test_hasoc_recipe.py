@@ -39,7 +39,6 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
         teacher_base=tiny_base,
         teacher_epochs=1,
         student_layers=[0],
-        max_length=32,
         max_train_samples=96,
         profanity=str(lexicon),
     )
@@ -48,6 +47,7 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
         num_train_epochs=1,
         per_device_train_batch_size=16,
         per_device_eval_batch_size=256,
+        max_length=32,
         report_to="none",
         save_strategy="no",
         use_cpu=True,

@@ -16,12 +16,11 @@ pytestmark = real_data_marks()
 def test_annealing_recipe_student_learns_davidson(tmp_path):
     recipe = load_recipe("annealing")
     recipe_args = recipe.RecipeArguments(
-        tasks=["davidson"], teacher_base=MINILM, teacher_epochs=3, teacher_learning_rate=1e-4, student_layers=[0, 2, 4],
-        max_length=48,
-        max_train_samples=1500, max_eval_samples=400,
+        dataset_name=["davidson"], teacher_base=MINILM, teacher_epochs=3, teacher_learning_rate=1e-4,
+        student_layers=[0, 2, 4], max_train_samples=1500, max_eval_samples=400,
     )
     args = AnnealingArguments(
-        output_dir=str(tmp_path / "run"), annealing="bam", num_train_epochs=3, learning_rate=1e-4,
+        output_dir=str(tmp_path / "run"), annealing="bam", num_train_epochs=3, learning_rate=1e-4, max_length=48,
         per_device_train_batch_size=32, per_device_eval_batch_size=128, warmup_steps=5, eval_strategy="no",
         save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none", seed=0, disable_tqdm=True,
         use_cpu=True,
@@ -53,13 +52,13 @@ def test_multitask_recipe_runs_both_heads(tmp_path):
     """The multi-task config's path (SST-2 + Davidson, one encoder, two heads) end to end on a tiny slice."""
     recipe = load_recipe("annealing")
     recipe_args = recipe.RecipeArguments(
-        tasks=["sst2", "davidson"], teacher_base=MINILM, teacher_epochs=1, student_layers=[0, 3], max_length=32,
+        dataset_name=["sst2", "davidson"], teacher_base=MINILM, teacher_epochs=1, student_layers=[0, 3],
         max_train_samples=96, max_eval_samples=64,
     )
     args = AnnealingArguments(
         output_dir=str(tmp_path / "mt"), annealing="bam", num_train_epochs=1, per_device_train_batch_size=16,
-        per_device_eval_batch_size=64, eval_strategy="epoch", save_strategy="no", report_to="none", seed=0,
-        disable_tqdm=True, use_cpu=True, task_sampling="temperature", task_sampling_temperature=2.0,
+        max_length=32, per_device_eval_batch_size=64, eval_strategy="epoch", save_strategy="no", report_to="none",
+        seed=0, disable_tqdm=True, use_cpu=True, task_sampling="temperature", task_sampling_temperature=2.0,
     )
     result = recipe.main(recipe_args, args)
     seen = {(row["model"], row["task"]) for row in result["rows"]}

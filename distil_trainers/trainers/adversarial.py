@@ -31,7 +31,13 @@ from ..crosslingual import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_featur
 from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
 from .annealing import AnnealingArguments, AnnealingTrainer
 from .base import TaskAwareTrainer, _is_tokenizer, check_dataset_labels, check_label_space, load_classifier
-from .inputs import check_has_labelled_items, data_label_names, prepare_classification_dataset, single_task_names
+from .inputs import (
+    check_has_labelled_items,
+    data_label_names,
+    is_multitask,
+    prepare_classification_dataset,
+    single_task_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +175,7 @@ class AdversarialTrainer(AnnealingTrainer):
         max_length = args.max_length
         classes = data_label_names(train_dataset, eval_dataset)
         model = load_classifier(model, "model", label_names=classes, **(args.model_init_kwargs or {}))
-        classes = single_task_names(model) or classes
+        classes = None if is_multitask(model) else single_task_names(model) or classes
         tokenizers = {"": processing_class} if _is_tokenizer(processing_class) else {}
         self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length, "role": "model"}
         train_dataset = prepare_classification_dataset(train_dataset, "train dataset", **self._input_prep)

@@ -40,6 +40,7 @@ from .inputs import (
     check_has_labelled_items,
     check_teacher_reads_its_tokens,
     data_label_names,
+    is_multitask,
     load_classifier_model,
     prepare_classification_dataset,
     same_tokenization,
@@ -493,9 +494,10 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         if teacher_model is not None:
             teacher = freeze(load_classifier(teacher_model, "teacher", **teacher_kwargs))
         # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
-        classes = single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
+        multitask = is_multitask(teacher) or is_multitask(model) or is_multitask(teacher_outputs)
+        classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
         model = load_classifier(model, "student", label_names=classes, **student_kwargs)
-        classes = classes or single_task_names(model)
+        classes = None if is_multitask(model) else classes or single_task_names(model)
         if teacher_outputs is not None:
             teacher_outputs = resolve_teacher_outputs(teacher_outputs, teacher)
             teacher = None  # the cache replaces the teacher: it is not kept in memory

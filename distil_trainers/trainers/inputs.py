@@ -34,6 +34,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from ..data.labels import align_labels, encode_labels, label_names_of, model_label_names
+from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, tokenize_for_models
 from ..losses import UNLABELLED
 
@@ -210,8 +211,17 @@ def _each(dataset: Any) -> dict[str, Any]:
     return dict(dataset) if isinstance(dataset, Mapping) else {"": dataset}
 
 
+def is_multitask(model: Any) -> bool:
+    """A model with one head per task (``config.tasks``), or a multi-task teacher-output cache."""
+    return bool(getattr(getattr(model, "config", None), "tasks", None) or getattr(model, "tasks", None))
+
+
 def data_label_names(*sets: Any) -> list[str] | None:
-    """The class names the data gives (a ``ClassLabel`` label column, or the sorted distinct string labels)."""
+    """The class names the data gives (a ``ClassLabel`` label column, or the sorted distinct string labels); ``None``
+    for multi-task data (a ``task_ids`` column: every task has its own classes)."""
+    for group in sets:
+        if any(isinstance(ds, datasets.Dataset) and TASK_COLUMN in ds.column_names for ds in _each(group).values()):
+            return None
     for group in sets:
         for ds in _each(group).values():
             if not isinstance(ds, datasets.Dataset):

@@ -59,6 +59,7 @@ from .inputs import (
     add_row_column,
     check_has_labelled_items,
     data_label_names,
+    is_multitask,
     load_tokenizer,
     prepare_classification_dataset,
     same_tokenization,
@@ -238,13 +239,16 @@ class MutualLearningTrainer(DistillationTrainer):
         if teacher_model is not None:
             teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
         # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
-        classes = single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
+        multitask = is_multitask(teacher) or is_multitask(teacher_outputs) or any(map(is_multitask, students.values()))
+        classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
         models = {}
         for name, student in students.items():
             models[name] = load_classifier(student, f"student {name!r}", label_names=classes,
                                            **(args.model_init_kwargs or {}))
             if name not in processing_classes and isinstance(student, (str, os.PathLike)):
                 processing_classes[name] = load_tokenizer(student, f"student {name!r}")
+        if any(map(is_multitask, models.values())):
+            classes = None
         classes = classes or next((single_task_names(m) for m in models.values() if single_task_names(m)), None)
         if teacher_outputs is not None:
             teacher_outputs, teacher = resolve_teacher_outputs(teacher_outputs, teacher), None
