@@ -563,8 +563,9 @@ class TeacherOutputs:
             raise ValueError(
                 f"{listed} of the {what} differ from the examples the teacher-output cache holds under the same ids "
                 f"(compared: {compared}). The cache was built on other texts that reuse these ids, so its outputs "
-                "belong to those texts. Rebuild it over this dataset (precompute_teacher_outputs(..., rebuild=True), "
-                "or delete the cache folder)."
+                "belong to those texts (or the dataset was tokenised differently: another tokenizer or max_length). "
+                "Rebuild it over this dataset (precompute_teacher_outputs(..., rebuild=True), or delete the cache "
+                "folder)."
             )
 
     def _check_tasks(self, rows: list[int], task_ids: Sequence[int], what: str) -> None:

@@ -162,6 +162,9 @@ def build_compute_metrics(
         result = classification_metrics(label_ids, predicted, label_names=label_names, num_labels=num_labels)
         return {key: float(value) for key, value in result.items() if np.isscalar(value)}
 
+    # read by the trainers: a dataset mapped to a model's class order gets metrics named in that order
+    compute_metrics.label_names = list(label_names) if label_names is not None else None
+    compute_metrics.num_labels = num_labels
     return compute_metrics
 
 

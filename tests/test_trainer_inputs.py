@@ -326,3 +326,86 @@ def test_ddml_without_hard_term_trains_on_unlabelled_text(tmp_path, tok, teacher
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all(h["a/loss_hard"] == 0 and h["a/loss_soft"] > 0 for h in logs)
+
+
+# ---- what a review of the path above found ------------------------------------------------------------------------
+
+
+def always_predicts(model, class_id: int):
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([10.0 if i == class_id else -10.0
+                                                  for i in range(model.config.num_labels)]))
+    return model
+
+
+def test_per_class_metrics_follow_the_mapped_class_order(tmp_path, tok, teacher_dir):
+    from distil_trainers.metrics import build_compute_metrics
+
+    student = always_predicts(AutoModelForSequenceClassification.from_pretrained(teacher_dir), 0)  # 0 = "none"
+    data = classlabel_dataset(["hate", "none"])
+    trainer = AnnealingTrainer(model=student, teacher_model=teacher_dir, args=args(tmp_path), train_dataset=data,
+                               eval_dataset=data, processing_class=tok,
+                               compute_metrics=build_compute_metrics(["hate", "none"]))
+    metrics = trainer.evaluate()
+    assert metrics["eval_f1_hate"] == 0.0 and metrics["eval_f1_none"] > 0.0
+    with pytest.raises(ValueError, match=r"compute_metrics names the classes \['a', 'b'\]"):
+        AnnealingTrainer(model=teacher_dir, teacher_model=teacher_dir, args=args(tmp_path), train_dataset=data,
+                         processing_class=tok, compute_metrics=build_compute_metrics(["a", "b"]))
+
+
+def test_a_model_folder_without_a_tokenizer_is_refused_not_read_as_unknown_words(tmp_path, tok, teacher_dir):
+    bare = tmp_path / "no_tokenizer"
+    BertModel(tiny_bert_config(vocab_size=len(tok))).save_pretrained(bare)
+    with pytest.raises(ValueError, match=r"student 'b'.* has no saved tokenizer"):
+        MutualLearningTrainer(students={"a": save_encoder(tmp_path / "a", tok), "b": str(bare)},
+                              teacher_model=teacher_dir, args=args(tmp_path, cls=MutualLearningArguments),
+                              train_dataset=string_dataset())
+
+
+def test_a_student_path_brings_its_tokenizer(tmp_path, tok, teacher_dir):
+    trainer = AnnealingTrainer(model=save_encoder(tmp_path / "s", tok), teacher_model=teacher_dir,
+                               args=args(tmp_path), train_dataset=string_dataset())
+    assert trainer.train_dataset[0]["input_ids"] == tok(POSTS[0][0])["input_ids"]
+    trainer.train()
+
+
+def test_a_teacher_loaded_from_a_folder_reads_its_own_tokens_even_at_the_same_vocabulary_size(tmp_path, tok):
+    shuffled = write_tokenizer(tmp_path / "tok_t", tuple(reversed(WORDS)))  # same size, other ids
+    teacher_dir = save_classifier(tmp_path / "t", ["none", "hate"], shuffled)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    trainer = AnnealingTrainer(model=save_encoder(tmp_path / "s", tok), teacher_model=teacher, args=args(tmp_path),
+                               train_dataset=string_dataset(), processing_class=tok)
+    assert trainer.train_dataset[0]["teacher_input_ids"] == shuffled(POSTS[0][0])["input_ids"]
+    with pytest.raises(ValueError, match="tokenized for the student only|tokenised for the student only"):
+        AnnealingTrainer(model=save_encoder(tmp_path / "s2", tok), teacher_model=teacher, args=args(tmp_path),
+                         train_dataset=tokenised(tok, [0, 1] * 4), processing_class=tok)
+
+
+def test_a_padded_embedding_table_with_the_same_tokenizer_is_not_refused(tmp_path, tok):
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=2, vocab_size=len(tok) + 7))
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=2, vocab_size=len(tok)))
+    trainer = AnnealingTrainer(model=student, teacher_model=teacher, args=args(tmp_path),
+                               train_dataset=tokenised(tok, [0, 1] * 4), processing_class=tok,
+                               teacher_processing_class=tok)
+    trainer.train()
+
+
+def test_a_cache_changed_after_attach_stops_training(tmp_path, tok, teacher_dir):
+    from distil_trainers.cache import precompute_teacher_outputs
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    data = tokenised(tok, [0, 1] * 4).add_column("id", [f"p{i}" for i in range(8)])
+    cache = precompute_teacher_outputs(teacher, data, tokenizer=tok)
+    trainer = AnnealingTrainer(model=teacher_dir, teacher_outputs=cache, args=args(tmp_path), train_dataset=data,
+                               processing_class=tok)
+    cache.tensors["logits"][3, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        trainer.train()
+
+
+def test_integer_codes_without_zero_are_their_own_classes():
+    from distil_trainers.data.labels import encode_labels
+
+    data = encode_labels(Dataset.from_dict({"text": ["a", "b", "c"], "label": [2, 10, 2]}))
+    assert data.features["label"].names == ["2", "10"] and data["label"][:] == [0, 1, 0]

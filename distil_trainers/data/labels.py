@@ -112,12 +112,23 @@ def encode_labels(
 
     elif dtypes and all(d.startswith("int") for d in dtypes):
         present = sorted({int(v) for ds in splits.values() for v in ds[column][:] if int(v) != -100})
+        encode = None
+        if names is None and present and present[0] != 0:
+            # codes such as ratings 1..5 or {2, 10}: classes are the codes present, not every integer below the largest
+            names = [str(v) for v in present]
+            index = {v: i for i, v in enumerate(present)}
+            logger.warning("Label column %r holds the codes %s (no 0): classes %s, ids 0..%d.", column, present,
+                           names, len(names) - 1)
+
+            def encode(batch):
+                return {column: [v if v == -100 else index[int(v)] for v in batch[column]]}
+
         if names is None:
             names = [str(i) for i in range((present[-1] + 1) if present else 0)]
-        bad = [v for v in present if not 0 <= v < len(names)]
-        if bad:
-            raise ValueError(f"Label ids {bad} of column {column!r} are out of range for {len(names)} classes.")
-        encode = None
+        if encode is None:
+            bad = [v for v in present if not 0 <= v < len(names)]
+            if bad:
+                raise ValueError(f"Label ids {bad} of column {column!r} are out of range for {len(names)} classes.")
     else:
         kinds = sorted(str(ds.features[column]) for ds in splits.values())
         raise ValueError(
@@ -131,7 +142,7 @@ def encode_labels(
             features = ds.features.copy()
             features[column] = datasets.Value("int64")
             ds = ds.map(encode, batched=True, features=features, desc=f"Encoding labels ({split})")
-        if encode is not None or -100 not in set(ds[column][:]):
+        if -100 not in set(ds[column][:]):
             ds = ds.cast_column(column, feature)
         out[split] = ds
     return _rebuild(data, out)

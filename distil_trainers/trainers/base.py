@@ -42,6 +42,8 @@ from .inputs import (
     data_label_names,
     is_multitask,
     load_classifier_model,
+    load_tokenizer,
+    metrics_in_class_order,
     prepare_classification_dataset,
     same_tokenization,
     single_task_names,
@@ -490,9 +492,16 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         teacher_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
         student_kwargs = (getattr(args, "model_init_kwargs", None) or {}) if args is not None else {}
         max_length = getattr(args, "max_length", 128) if args is not None else 128
+        if isinstance(processing_class, (str, os.PathLike)):
+            processing_class = load_tokenizer(processing_class, "student")
+        elif processing_class is None and isinstance(model, (str, os.PathLike)):
+            processing_class = tokenizer_beside(model)  # a student given as a path brings its tokenizer
+        if isinstance(teacher_processing_class, (str, os.PathLike)):
+            teacher_processing_class = load_tokenizer(teacher_processing_class, "teacher")
         teacher = None
         if teacher_model is not None:
             teacher = freeze(load_classifier(teacher_model, "teacher", **teacher_kwargs))
+        data_classes = data_label_names(train_dataset, eval_dataset)
         # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
         multitask = is_multitask(teacher) or is_multitask(model) or is_multitask(teacher_outputs)
         classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
@@ -506,8 +515,8 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
 
         student_tok = processing_class if _is_tokenizer(processing_class) else None
         teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else None
-        if teacher is not None and teacher_tok is None and isinstance(teacher_model, (str, os.PathLike)):
-            teacher_tok = tokenizer_beside(teacher_model)
+        if teacher is not None and teacher_tok is None:
+            teacher_tok = tokenizer_beside(teacher_model)  # saved beside a teacher given as (or loaded from) a folder
         own_teacher_tok = teacher_tok is not None and not (student_tok is not None and same_tokenization(student_tok,
                                                                                                         teacher_tok))
         tokenizers = {"": student_tok} if student_tok is not None else {}
@@ -519,7 +528,8 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         )
         eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", tokenizers, classes, max_length)
         check_has_labelled_items(train_dataset, "train dataset")
-        if teacher is not None:
+        told_same = _is_tokenizer(teacher_processing_class) and not own_teacher_tok  # the caller says: one tokenizer
+        if teacher is not None and not told_same:
             check_teacher_reads_its_tokens(teacher, model, student_tok, teacher_tok if own_teacher_tok else None,
                                            [train_dataset, *as_list(eval_dataset)])
         if teacher_outputs is not None:
@@ -539,6 +549,8 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
             check_dataset_labels(ds, space, name, task_names)
 
         self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length}
+        if "compute_metrics" in kwargs:
+            kwargs["compute_metrics"] = metrics_in_class_order(kwargs["compute_metrics"], classes, data_classes)
         if data_collator is None and student_tok is not None:
             data_collator = MultiTokenizerCollator({"": student_tok, TEACHER_PREFIX: teacher_tok or student_tok})
 
@@ -786,7 +798,9 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         teacher_inputs = dict(teacher_inputs)
         rows = teacher_inputs.pop(ROW_COLUMN, None)
         if self.teacher_cache is not None:
-            return self.cached_teacher_logits(teacher_inputs)
+            logits = self.cached_teacher_logits(teacher_inputs)
+            self._check_teacher_logits(logits, rows)
+            return logits
         self.teacher.eval()
         logits = self.teacher(**teacher_inputs).logits
         self._check_teacher_logits(logits, rows)
@@ -803,7 +817,9 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         teacher_inputs = dict(teacher_inputs)
         rows = teacher_inputs.pop(ROW_COLUMN, None)
         if self.teacher_cache is not None:
-            return SequenceClassifierOutput(logits=self.cached_teacher_logits(teacher_inputs))
+            logits = self.cached_teacher_logits(teacher_inputs)
+            self._check_teacher_logits(logits, rows)
+            return SequenceClassifierOutput(logits=logits)
         self.teacher.eval()
         outputs = self.teacher(**teacher_inputs, **self.feature_output_kwargs)
         self._check_teacher_logits(outputs.logits, rows)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from ..data.labels import align_labels, encode_labels, label_names_of, model_label_names
+from ..data.labels import align_labels, encode_labels, label_names_of, model_label_names, normalise_label_name
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, tokenize_for_models
 from ..losses import UNLABELLED
@@ -179,6 +179,12 @@ def load_classifier_model(
 
 
 def load_tokenizer(name: str | os.PathLike, role: str, **kwargs):
+    """The tokenizer saved with a model (a path or Hub id); one clear error when there is none."""
+    if os.path.isdir(os.fspath(name)) and not has_tokenizer_files(name):
+        raise ValueError(
+            f"The {role} at {os.fspath(name)!r} has no saved tokenizer (none of {', '.join(TOKENIZER_FILES)}): save "
+            "it beside the model (tokenizer.save_pretrained(path)) or pass the tokenizer."
+        )
     try:
         return AutoTokenizer.from_pretrained(os.fspath(name), **kwargs)
     except (OSError, ValueError) as exc:
@@ -369,10 +375,28 @@ def same_tokenization(a: Any, b: Any) -> bool:
     return type(a) is type(b) and len(a) == len(b) and a.get_vocab() == b.get_vocab()
 
 
-def tokenizer_beside(model: str | os.PathLike) -> Any:
-    """The tokenizer saved with a model given as a path or Hub id, or ``None`` when there is none."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def has_tokenizer_files(folder: str | os.PathLike) -> bool:
+    """Whether a local folder holds a saved tokenizer (without one, transformers may build an empty tokenizer that
+    maps every word to [UNK] instead of failing)."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+
+
+def tokenizer_beside(model: Any) -> Any:
+    """The tokenizer saved with a model given as a path or Hub id (or loaded from a local folder: its
+    ``name_or_path``), or ``None`` when there is none."""
+    if isinstance(model, nn.Module):
+        model = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+        if not model or not os.path.isdir(model):
+            return None
+    name = os.fspath(model)
+    if os.path.isdir(name) and not has_tokenizer_files(name):
+        return None
     try:
-        return AutoTokenizer.from_pretrained(os.fspath(model))
+        return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -401,8 +425,11 @@ def check_teacher_reads_its_tokens(
     tok_vocab = len(student_tok) if student_tok is not None else None
     if teacher_vocab is None:
         return
+    # embedding tables may be padded beyond the tokenizer (DeBERTa-v3: 128100 rows for 128001 tokens), so a tokenizer
+    # is only too big for the teacher; two tables of different sizes mean two vocabularies
     for what, size in (("student's embedding table", student_vocab), ("student's tokenizer", tok_vocab)):
-        if size is not None and size != teacher_vocab:
+        too_big = size is not None and (size > teacher_vocab if what.endswith("tokenizer") else size != teacher_vocab)
+        if too_big:
             raise ValueError(
                 f"The teacher's vocabulary has {teacher_vocab} entries but the {what} {size}: the teacher would read "
                 "the student's token ids as its own. " + fix
@@ -413,3 +440,32 @@ def as_list(dataset: Any) -> list[Any]:
     if dataset is None:
         return []
     return list(dataset.values()) if isinstance(dataset, Mapping) else [dataset]
+
+
+def metrics_in_class_order(compute_metrics: Any, classes: list[str] | None, original: list[str] | None) -> Any:
+    """``compute_metrics`` for labels in the model's class order ``classes``.
+
+    A :func:`~distil_trainers.metrics.build_compute_metrics` function built with the dataset's names in another order
+    is rebuilt with the model's order (else its per-class metrics would carry the wrong names); one with other classes
+    is an error. Any other function is kept, with a warning when the dataset's ids were re-mapped."""
+    if compute_metrics is None or not classes:
+        return compute_metrics
+    names = getattr(compute_metrics, "label_names", None)
+    if names is None:
+        if original is not None and list(original) != list(classes):
+            logger.warning(
+                "The dataset's class ids were mapped to the model's order %s (the dataset had %s): a compute_metrics "
+                "that names classes must use the model's order.", classes, original,
+            )
+        return compute_metrics
+    if list(names) == list(classes):
+        return compute_metrics
+    if sorted(map(normalise_label_name, names)) != sorted(map(normalise_label_name, classes)):
+        raise ValueError(
+            f"compute_metrics names the classes {list(names)} but the models predict {list(classes)}: build it with "
+            "the model's classes (build_compute_metrics(list(model.config.id2label.values())))."
+        )
+    from ..metrics import build_compute_metrics
+
+    logger.info("compute_metrics rebuilt with the model's class order %s (it was given %s).", classes, list(names))
+    return build_compute_metrics(list(classes), num_labels=getattr(compute_metrics, "num_labels", None))

@@ -61,6 +61,7 @@ from .inputs import (
     data_label_names,
     is_multitask,
     load_tokenizer,
+    metrics_in_class_order,
     prepare_classification_dataset,
     same_tokenization,
     single_task_names,
@@ -239,6 +240,7 @@ class MutualLearningTrainer(DistillationTrainer):
         if teacher_model is not None:
             teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
         # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
+        data_classes = data_label_names(train_dataset, eval_dataset)
         multitask = is_multitask(teacher) or is_multitask(teacher_outputs) or any(map(is_multitask, students.values()))
         classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
         models = {}
@@ -318,7 +320,7 @@ class MutualLearningTrainer(DistillationTrainer):
         self.student_names = names
         self.member_names = [*names, "ensemble", "teacher"]
         self.extra_input_prefixes = ("", *prefixes.values())  # plain columns when the models share a tokenizer
-        self._user_compute_metrics = compute_metrics
+        self._user_compute_metrics = metrics_in_class_order(compute_metrics, classes, data_classes)
         TaskAwareTrainer.__init__(
             self,
             model=StudentGroup(models),
