@@ -197,7 +197,7 @@ def smollm2_server(model_alias: str, log_path: Path):
 
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", packaged_smollm2_gguf(), "--model_alias", model_alias,
+        sys.executable, "-m", "distil_trainers.teachers.llamacpp", "--model", packaged_smollm2_gguf(), "--model_alias", model_alias,
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 1),
     ]
     url = f"http://127.0.0.1:{port}/v1"

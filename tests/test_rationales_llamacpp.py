@@ -73,7 +73,7 @@ def llama_server(gguf_path, tmp_path_factory):
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "distil_trainers.teachers.llamacpp",  # llama_cpp.server, weight repacking off on AMX CPUs
         "--model",
         gguf_path,
         "--host",

@@ -409,3 +409,21 @@ def test_integer_codes_without_zero_are_their_own_classes():
 
     data = encode_labels(Dataset.from_dict({"text": ["a", "b", "c"], "label": [2, 10, 2]}))
     assert data.features["label"].names == ["2", "10"] and data["label"][:] == [0, 1, 0]
+
+
+def test_a_raw_text_dataset_is_checked_against_the_cache_before_tokenising(tmp_path, tok, teacher_dir):
+    from distil_trainers.cache import precompute_teacher_outputs
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    raw = string_dataset()
+    enc = tok(raw["text"][:])
+    cache = precompute_teacher_outputs(
+        teacher, raw.add_column("input_ids", enc["input_ids"]).add_column("attention_mask", enc["attention_mask"]),
+        tokenizer=tok,
+    )
+    AnnealingTrainer(model=teacher_dir, teacher_outputs=cache, args=args(tmp_path), train_dataset=raw,
+                     processing_class=tok)
+    edited = raw.map(lambda row: {"text": row["text"] + " again" if row["id"] == "p3" else row["text"]})
+    with pytest.raises(ValueError, match=r"p3.*built on other texts"):
+        AnnealingTrainer(model=teacher_dir, teacher_outputs=cache, args=args(tmp_path), train_dataset=edited,
+                         processing_class=tok)

@@ -312,15 +312,18 @@ class LlamaCppBackend(TeacherBackend):
         self.model_path = model_path
         self.model_id = os.path.basename(model_path)
         self.seed = seed
-        self.llm = Llama(
-            model_path=model_path,
-            n_ctx=n_ctx,
-            n_threads=n_threads or os.cpu_count(),
-            seed=seed,
-            chat_format=chat_format,
-            verbose=verbose,
-            **llama_kwargs,
-        )
+        from ..teachers.llamacpp import no_weight_repacking, repacking_is_safe
+
+        with no_weight_repacking(not repacking_is_safe()):  # llama.cpp's repacked kernels crash on AMX CPUs
+            self.llm = Llama(
+                model_path=model_path,
+                n_ctx=n_ctx,
+                n_threads=n_threads or os.cpu_count(),
+                seed=seed,
+                chat_format=chat_format,
+                verbose=verbose,
+                **llama_kwargs,
+            )
 
     def close(self) -> None:
         """Free the llama.cpp model now (instead of at interpreter exit)."""

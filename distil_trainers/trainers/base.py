@@ -296,6 +296,16 @@ def attach_cache(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -
     return train_dataset, eval_dataset
 
 
+def check_raw_texts(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> None:
+    """Compare the raw-text datasets' texts with those the cache was built on (before tokenising drops them)."""
+    named = [("train dataset", train_dataset)]
+    named += [(f"eval dataset {k!r}", v) for k, v in eval_dataset.items()] if isinstance(eval_dataset, dict) else [
+        ("eval dataset", eval_dataset)]
+    for what, ds in named:
+        if isinstance(ds, datasets.Dataset) and "text" in ds.column_names and "id" in ds.column_names:
+            cache.check_contents(ds, what)
+
+
 def _is_tokenizer(obj: Any) -> bool:
     return isinstance(obj, PreTrainedTokenizerBase)
 
@@ -522,6 +532,8 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         tokenizers = {"": student_tok} if student_tok is not None else {}
         if teacher is not None and own_teacher_tok:
             tokenizers[TEACHER_PREFIX] = teacher_tok
+        if teacher_outputs is not None:  # texts are compared before tokenising drops them
+            check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
         train_dataset = prepare_classification_dataset(
             train_dataset, "train dataset", tokenizers, classes, max_length,
             allow_unlabelled=args is not None and not self.learns_from_labels(args),

@@ -51,6 +51,7 @@ from .base import (
     check_cached_label_space,
     check_dataset_labels,
     check_label_space,
+    check_raw_texts,
     freeze,
     load_classifier,
 )
@@ -294,6 +295,8 @@ class MutualLearningTrainer(DistillationTrainer):
         self._tokenizers_by_prefix = tokenizers_by_prefix
         self._max_length = args.max_length
         self._input_prep = {"tokenizers": tokenizers_by_prefix, "label_names": classes, "max_length": args.max_length}
+        if teacher_outputs is not None:  # texts are compared before tokenising drops them
+            check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
         train_dataset = prepare_classification_dataset(
             train_dataset, "train dataset", allow_unlabelled=not self.learns_from_labels(args), **self._input_prep
         )

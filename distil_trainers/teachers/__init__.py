@@ -1,0 +1,75 @@
+"""Teachers that are not fine-tuned classifiers: a causal LLM read as a zero- or few-shot classifier.
+
+:class:`LLMClassifier` turns a causal LM's next-token probabilities of each class's label words into class
+log-probabilities; :func:`precompute_llm_teacher_outputs` stores them as a teacher-output cache that
+``AnnealingTrainer(teacher_outputs=...)`` and ``MutualLearningTrainer(teacher_outputs=...)`` distil into a small
+encoder. The method, the formulas and the token-boundary rule are in :mod:`distil_trainers.teachers.llm_classifier`,
+the backends (transformers, llama.cpp, OpenAI-compatible servers) in :mod:`distil_trainers.teachers.llm_backends`,
+calibration in :mod:`distil_trainers.teachers.calibration`.
+
+Usage::
+
+    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers import LlamaCppLogprobBackend, precompute_llm_teacher_outputs
+
+    backend = LlamaCppLogprobBackend(packaged_smollm2_gguf(), n_ctx=2048)
+    cache = precompute_llm_teacher_outputs(backend, {"train": train, "validation": validation},
+                                           "runs/llm_teacher", task="davidson", calibration="contextual")
+    print(cache.meta["llm"]["prompt_text"])
+"""
+
+from .calibration import (
+    DEFAULT_CONTENT_FREE_INPUTS,
+    apply_temperature,
+    content_free_distribution,
+    contextual_calibration,
+    fit_temperature,
+    temperature_nll,
+)
+from .llm_backends import (
+    LlamaCppLogprobBackend,
+    LogprobBackend,
+    OpenAILogprobBackend,
+    TransformersLogprobBackend,
+    as_logprob_backend,
+    render_chat_template,
+)
+from .llm_classifier import (
+    TASK_PROMPTS,
+    ClassifierPrompt,
+    Demonstration,
+    LLMCalibration,
+    LLMClassifier,
+    default_classifier_prompt,
+    default_label_words,
+    first_token_class_scores,
+    llm_cache_fingerprint,
+    precompute_llm_teacher_outputs,
+    resolve_label_words,
+)
+
+__all__ = [
+    "DEFAULT_CONTENT_FREE_INPUTS",
+    "TASK_PROMPTS",
+    "ClassifierPrompt",
+    "Demonstration",
+    "LLMCalibration",
+    "LLMClassifier",
+    "LlamaCppLogprobBackend",
+    "LogprobBackend",
+    "OpenAILogprobBackend",
+    "TransformersLogprobBackend",
+    "apply_temperature",
+    "as_logprob_backend",
+    "content_free_distribution",
+    "contextual_calibration",
+    "default_classifier_prompt",
+    "default_label_words",
+    "first_token_class_scores",
+    "fit_temperature",
+    "llm_cache_fingerprint",
+    "precompute_llm_teacher_outputs",
+    "render_chat_template",
+    "resolve_label_words",
+    "temperature_nll",
+]
