@@ -4,8 +4,9 @@ The templates live in ``distil_trainers/model_cards/`` (shipped as package data,
 package; the checkout's top-level ``model_cards/`` is a link to that folder). A folder of your own templates with the
 same file names takes precedence: ``template_dir=`` or the ``DISTIL_TRAINERS_CARD_TEMPLATES`` environment variable.
 
-A card holds: the method and its paper citation, teacher and peer students, datasets and splits, hyper-parameters,
-the metrics table, intended use and limitations, and YAML metadata (license, tags, datasets, metrics, base_model,
+A card holds: the method and its paper citation, teacher and peer students (for an LLM teacher: which LLM labelled
+the data and how, :func:`llm_teacher_summary`), datasets and splits, hyper-parameters, the metrics table, intended use
+and limitations, and YAML metadata (license, tags, datasets, metrics, base_model,
 model-index) built with :class:`huggingface_hub.ModelCardData`, so the Hub reads it.
 
 Example::
@@ -41,6 +42,7 @@ __all__ = [
     "datasets_of",
     "describe_student_spec",
     "hub_id_of",
+    "llm_teacher_summary",
     "load_template",
     "method_of",
     "model_label",
@@ -243,6 +245,7 @@ class CardContext:
     intended_use: str | None = None
     limitations: list[str] = field(default_factory=list)
     domain: str | None = None
+    llm_teacher: dict[str, Any] | None = None  # how an LLM labelled the training data (llm_teacher_summary)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -331,6 +334,8 @@ def card_metadata(context: CardContext) -> ModelCardData:
     model's results."""
     method = METHODS[context.method]
     tags = ["text-classification", "knowledge-distillation", "distil-trainers", *method.tags, *context.tags]
+    if context.llm_teacher:
+        tags.append("llm-teacher")
     if any(
         "hate" in (d.name + (d.hub_id or "")).lower() or d.name.startswith(("davidson", "hasoc"))
         for d in context.datasets
@@ -420,6 +425,7 @@ def render_model_card(
         intended_use=context.intended_use or _default_intended_use(context),
         limitations=context.limitations,
         domain=context.domain,
+        llm_teacher=context.llm_teacher,
         citations=list(dict.fromkeys(citations)),
     )
     ModelCard(text, ignore_metadata_errors=False)  # raises on metadata the Hub could not read
@@ -773,6 +779,56 @@ def rows_to_card_metrics(
             }
         )
     return out
+
+
+def llm_teacher_summary(meta: Mapping[str, Any], gold_labels: bool | None = None) -> dict[str, Any]:
+    """What a student's card says about the LLM that labelled its training data, from the ``meta`` of the LLM
+    teacher-output cache (:func:`~distil_trainers.teachers.precompute_llm_teacher_outputs`): the model and backend,
+    the prompt (``{text}`` standing for each text; the chat messages for a first-token backend), the label words per
+    class, the scoring and the calibration. ``gold_labels``: whether the student also saw the gold labels (``None``:
+    not said).
+
+    Raises:
+        ValueError: ``meta`` is not that of an LLM teacher (no ``meta["llm"]``).
+    """
+    llm = meta.get("llm")
+    if not isinstance(llm, Mapping):
+        raise ValueError("not the meta of an LLM teacher-output cache (it has no 'llm' entry)")
+    backend = dict(llm.get("backend") or {})
+    record = meta.get("calibration") or {}
+    methods = list(record.get("methods") or [])
+    parts = []
+    if "contextual" in methods:
+        prior = ", ".join(f"{k} {v:.3f}" for k, v in (record.get("content_free_distribution") or {}).items())
+        inputs = ", ".join(repr(t) for t in record.get("content_free_inputs") or [])
+        parts.append(f"contextual calibration (Zhao et al. 2021): divided by the class distribution of the "
+                     f"content-free inputs {inputs} ({prior}) and renormalised")
+    if "temperature" in methods:
+        temperature = f"temperature T = {record['temperature']:.3f}"
+        if record.get("temperature_fitted"):
+            temperature += (f", fitted on {record['dev_examples']} labelled examples (NLL {record['dev_nll_before']:.3f}"
+                            f" -> {record['dev_nll_after']:.3f})")
+        parts.append(temperature)
+    if llm.get("scoring") == "first_token":
+        scoring = (f"probability of the first answer token among the server's top-{llm.get('top_logprobs')} "
+                   "(an approximation: see distil_trainers.teachers.OpenAILogprobBackend)")
+        prompt = "\n".join(f"[{m['role']}] {m['content']}" for m in llm.get("messages") or [])
+    else:
+        scoring = (f"log-probability of each label word after the prompt, {llm.get('normalization')} over its tokens; "
+                   "a class sums its words' probabilities, renormalised over the classes")
+        prompt = llm.get("prompt_text", "")
+    return {
+        "model": llm.get("model") or backend.get("model"),
+        "backend": backend.get("backend", "unknown"),
+        "backend_details": {k: v for k, v in backend.items()
+                            if k not in ("backend", "model") and not k.endswith("sha256") and v is not None},
+        "scoring": scoring,
+        "prompt": prompt,
+        "chat_template": bool(llm.get("chat_template")),
+        "label_words": {str(k): list(v) for k, v in (llm.get("label_words") or {}).items()},
+        "calibration": "; ".join(parts) if parts else "none",
+        "gold_labels": gold_labels,
+    }
 
 
 def datasets_of(suite: Any) -> list[DatasetInfo]:
