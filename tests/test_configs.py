@@ -42,6 +42,7 @@ RECIPE_OF_PREFIX = {
     "hasoc": "hasoc",
     "crosslingual": "crosslingual",
     "rationale": "rationale_distill",
+    "llm_to_classifier": "llm_to_classifier",
 }
 CONFIG_PARAMS = [pytest.param(path, id=path.name) for path in CONFIGS]
 
@@ -243,6 +244,12 @@ def scale_rationale(parsed, encoder, tmp_path):
     )
 
 
+def scale_llm_to_classifier(parsed, encoder, tmp_path):
+    # the LLM stays as shipped (the packaged SmolLM2 through llama.cpp); a few posts to score, a tiny student
+    return scaled(parsed, student_base=encoder, max_train_samples=16, max_eval_samples=16, max_length=32,
+                  calibration_samples=8, efficiency_samples=4, **TRAINING)
+
+
 SCALE = {
     "annealing": scale_annealing,
     "ddml": scale_ddml,
@@ -250,6 +257,7 @@ SCALE = {
     "hasoc": scale_hasoc,
     "crosslingual": scale_crosslingual,
     "rationale_distill": scale_rationale,
+    "llm_to_classifier": scale_llm_to_classifier,
 }
 
 
@@ -331,6 +339,9 @@ def check_rows(name: str, module, recipe, rows: list[dict]) -> None:
         if recipe.run_transformers and recipe.hierarchical and "a" in recipe.subtasks:
             hierarchical = {m for m, _ in models if m.startswith("hierarchical (students")}
             assert len(hierarchical) == (2 if recipe.profanity else 1), hierarchical
+    elif name == "llm_to_classifier":
+        names = [row["model"] for row in rows]
+        assert names[0] == "LLM" and any(n.startswith("student") for n in names), names
     elif name == "crosslingual":
         tasks = task_names(recipe)  # target, source, auxiliary tasks
         for variant in recipe.variants:
