@@ -820,7 +820,8 @@ def llm_teacher_summary(meta: Mapping[str, Any], gold_labels: bool | None = None
     return {
         "model": llm.get("model") or backend.get("model"),
         "backend": backend.get("backend", "unknown"),
-        "backend_details": {k: v for k, v in backend.items()
+        "backend_details": {k: f"{v / 2**20:.1f} MiB" if k == "size" and isinstance(v, int) else v
+                            for k, v in backend.items()
                             if k not in ("backend", "model") and not k.endswith("sha256") and v is not None},
         "scoring": scoring,
         "prompt": prompt,
