@@ -265,9 +265,10 @@ def _looks_like_hub_id(name: str) -> bool:
     )
 
 
-def hub_offline() -> bool:
-    """Whether the Hub is switched off (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` set to a true value)."""
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+def hub_offline(variables: Sequence[str] = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")) -> bool:
+    """Whether the Hub is switched off: one of the environment ``variables`` (by default those of datasets) set to a
+    true value."""
+    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in variables)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

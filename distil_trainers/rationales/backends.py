@@ -122,6 +122,16 @@ def packaged_smollm2_gguf() -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def nf4_quantization_config(compute_dtype: Any = None):
+    """The 4-bit setting of the large teachers: nf4 with double quantization, computing in ``compute_dtype`` (a torch
+    dtype; default bfloat16)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16)
+
+
 class TransformersBackend(TeacherBackend):
     """A ``transformers`` causal LM as teacher.
 
@@ -170,18 +180,11 @@ class TransformersBackend(TeacherBackend):
                 load_from, gguf = str(Path(name).parent), Path(name).name
                 model_kwargs["gguf_file"] = gguf
             if load_in_4bit:
-                from transformers import BitsAndBytesConfig
-
                 if importlib.util.find_spec("bitsandbytes") is None:
                     raise ImportError(
                         "load_in_4bit=True needs bitsandbytes: pip install 'distil-trainers[quantization]'"
                     )
-                model_kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True,
-                    bnb_4bit_quant_type="nf4",
-                    bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=bnb_4bit_compute_dtype or torch.bfloat16,
-                )
+                model_kwargs["quantization_config"] = nf4_quantization_config(bnb_4bit_compute_dtype)
             if dtype is not None:
                 model_kwargs["dtype"] = dtype
             if device_map is not None:

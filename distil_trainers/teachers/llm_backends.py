@@ -278,14 +278,9 @@ class TransformersLogprobBackend(_TokenLevelBackend):
             if load_in_4bit:
                 if importlib.util.find_spec("bitsandbytes") is None:
                     raise ImportError("load_in_4bit=True needs bitsandbytes: pip install 'distil-trainers[quantization]'")
-                from transformers import BitsAndBytesConfig
+                from ..rationales.backends import nf4_quantization_config
 
-                model_kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True,
-                    bnb_4bit_quant_type="nf4",
-                    bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=bnb_4bit_compute_dtype or torch.bfloat16,
-                )
+                model_kwargs["quantization_config"] = nf4_quantization_config(bnb_4bit_compute_dtype)
             if dtype is not None:
                 model_kwargs["dtype"] = dtype
             if device_map is not None:

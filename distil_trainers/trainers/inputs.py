@@ -34,6 +34,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from ..data.labels import align_labels, encode_labels, label_names_of, model_label_names, normalise_label_name
+from ..data.loading import hub_offline
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, tokenize_for_models
 from ..losses import UNLABELLED
@@ -53,8 +54,7 @@ TEXT_COLUMN, TEXT_PAIR_COLUMN = "text", "text_pair"
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return hub_offline(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))  # the variables of model loading
 
 
 def _looks_local(name: str) -> bool:
