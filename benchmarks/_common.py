@@ -65,7 +65,7 @@ def prepare(setup: str, workdir: Path, n_train: int, n_eval: int, max_length: in
         from transformers import AutoTokenizer
 
         from distil_trainers.models.paths import resolve_model_name_or_path
-        from distil_trainers.workflow import build_classifier, load_tasks
+        from distil_trainers.papers.workflow import build_classifier, load_tasks
 
         base = resolve_model_name_or_path(MINILM)
         suite = load_tasks(["davidson"], seed=seed, max_train_samples=n_train, max_eval_samples=n_eval)

@@ -79,7 +79,7 @@ def child(name: str, spec: dict, opts) -> None:
         C.emit(result)
         return
 
-    kd = dict(annealing="none", temperature=2.0, alpha=0.5, beta=0.5)
+    kd = dict(annealing="kd", temperature=2.0, alpha=0.5, beta=0.5)
     if name == "plain":
         student = C.load_model(spec, "student")
         trainer = Trainer(model=student, args=training_args(TrainingArguments, spec, opts), train_dataset=train,
@@ -171,7 +171,7 @@ def main(argv=None) -> None:
     spec = C.prepare(opts.setup, workdir, opts.n_train, opts.n_eval, opts.max_length, opts.teacher)
     import torch
 
-    from distil_trainers.cache import precompute_teacher_outputs
+    from distil_trainers.teachers.cache import precompute_teacher_outputs
 
     torch.set_num_threads(opts.threads)
     train = C.load_split(spec, "train")

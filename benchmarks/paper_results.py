@@ -62,7 +62,7 @@ EFFICIENCY_COLUMNS = {
 }
 
 
-# How the peak memory was measured (`distil_trainers.efficiency.PeakMemory`), as the column title says it.
+# How the peak memory was measured (`distil_trainers.papers.efficiency.PeakMemory`), as the column title says it.
 PEAK_MEMORY_METHODS = {
     "rss_delta": "RSS growth above the loaded model",
     "cuda_max_allocated": "CUDA max allocated",
@@ -540,7 +540,7 @@ def load_seed_results(runs_dir: Path, job: Job, seeds: Sequence[int]) -> tuple[d
 
 
 def _stats(values: dict[int, dict[str, float]], keys: Sequence[str]) -> dict[str, Any]:
-    from distil_trainers.reports import aggregate_seeds
+    from distil_trainers.papers.reports import aggregate_seeds
 
     runs = [{k: v[k] for k in keys if isinstance(v.get(k), (int, float))} for _, v in sorted(values.items())]
     stats = aggregate_seeds(runs) if runs else {}
@@ -669,7 +669,7 @@ def aggregate(job_file: JobFile, runs_dir: Path, seeds: Sequence[int] | None = N
 
 
 def _ours(stats: dict[str, Any] | None, scale: float = 100.0, digits: int = 2) -> str:
-    from distil_trainers.reports import format_mean_std
+    from distil_trainers.papers.reports import format_mean_std
 
     if not stats:
         return "-"

@@ -3,7 +3,7 @@
 Vanilla logit KD, loss = 0.5 * CE(y) + 0.5 * T^2 * KL(p_T || p_S) at T = 2, the same teacher, student, data,
 batch, steps and optimizer (AdamW, lr 1e-4, no weight decay, constant rate, no clipping) for every contender:
 
-- ``ours`` / ``ours_cached``: ``AnnealingTrainer(annealing="none")``, with the live teacher / with precomputed outputs;
+- ``ours`` / ``ours_cached``: ``AnnealingTrainer(annealing="kd")``, with the live teacher / with precomputed outputs;
 - ``textbrewer``: TextBrewer's ``GeneralDistiller`` (``kd_loss_type="ce"``; its soft CE has no T^2, so its weight is
   0.5 * T^2: the same gradient);
 - ``torchdistill``: torchdistill's ``DistillationBox`` with its ``KDLoss`` (alpha = beta = 0.5, batchmean).
@@ -68,7 +68,7 @@ def run_ours(spec, opts, cached: bool):
     workdir = Path(spec["workdir"])
     student = C.load_model(spec, "student")
     teacher = {"teacher_outputs": str(workdir / "teacher_cache")} if cached else {"teacher_model": C.load_model(spec, "teacher")}
-    args = _args(AnnealingArguments, spec, opts, workdir, annealing="none", temperature=TEMPERATURE, alpha=ALPHA,
+    args = _args(AnnealingArguments, spec, opts, workdir, annealing="kd", temperature=TEMPERATURE, alpha=ALPHA,
                  beta=1 - ALPHA)
     trainer = AnnealingTrainer(model=student, args=args, train_dataset=C.load_split(spec, "train"),
                                data_collator=default_data_collator, **teacher)
@@ -290,7 +290,7 @@ def main(argv=None) -> None:
     spec = C.prepare(opts.setup, workdir, opts.n_train, opts.n_eval, opts.max_length, opts.teacher)
     import torch
 
-    from distil_trainers.cache import precompute_teacher_outputs
+    from distil_trainers.teachers.cache import precompute_teacher_outputs
 
     torch.set_num_threads(opts.threads)
     precompute_teacher_outputs(C.load_model(spec, "teacher"), C.load_split(spec, "train"), workdir / "teacher_cache")

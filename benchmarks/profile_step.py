@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     from transformers import default_data_collator
 
     from distil_trainers import AnnealingArguments, AnnealingTrainer, MutualLearningArguments, MutualLearningTrainer
-    from distil_trainers.cache import precompute_teacher_outputs
+    from distil_trainers.teachers.cache import precompute_teacher_outputs
 
     torch.set_num_threads(opts.threads)
     workdir = Path(tempfile.mkdtemp(prefix="bench_profile_"))
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
             train_dataset=train, data_collator=default_data_collator, **source,
         )
     else:
-        trainer = AnnealingTrainer(model=C.load_model(spec, "student"), args=AnnealingArguments(annealing="none", **common),
+        trainer = AnnealingTrainer(model=C.load_model(spec, "student"), args=AnnealingArguments(annealing="kd", **common),
                                    train_dataset=train, data_collator=default_data_collator, **source)
     profile = cProfile.Profile()
     profile.enable()

@@ -157,7 +157,7 @@ METHODS: dict[str, Method] = {
         Method(
             "hinton",
             "Knowledge distillation (Hinton et al. 2015)",
-            'The student was trained with `AnnealingTrainer(annealing="none")`: α·CE(labels) + β·T²·KL between the '
+            'The student was trained with `AnnealingTrainer(annealing="kd")`: α·CE(labels) + β·T²·KL between the '
             "teacher's and the student's softened distributions (Hinton, Vinyals and Dean 2015).",
             (_HINTON,),
             (),
@@ -199,7 +199,7 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
-_ANNEALING_TO_METHOD = {"bam": "bam", "jafari": "jafari", "none": "hinton", "mse": "mse"}
+_ANNEALING_TO_METHOD = {"bam": "bam", "jafari": "jafari", "kd": "hinton", "none": "hinton", "mse": "mse"}
 
 
 @dataclass
@@ -656,6 +656,7 @@ _RECIPE_METHODS = {
     "bam": "bam",
     "annealing": "bam",
     "jafari": "jafari",
+    "kd": "hinton",
     "none": "hinton",
     "mse": "mse",
     "ffn": "mse",
@@ -700,7 +701,7 @@ def saved_card_context(
     """A :class:`CardContext` for a model saved by a recipe, without its trainer: the method from
     ``training_complete.json``, the classes and size from its config, the training schedule from the
     ``trainer_state.json`` of its last checkpoint if one is kept, and the metrics from a report's ``summary`` entry
-    (:func:`distil_trainers.reports.build_report`; "mean ± std" when it aggregates seeds).
+    (:func:`distil_trainers.papers.reports.build_report`; "mean ± std" when it aggregates seeds).
 
     A multi-task model (:class:`~distil_trainers.models.MultiTaskModel`) takes ``task_summaries`` instead,
     ``{task: summary entry}``: one metrics row per task, evaluated on the dataset named like the task; its classes are
@@ -833,7 +834,7 @@ def llm_teacher_summary(meta: Mapping[str, Any], gold_labels: bool | None = None
 
 
 def datasets_of(suite: Any) -> list[DatasetInfo]:
-    """:class:`DatasetInfo` of every task of a :class:`~distil_trainers.workflow.TaskSuite` (split sizes, classes)."""
+    """:class:`DatasetInfo` of every task of a :class:`~distil_trainers.papers.workflow.TaskSuite` (split sizes, classes)."""
     return [
         dataset_info(task.name, {split: len(ds) for split, ds in task.splits.items()}, task.label_names)
         for task in suite.tasks

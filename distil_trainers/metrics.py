@@ -26,7 +26,6 @@ from typing import Any
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 __all__ = [
     "IGNORE_INDEX",
@@ -113,6 +112,8 @@ def classification_metrics(
     else:
         labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
         keys = [str(label) for label in labels]
+
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0

@@ -52,7 +52,7 @@ from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_
 from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     TeacherDataArguments,
     build_classifier,
     count_parameters,

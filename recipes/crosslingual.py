@@ -56,20 +56,19 @@ from trl import TrlParser
 
 from distil_trainers import AnnealingTrainer, MultiTaskModel
 from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
-from distil_trainers.crosslingual import (
-    LANGUAGE_COLUMN,
+from distil_trainers.data import DatasetArguments
+from distil_trainers.data.processing import MultiTokenizerCollator
+from distil_trainers.hub import push_recipe_models, split_push_argument
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.models.discriminator import LANGUAGE_COLUMN
+from distil_trainers.models.routed import TaskRoutedTeacher
+from distil_trainers.papers.crosslingual import (
     GradualMixSchedule,
     build_gradual_stages,
     map_label_names,
     stage_sizes_note,
 )
-from distil_trainers.data import DatasetArguments
-from distil_trainers.data.processing import MultiTokenizerCollator
-from distil_trainers.hub import push_recipe_models, split_push_argument
-from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.models.routed import TaskRoutedTeacher
-from distil_trainers.trainers.adversarial import AdversarialArguments, AdversarialTrainer
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     TaskData,
     TaskSuite,
     build_classifier,
@@ -89,6 +88,7 @@ from distil_trainers.workflow import (
     train_or_resume,
     training_fingerprint,
 )
+from distil_trainers.trainers.adversarial import AdversarialArguments, AdversarialTrainer
 
 logger = logging.getLogger("recipes.crosslingual")
 

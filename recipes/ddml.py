@@ -64,8 +64,7 @@ from distil_trainers.hub import push_recipe_models, split_push_argument, student
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.models.students import build_student
-from distil_trainers.trainers.base import TaskAwareTrainer, load_classifier
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     TeacherDataArguments,
     count_parameters,
     data_fingerprint,
@@ -83,6 +82,7 @@ from distil_trainers.workflow import (
     train_or_resume,
     training_fingerprint,
 )
+from distil_trainers.trainers.base import TaskAwareTrainer, load_classifier
 
 logger = logging.getLogger("recipes.ddml")
 

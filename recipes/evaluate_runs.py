@@ -33,7 +33,7 @@ import os
 
 from trl import TrlParser
 
-from distil_trainers.cli import EvaluateArguments, run_evaluation
+from distil_trainers.papers.cli import EvaluateArguments, run_evaluation
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -63,8 +63,7 @@ from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_
 from distil_trainers.features import FeatureMatch, model_dimensions, parse_feature_matches, uniform_matches
 from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.trainers.base import TaskAwareTrainer
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     TeacherDataArguments,
     build_classifier,
     count_parameters,
@@ -83,6 +82,7 @@ from distil_trainers.workflow import (
     train_or_resume,
     training_fingerprint,
 )
+from distil_trainers.trainers.base import TaskAwareTrainer
 
 logger = logging.getLogger("recipes.feature_kd")
 
@@ -131,7 +131,7 @@ class RecipeArguments(TeacherDataArguments):
     ffn_output_loss: str = field(
         default="mse",
         metadata={"help": "AnnealingTrainer method for the outputs of the ffn methods: 'mse' (logit MSE, as in Breazu "
-                          "and Virlan 2025), or 'bam' / 'none' / 'jafari'.", "choices": ["mse", "bam", "none", "jafari"]},
+                          "and Virlan 2025), or 'bam' / 'kd' / 'jafari'.", "choices": ["mse", "bam", "kd", "jafari"]},
     )
     born_again_generations: int = field(
         default=0,

@@ -52,21 +52,21 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
-from distil_trainers.baselines import BASELINES, make_baseline, run_baselines
 from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import HASOC_LANGUAGES
-from distil_trainers.hierarchical import (
+from distil_trainers.hub import push_recipe_models, split_push_argument
+from distil_trainers.metrics import build_compute_metrics, classification_metrics
+from distil_trainers.models import resolve_model_name_or_path
+from distil_trainers.papers.baselines import BASELINES, make_baseline, run_baselines
+from distil_trainers.papers.hierarchical import (
     BetterProfanityDetector,
     HierarchicalClassifier,
     LexiconProfanityDetector,
     sklearn_predictor,
     transformer_predictor,
 )
-from distil_trainers.hub import push_recipe_models, split_push_argument
-from distil_trainers.metrics import build_compute_metrics, classification_metrics
-from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     TaskData,
     TaskSuite,
     build_classifier,

@@ -14,7 +14,7 @@ distilled from them, and both are compared with a student and a TF-IDF model tra
    temperature fitted on ``calibration_samples`` labelled validation examples. Both the raw and the calibrated
    distributions are cached in ``<output_dir>/llm_teacher/`` (each text is scored once; a rerun reuses them).
 3. The student (``student_layers`` of ``student_base``) is distilled from the cache with ``AnnealingTrainer``:
-   ``annealing: none, alpha: 0`` and ``use_gold_labels: false`` train on the texts and the LLM's soft labels alone;
+   ``annealing: kd, alpha: 0`` and ``use_gold_labels: false`` train on the texts and the LLM's soft labels alone;
    ``use_gold_labels: true`` with ``alpha > 0`` (or ``annealing: bam``) adds the gold labels.
 4. Baselines: the same student fine-tuned on the gold labels alone for the same number of steps, TF-IDF + logistic
    regression.
@@ -61,7 +61,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
-from distil_trainers.baselines import run_baselines
 from distil_trainers.cards import (
     card_context,
     datasets_of,
@@ -71,19 +70,12 @@ from distil_trainers.cards import (
     write_model_card,
 )
 from distil_trainers.data import DatasetArguments
-from distil_trainers.efficiency import count_parameters, efficiency_table, forward_predictor, measure
 from distil_trainers.hub import push_recipe_models, split_push_argument
 from distil_trainers.metrics import classification_metrics
 from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.teachers import (
-    DEFAULT_CONTENT_FREE_INPUTS,
-    LLMCalibration,
-    LLMClassifier,
-    default_classifier_prompt,
-    precompute_llm_teacher_outputs,
-)  # fmt: skip
-from distil_trainers.trainers.base import TaskAwareTrainer
-from distil_trainers.workflow import (
+from distil_trainers.papers.baselines import run_baselines
+from distil_trainers.papers.efficiency import count_parameters, efficiency_table, forward_predictor, measure
+from distil_trainers.papers.workflow import (
     build_classifier,
     data_fingerprint,
     describe_report_splits,
@@ -97,6 +89,14 @@ from distil_trainers.workflow import (
     train_or_resume,
     training_fingerprint,
 )  # fmt: skip
+from distil_trainers.teachers import (
+    DEFAULT_CONTENT_FREE_INPUTS,
+    LLMCalibration,
+    LLMClassifier,
+    default_classifier_prompt,
+    precompute_llm_teacher_outputs,
+)  # fmt: skip
+from distil_trainers.trainers.base import TaskAwareTrainer
 
 logger = logging.getLogger("recipes.llm_to_classifier")
 
@@ -177,7 +177,7 @@ class ScoreOnce(LLMClassifier):
 
 
 def llm_backend(recipe: LLMToClassifierArguments):
-    """The LLM's log-probability backend, and its size as :func:`~distil_trainers.efficiency.measure` takes it."""
+    """The LLM's log-probability backend, and its size as :func:`~distil_trainers.papers.efficiency.measure` takes it."""
     from distil_trainers.teachers import LlamaCppLogprobBackend, OpenAILogprobBackend, TransformersLogprobBackend
 
     if recipe.teacher_backend == "openai":
@@ -187,7 +187,7 @@ def llm_backend(recipe: LLMToClassifierArguments):
         return backend, {"model": backend.model}
     import llama_cpp
 
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers.rationales import packaged_smollm2_gguf
 
     path = recipe.teacher_model or packaged_smollm2_gguf()
     backend = LlamaCppLogprobBackend(path, n_ctx=recipe.teacher_n_ctx, n_threads=recipe.teacher_threads)
@@ -200,7 +200,7 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
     args = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)  # evaluated once, at the end
     if not recipe.use_gold_labels and AnnealingTrainer.learns_from_labels(args):
         raise ValueError("use_gold_labels false trains on the LLM's soft labels alone: the loss must have no label "
-                         "term (annealing none with alpha 0, or annealing mse); or set use_gold_labels true.")
+                         "term (annealing kd with alpha 0, or annealing mse); or set use_gold_labels true.")
     set_seed(args.seed)
     out = Path(args.output_dir)
     spec = recipe.task_specs()[0]
@@ -357,7 +357,7 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
 
 
 def time_model(kind: str, predict, texts: list[str], **size) -> list:
-    """:func:`~distil_trainers.efficiency.measure` of ``predict`` at batch 1 and batch 32."""
+    """:func:`~distil_trainers.papers.efficiency.measure` of ``predict`` at batch 1 and batch 32."""
     return [measure(f"{kind} (batch {b})", predict, texts, batch_size=b, **size) for b in (1, 32)]
 
 

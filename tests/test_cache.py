@@ -14,7 +14,8 @@ from safetensors import safe_open
 from transformers import LlamaConfig, LlamaForCausalLM, default_data_collator
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer, MutualLearningArguments, MutualLearningTrainer
-from distil_trainers.cache import (
+from distil_trainers.losses import kd_kl_loss, topk_kl_loss
+from distil_trainers.teachers.cache import (
     CACHE_ROW_COLUMN,
     META_FILE,
     TENSORS_FILE,
@@ -22,9 +23,7 @@ from distil_trainers.cache import (
     precompute_teacher_outputs,
     precompute_topk_logprobs,
     topk_entries,
-    topk_kl_loss,
 )
-from distil_trainers.losses import kd_kl_loss
 
 
 def with_ids(ds, prefix="ex"):
@@ -35,7 +34,7 @@ def annealing_args(tmp_path, **overrides) -> AnnealingArguments:
     defaults = dict(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
         num_train_epochs=2, learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        seed=0, disable_tqdm=True, annealing="none", temperature=2.0,
+        seed=0, disable_tqdm=True, annealing="kd", temperature=2.0,
     )
     defaults.update(overrides)
     return AnnealingArguments(**defaults)

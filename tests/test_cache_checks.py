@@ -17,7 +17,8 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer, MultiTaskConfig, MultiTaskModel
-from distil_trainers.cache import (
+from distil_trainers.data.multitask import concatenate_tasks
+from distil_trainers.teachers.cache import (
     CACHE_ROW_COLUMN,
     FORMAT_VERSION,
     META_FILE,
@@ -27,7 +28,6 @@ from distil_trainers.cache import (
     precompute_teacher_outputs,
     precompute_topk_logprobs,
 )
-from distil_trainers.data.multitask import concatenate_tasks
 
 LENGTH = 8
 NAN = float("nan")
@@ -39,7 +39,7 @@ def with_ids(ds, prefix="ex"):
 
 
 def args_for(tmp_path, **overrides) -> AnnealingArguments:
-    return small_run_args(AnnealingArguments, tmp_path, annealing="none", temperature=2.0, **overrides)
+    return small_run_args(AnnealingArguments, tmp_path, annealing="kd", temperature=2.0, **overrides)
 
 
 class PoisonedTeacher(nn.Module):
@@ -373,7 +373,7 @@ def test_no_shared_columns_skips_the_check_with_a_warning(caplog):
     cache = precompute_teacher_outputs(tiny_classifier(0), data.remove_columns("text"))
     assert sorted(cache.content_hashes) == ["teacher_input_ids"]
     student_only = text_dataset(TEXTS_B).remove_columns("text")  # the student's input_ids are not the teacher's
-    with caplog.at_level(logging.WARNING, logger="distil_trainers.cache"):
+    with caplog.at_level(logging.WARNING, logger="distil_trainers.teachers.cache"):
         cache.attach(student_only, "eval dataset")
     assert "eval dataset has none of the columns the teacher-output cache hashed" in caplog.text
 
@@ -383,7 +383,7 @@ def test_attach_checks_25k_shuffled_examples_and_finds_the_one_that_changed():
     g = torch.Generator().manual_seed(0)
     data = Dataset.from_dict({"id": [f"r{i}" for i in range(n)], "text": [f"example number {i}" for i in range(n)],
                               "input_ids": torch.randint(1, 99, (n, 64), generator=g).tolist()})
-    from distil_trainers.cache import _dataset_content_hashes
+    from distil_trainers.teachers.cache import _dataset_content_hashes
 
     cache = TeacherOutputs(ids=data["id"][:], kind="logits", tensors={"logits": torch.randn(n, 3, generator=g)},
                            content_hashes=_dataset_content_hashes([("train", data)]))
@@ -411,7 +411,7 @@ def test_an_old_format_cache_loads_with_a_warning_and_is_upgraded_by_the_builder
                  "teacher_fingerprint": built.meta["teacher_fingerprint"]},
         "ids": data["id"][:],
     }))
-    with caplog.at_level(logging.WARNING, logger="distil_trainers.cache"):
+    with caplog.at_level(logging.WARNING, logger="distil_trainers.teachers.cache"):
         loaded = TeacherOutputs.load(old)
     assert f"The teacher-output cache in {old} (format version 1) holds no per-example content hashes" in caplog.text
     assert loaded.content_hashes == {}
@@ -426,7 +426,7 @@ def test_an_old_format_cache_loads_with_a_warning_and_is_upgraded_by_the_builder
     assert meta["format_version"] == FORMAT_VERSION and meta["content_hashes"] == built.content_hashes
     assert reused.content_hashes == built.content_hashes
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="distil_trainers.cache"):
+    with caplog.at_level(logging.WARNING, logger="distil_trainers.teachers.cache"):
         upgraded = TeacherOutputs.load(old)
     assert "content hashes" not in caplog.text
     with pytest.raises(ValueError, match="other texts that reuse these ids"):

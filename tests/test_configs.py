@@ -194,7 +194,7 @@ def smollm2_server(model_alias: str, log_path: Path):
     a stand-in for the config's OpenAI-compatible endpoint (vLLM). Yields the ``/v1`` URL."""
     import requests
 
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers.rationales import packaged_smollm2_gguf
 
     port = _free_port()
     cmd = [
@@ -262,7 +262,7 @@ SCALE = {
 
 
 def _rationale_requirements(script) -> None:
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers.rationales import packaged_smollm2_gguf
 
     try:
         packaged_smollm2_gguf()

@@ -14,12 +14,10 @@ from datasets import ClassLabel, Dataset
 from safetensors.torch import load_file
 from torch import nn
 
-from distil_trainers.crosslingual import (
-    LANGUAGE_COLUMN,
+from distil_trainers.models.discriminator import LANGUAGE_COLUMN, LanguageDiscriminator, grad_reverse
+from distil_trainers.papers.crosslingual import (
     GradualMixSchedule,
-    LanguageDiscriminator,
     build_gradual_stages,
-    grad_reverse,
     map_label_names,
     stage_sizes_note,
     with_language,

@@ -16,7 +16,7 @@ from conftest import tiny_classifier
 from ddp_worker import annealing_data
 from safetensors.torch import load_file
 
-from distil_trainers.cache import precompute_teacher_outputs
+from distil_trainers.teachers.cache import precompute_teacher_outputs
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 pytestmark = pytest.mark.slow

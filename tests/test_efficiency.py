@@ -1,4 +1,4 @@
-"""distil_trainers.efficiency: parameter and weight-memory counts (fp32, bf16, 4-bit), peak memory, latency."""
+"""distil_trainers.papers.efficiency: parameter and weight-memory counts (fp32, bf16, 4-bit), peak memory, latency."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from rationale_fixtures import tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from distil_trainers.efficiency import (
+from distil_trainers.papers.efficiency import (
     PeakMemory,
     count_parameters,
     efficiency_table,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distil_trainers.hierarchical import (
+from distil_trainers.papers.hierarchical import (
     BetterProfanityDetector,
     HierarchicalClassifier,
     LexiconProfanityDetector,

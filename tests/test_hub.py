@@ -250,7 +250,7 @@ def test_plan_is_json_serialisable(tmp_path):
 
 
 def test_push_command_dry_run_and_offline(tmp_path, capsys):
-    from distil_trainers.cli import main
+    from distil_trainers.papers.cli import main
 
     run = tmp_path / "ddml"
     for seed, name in enumerate("ab"):

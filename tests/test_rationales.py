@@ -21,7 +21,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from distil_trainers.rationales import (
+from distil_trainers.teachers.rationales import (
     RATIONALE_FEATURES,
     CacheMismatchError,
     FewShotExample,
@@ -37,7 +37,7 @@ from distil_trainers.rationales import (
     parse_teacher_output,
     teacher_report,
 )
-from distil_trainers.rationales.backends import _packaged_file
+from distil_trainers.teachers.rationales.backends import _packaged_file
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["hate", "offensive", "neither"]
@@ -411,7 +411,7 @@ WORKER = textwrap.dedent(
     """
     import sys, time
     from datasets import Dataset
-    from distil_trainers.rationales import GenerationResult, TeacherBackend, default_prompt, generate_rationales
+    from distil_trainers.teachers.rationales import GenerationResult, TeacherBackend, default_prompt, generate_rationales
 
     NAMES = ["hate", "offensive", "neither"]
     cache, log, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])

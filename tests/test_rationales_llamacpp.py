@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from distil_trainers.rationales import (
+from distil_trainers.teachers.rationales import (
     RATIONALE_FEATURES,
     LlamaCppBackend,
     OpenAIEndpointBackend,

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from distil_trainers.reports import (
+from distil_trainers.papers.reports import (
     aggregate_seeds,
     build_report,
     ensemble_result,
@@ -240,7 +240,7 @@ def test_evaluate_command_on_a_run_directory(tmp_path, toy_dataset_name):
 
     import torch
 
-    from distil_trainers.cli import main
+    from distil_trainers.papers.cli import main
 
     run = tmp_path / "run"
     models = {
@@ -325,7 +325,7 @@ def test_evaluate_command_on_a_run_directory(tmp_path, toy_dataset_name):
 def test_evaluate_refuses_a_model_of_another_label_space(tmp_path, toy_dataset_name):
     from conftest import tiny_classifier
 
-    from distil_trainers.reports import evaluate_run_dirs
+    from distil_trainers.papers.reports import evaluate_run_dirs
 
     run = tmp_path / "run"
     tiny_classifier(0, vocab_size=10, num_labels=2).save_pretrained(run / "student")
@@ -411,8 +411,8 @@ def expected_metrics(model, task, texts, labels):
 
 
 def test_evaluate_multitask_run_one_row_per_model_and_task(tmp_path, toy_dataset_name, toy_binary_dataset_name):
-    from distil_trainers.cli import main
     from distil_trainers.data import load_dataset_by_name
+    from distil_trainers.papers.cli import main
 
     tasks = {toy_binary_dataset_name: 2, toy_dataset_name: 3}  # the order of the task ids: binary first
     runs, models = [tmp_path / "s1", tmp_path / "s2"], {}
@@ -468,7 +468,7 @@ def test_evaluate_multitask_run_one_row_per_model_and_task(tmp_path, toy_dataset
     assert f"{t}: neu" in card  # the classes of every head, not the config's default LABEL_0 / LABEL_1
 
     # one head only; a task that is not a head is refused with the heads named
-    from distil_trainers.reports import evaluate_run_dirs
+    from distil_trainers.papers.reports import evaluate_run_dirs
 
     only, _ = evaluate_run_dirs([runs[0]], tasks=[t], data_dir=str(tmp_path))
     assert list(only["summary"]) == [f"annealing [{t}]", f"teacher [{t}]"]
@@ -477,7 +477,7 @@ def test_evaluate_multitask_run_one_row_per_model_and_task(tmp_path, toy_dataset
 
 
 def test_multitask_head_of_another_size_and_single_task_without_dataset(tmp_path, toy_dataset_name):
-    from distil_trainers.reports import evaluate_run_dirs
+    from distil_trainers.papers.reports import evaluate_run_dirs
 
     run = tmp_path / "run"
     save_toy_multitask(run / "student", 0, {toy_dataset_name: 2})  # the dataset has 3 classes

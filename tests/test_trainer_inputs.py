@@ -293,7 +293,7 @@ def unlabelled(rows=POSTS) -> Dataset:
     return Dataset.from_dict({"id": [f"u{i}" for i in range(len(rows))], "text": [t for t, _ in rows]})
 
 
-@pytest.mark.parametrize("overrides", [{"annealing": "none", "alpha": 0.0, "beta": 1.0}, {"annealing": "mse"}])
+@pytest.mark.parametrize("overrides", [{"annealing": "kd", "alpha": 0.0, "beta": 1.0}, {"annealing": "mse"}])
 def test_a_loss_without_label_term_distils_unlabelled_text(tmp_path, tok, teacher_dir, overrides):
     student = AutoModelForSequenceClassification.from_pretrained(save_encoder(tmp_path / "s", tok),
                                                                  **{"num_labels": 2})
@@ -304,13 +304,13 @@ def test_a_loss_without_label_term_distils_unlabelled_text(tmp_path, tok, teache
     assert set(trainer.train_dataset["labels"][:]) == {-1}
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    key = "loss_kd" if overrides["annealing"] == "none" else "loss_mse"
+    key = "loss_kd" if overrides["annealing"] == "kd" else "loss_mse"
     assert all(h[key] > 0 and math.isfinite(h[key]) for h in logs) and "loss_ce" not in logs[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 def test_a_loss_with_a_label_term_refuses_unlabelled_text(tmp_path, tok, teacher_dir):
-    with pytest.raises(ValueError, match=r"no label column.*annealing='none', alpha=0"):
+    with pytest.raises(ValueError, match=r"no label column.*annealing='kd', alpha=0"):
         AnnealingTrainer(model=teacher_dir, teacher_model=teacher_dir, args=args(tmp_path, annealing="bam"),
                          train_dataset=unlabelled(), processing_class=tok)
 
@@ -392,7 +392,7 @@ def test_a_padded_embedding_table_with_the_same_tokenizer_is_not_refused(tmp_pat
 
 
 def test_a_cache_changed_after_attach_stops_training(tmp_path, tok, teacher_dir):
-    from distil_trainers.cache import precompute_teacher_outputs
+    from distil_trainers.teachers.cache import precompute_teacher_outputs
 
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     data = tokenised(tok, [0, 1] * 4).add_column("id", [f"p{i}" for i in range(8)])
@@ -412,7 +412,7 @@ def test_integer_codes_without_zero_are_their_own_classes():
 
 
 def test_a_raw_text_dataset_is_checked_against_the_cache_before_tokenising(tmp_path, tok, teacher_dir):
-    from distil_trainers.cache import precompute_teacher_outputs
+    from distil_trainers.teachers.cache import precompute_teacher_outputs
 
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     raw = string_dataset()

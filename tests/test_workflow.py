@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from distil_trainers.workflow import (
+from distil_trainers.papers.workflow import (
     COMPLETE_MARKER,
     fingerprint,
     mark_complete,
@@ -40,7 +40,7 @@ def test_results_table_formats_percentages_and_extra_columns():
 
 def test_stage_arguments_take_the_runs_settings_and_the_overrides(tmp_path):
     from distil_trainers import AnnealingArguments
-    from distil_trainers.workflow import STAGE_FIELDS, stage_arguments
+    from distil_trainers.papers.workflow import STAGE_FIELDS, stage_arguments
 
     run = AnnealingArguments(
         output_dir=str(tmp_path / "run"), per_device_train_batch_size=7, warmup_steps=3, weight_decay=0.02, seed=5,

@@ -52,7 +52,6 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -347,6 +346,8 @@ def _split_indices(labels: Sequence[int], size: float | int, seed: int) -> tuple
         return indices, indices[:0]
     if count == n:
         return indices[:0], indices
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, held = train_test_split(indices, test_size=count, random_state=seed, stratify=np.asarray(labels))
     except ValueError:  # a class with a single member, or fewer held-out examples than classes

@@ -9,7 +9,7 @@ calibration in :mod:`distil_trainers.teachers.calibration`.
 
 Usage::
 
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers.rationales import packaged_smollm2_gguf
     from distil_trainers.teachers import LlamaCppLogprobBackend, precompute_llm_teacher_outputs
 
     backend = LlamaCppLogprobBackend(packaged_smollm2_gguf(), n_ctx=2048)
@@ -18,58 +18,70 @@ Usage::
     print(cache.meta["llm"]["prompt_text"])
 """
 
-from .calibration import (
-    DEFAULT_CONTENT_FREE_INPUTS,
-    apply_temperature,
-    content_free_distribution,
-    contextual_calibration,
-    fit_temperature,
-    temperature_nll,
-)
-from .llm_backends import (
-    LlamaCppLogprobBackend,
-    LogprobBackend,
-    OpenAILogprobBackend,
-    TransformersLogprobBackend,
-    as_logprob_backend,
-    render_chat_template,
-)
-from .llm_classifier import (
-    TASK_PROMPTS,
-    ClassifierPrompt,
-    Demonstration,
-    LLMCalibration,
-    LLMClassifier,
-    default_classifier_prompt,
-    default_label_words,
-    first_token_class_scores,
-    llm_cache_fingerprint,
-    precompute_llm_teacher_outputs,
-    resolve_label_words,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DEFAULT_CONTENT_FREE_INPUTS",
-    "TASK_PROMPTS",
-    "ClassifierPrompt",
-    "Demonstration",
-    "LLMCalibration",
-    "LLMClassifier",
-    "LlamaCppLogprobBackend",
-    "LogprobBackend",
-    "OpenAILogprobBackend",
-    "TransformersLogprobBackend",
-    "apply_temperature",
-    "as_logprob_backend",
-    "content_free_distribution",
-    "contextual_calibration",
-    "default_classifier_prompt",
-    "default_label_words",
-    "first_token_class_scores",
-    "fit_temperature",
-    "llm_cache_fingerprint",
-    "precompute_llm_teacher_outputs",
-    "render_chat_template",
-    "resolve_label_words",
-    "temperature_nll",
-]
+from .._lazy import attach
+
+_EXPORTS = {
+    "calibration": [
+        "DEFAULT_CONTENT_FREE_INPUTS",
+        "apply_temperature",
+        "content_free_distribution",
+        "contextual_calibration",
+        "fit_temperature",
+        "temperature_nll",
+    ],
+    "llm_backends": [
+        "LlamaCppLogprobBackend",
+        "LogprobBackend",
+        "OpenAILogprobBackend",
+        "TransformersLogprobBackend",
+        "as_logprob_backend",
+        "render_chat_template",
+    ],
+    "llm_classifier": [
+        "TASK_PROMPTS",
+        "ClassifierPrompt",
+        "Demonstration",
+        "LLMCalibration",
+        "LLMClassifier",
+        "default_classifier_prompt",
+        "default_label_words",
+        "first_token_class_scores",
+        "llm_cache_fingerprint",
+        "precompute_llm_teacher_outputs",
+        "resolve_label_words",
+    ],
+}
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .calibration import (
+        DEFAULT_CONTENT_FREE_INPUTS,
+        apply_temperature,
+        content_free_distribution,
+        contextual_calibration,
+        fit_temperature,
+        temperature_nll,
+    )
+    from .llm_backends import (
+        LlamaCppLogprobBackend,
+        LogprobBackend,
+        OpenAILogprobBackend,
+        TransformersLogprobBackend,
+        as_logprob_backend,
+        render_chat_template,
+    )
+    from .llm_classifier import (
+        TASK_PROMPTS,
+        ClassifierPrompt,
+        Demonstration,
+        LLMCalibration,
+        LLMClassifier,
+        default_classifier_prompt,
+        default_label_words,
+        first_token_class_scores,
+        llm_cache_fingerprint,
+        precompute_llm_teacher_outputs,
+        resolve_label_words,
+    )

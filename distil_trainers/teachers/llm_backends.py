@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..rationales.backends import OpenAIEndpointBackend, TeacherBackendError
+from .rationales.backends import OpenAIEndpointBackend, TeacherBackendError
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class TransformersLogprobBackend(_TokenLevelBackend):
             if load_in_4bit:
                 if importlib.util.find_spec("bitsandbytes") is None:
                     raise ImportError("load_in_4bit=True needs bitsandbytes: pip install 'distil-trainers[quantization]'")
-                from ..rationales.backends import nf4_quantization_config
+                from .rationales.backends import nf4_quantization_config
 
                 model_kwargs["quantization_config"] = nf4_quantization_config(bnb_4bit_compute_dtype)
             if dtype is not None:
@@ -358,7 +358,7 @@ class TransformersLogprobBackend(_TokenLevelBackend):
                 else None,
             }
             if self.fingerprint_weights:
-                from ..cache import model_fingerprint
+                from .cache import model_fingerprint
 
                 try:
                     ident["weights_sha256"] = model_fingerprint(self.model)[:32]
@@ -532,7 +532,7 @@ class LlamaCppLogprobBackend(_TokenLevelBackend):
     (checked to rounding against a fresh ``Llama.eval`` of the whole text).
 
     Args:
-        model_path: the ``.gguf`` file (e.g. :func:`~distil_trainers.rationales.packaged_smollm2_gguf`), or a
+        model_path: the ``.gguf`` file (e.g. :func:`~distil_trainers.teachers.rationales.packaged_smollm2_gguf`), or a
             ``llama_cpp.Llama`` created with ``logits_all=True``.
         n_ctx: context length in tokens (prompt + longest candidate).
         n_threads: CPU threads (default: all cores).
@@ -713,7 +713,7 @@ def _logsumexp(row) -> float:
 
 class OpenAILogprobBackend(OpenAIEndpointBackend, LogprobBackend):
     """Log-probabilities from a server with an OpenAI-compatible API (retries and concurrency as
-    :class:`~distil_trainers.rationales.OpenAIEndpointBackend`).
+    :class:`~distil_trainers.teachers.rationales.OpenAIEndpointBackend`).
 
     ``mode="echo"`` (exact, ``scoring == "tokens"``): ``POST /v1/completions`` with ``prompt = prompt + continuation``,
     ``echo=True``, ``logprobs=logprobs``, ``max_tokens=1`` (``max_tokens=0`` means "no limit" to some servers, so one
@@ -737,11 +737,11 @@ class OpenAILogprobBackend(OpenAIEndpointBackend, LogprobBackend):
       ``python -m distil_trainers.teachers.llamacpp``): ``mode="chat"`` works. Its echoed log-probabilities are
       right only for models that add a BOS token; for the others (e.g. SmolLM2) every echoed value is shifted by one
       token. That response also lacks the generated token, which this backend detects: it raises a
-      :class:`~distil_trainers.rationales.TeacherBackendError` instead of returning wrong numbers. (Its
+      :class:`~distil_trainers.teachers.rationales.TeacherBackendError` instead of returning wrong numbers. (Its
       ``text_offset`` values leave out special tokens, which is why they are not used here.)
     * llama.cpp's C++ ``llama-server`` and OpenAI's hosted chat models do not echo prompt log-probabilities as far as
       their documentation goes; use ``mode="chat"`` where ``top_logprobs`` is supported. For any other server, a
-      response that cannot be read raises :class:`~distil_trainers.rationales.TeacherBackendError` saying so.
+      response that cannot be read raises :class:`~distil_trainers.teachers.rationales.TeacherBackendError` saying so.
 
     Args:
         base_url: the API root including ``/v1``.
@@ -751,7 +751,7 @@ class OpenAILogprobBackend(OpenAIEndpointBackend, LogprobBackend):
             log-probabilities are read).
         top_logprobs: ``k`` of the chat mode.
         chat_template, bos_token, eos_token: the model's chat template for the echo mode (rendered client-side).
-        **kwargs: :class:`~distil_trainers.rationales.OpenAIEndpointBackend` arguments (``api_key``, ``timeout``,
+        **kwargs: :class:`~distil_trainers.teachers.rationales.OpenAIEndpointBackend` arguments (``api_key``, ``timeout``,
             ``max_retries``, ``backoff``, ``concurrency``, ``extra_body``).
     """
 
@@ -916,11 +916,11 @@ def _echoed_continuation(
 
 def as_logprob_backend(obj: Any, **kwargs: Any) -> LogprobBackend:
     """A :class:`LogprobBackend` from ``obj``: itself when it is one; from a generation backend of
-    :mod:`distil_trainers.rationales` (same model: a ``TransformersBackend``'s model and tokenizer, a
+    :mod:`distil_trainers.teachers.rationales` (same model: a ``TransformersBackend``'s model and tokenizer, a
     ``LlamaCppBackend``'s GGUF file loaded again with ``logits_all=True``, an ``OpenAIEndpointBackend``'s server);
     a ``.gguf`` path loads with llama.cpp; any other string loads with transformers. ``kwargs`` go to the new
     backend's constructor."""
-    from ..rationales.backends import LlamaCppBackend, TransformersBackend
+    from .rationales.backends import LlamaCppBackend, TransformersBackend
 
     if isinstance(obj, LogprobBackend):
         return obj

@@ -27,7 +27,7 @@ word(s) (a mapping whose keys must be exactly the class names, or a list in clas
 from the task (:func:`default_label_words`: ``HOF`` -> ``"offensive"``, ``not-hate`` -> ``"not hate"``...) or from the
 class names themselves, lower-cased.
 
-:func:`precompute_llm_teacher_outputs` writes the result as a :class:`~distil_trainers.cache.TeacherOutputs` cache
+:func:`precompute_llm_teacher_outputs` writes the result as a :class:`~distil_trainers.teachers.cache.TeacherOutputs` cache
 keyed by the ``id`` column, with a content hash of every ``text`` (so :meth:`TeacherOutputs.attach` refuses a text
 changed under the same id) and a record of which LLM labelled the data and how (``meta["llm"]``,
 ``meta["calibration"]``). ``AnnealingTrainer`` and ``MutualLearningTrainer`` distil from it unchanged.
@@ -36,7 +36,7 @@ Example::
 
     from distil_trainers import AnnealingTrainer
     from distil_trainers.data import load_dataset_by_name
-    from distil_trainers.rationales import packaged_smollm2_gguf
+    from distil_trainers.teachers.rationales import packaged_smollm2_gguf
     from distil_trainers.teachers import LlamaCppLogprobBackend, precompute_llm_teacher_outputs
 
     dd = load_dataset_by_name("davidson", max_samples_per_split={"train": 500, "validation": 100})
@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..cache import (
+from .cache import (
     ID_COLUMN,
     TeacherOutputs,
     check_finite_logits,
@@ -75,7 +75,6 @@ from ..cache import (
     dataset_fingerprint,
     example_hashes,
 )
-from ..rationales.prompts import DEFAULT_TASK_DESCRIPTION
 from .calibration import (
     DEFAULT_CONTENT_FREE_INPUTS,
     apply_temperature,
@@ -85,6 +84,7 @@ from .calibration import (
     temperature_nll,
 )
 from .llm_backends import LogprobBackend, as_logprob_backend
+from .rationales.prompts import DEFAULT_TASK_DESCRIPTION
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ class LLMClassifier:
 
     Args:
         backend: a :class:`~distil_trainers.teachers.LogprobBackend`, a generation backend of
-            :mod:`distil_trainers.rationales`, or a model name/path (see :func:`as_logprob_backend`).
+            :mod:`distil_trainers.teachers.rationales`, or a model name/path (see :func:`as_logprob_backend`).
         class_names: the classes in label-id order (the dataset's ``ClassLabel`` names).
         label_words: ``{class name: word or [words]}`` or a list in class order (:func:`resolve_label_words`);
             default :func:`default_label_words`.
@@ -810,7 +810,7 @@ def precompute_llm_teacher_outputs(
     show_progress: bool = True,
 ) -> TeacherOutputs:
     """Score every ``text`` of ``dataset`` (or of several, e.g. ``{"train": ..., "validation": ...}``) with an LLM
-    classifier and return the class log-probabilities as a ``"logits"`` :class:`~distil_trainers.cache.TeacherOutputs`
+    classifier and return the class log-probabilities as a ``"logits"`` :class:`~distil_trainers.teachers.cache.TeacherOutputs`
     keyed by the ``id`` column.
 
     Args:

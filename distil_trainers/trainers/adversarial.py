@@ -1,9 +1,9 @@
 """AdversarialTrainer: an :class:`~distil_trainers.trainers.annealing.AnnealingTrainer` with an adversarial language
 discriminator (ADAN-style, as in Matei's cross-lingual study), and with an optional teacher (without one it trains on the labels alone).
 
-A :class:`~distil_trainers.crosslingual.LanguageDiscriminator` reads the student's pooled output through a
+A :class:`~distil_trainers.models.discriminator.LanguageDiscriminator` reads the student's pooled output through a
 gradient-reversal layer and predicts each example's language (the ``language_ids`` column, see
-:func:`~distil_trainers.crosslingual.build_gradual_stages`). The total loss is the method's loss +
+:func:`~distil_trainers.papers.crosslingual.build_gradual_stages`). The total loss is the method's loss +
 ``adversarial_weight`` × the discriminator's cross-entropy: the discriminator minimises it, the encoder receives the
 reversed gradient and so maximises it.
 
@@ -27,8 +27,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .. import losses, schedules
-from ..crosslingual import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_features
 from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
+from ..models.discriminator import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_features
 from .annealing import AnnealingArguments, AnnealingTrainer
 from .base import TaskAwareTrainer, _is_tokenizer, check_dataset_labels, check_label_space, load_classifier
 from .inputs import (

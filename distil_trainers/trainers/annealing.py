@@ -14,13 +14,15 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import losses, schedules
 from .base import DistillationArguments, DistillationTrainer
 
-ANNEALING_MODES = ("bam", "jafari", "none", "mse")
+ANNEALING_MODES = ("bam", "jafari", "kd", "mse")
+DEPRECATED_ANNEALING_MODES = {"none": "kd"}  # old name -> new name
 
 
 @dataclass
@@ -33,7 +35,7 @@ class AnnealingArguments(DistillationArguments):
     - `annealing="jafari"`: Annealing-KD. Phase 1 (the first `phase1_fraction` of the steps):
       MSE(z_S, Φ·z_T) with Φ = 1 − (τ−1)/τ_max rising from 1/τ_max to 1 in `max_temperature` equal stages; phase 2:
       CE on the labels only.
-    - `annealing="none"`: Hinton et al. 2015: `alpha`·CE(y) + `beta`·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)).
+    - `annealing="kd"`: Hinton et al. 2015: `alpha`·CE(y) + `beta`·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)).
     - `annealing="mse"`: logit matching, MSE(z_S, z_T) averaged over the classes, no label term (the output loss of
       Breazu and Virlan's (2025) feedforward-network distillation; combine it with `feature_matches`).
 
@@ -43,13 +45,13 @@ class AnnealingArguments(DistillationArguments):
 
     annealing: str = field(
         default="bam",
-        metadata={"help": "Distillation method: 'bam' (teacher annealing), 'jafari' (Annealing-KD), 'none' (Hinton KD) "
-                          "or 'mse' (logit matching, no label term).",
-                  "choices": list(ANNEALING_MODES)},
+        metadata={"help": "Distillation method: 'bam' (teacher annealing), 'jafari' (Annealing-KD), 'kd' (Hinton KD) "
+                          "or 'mse' (logit matching, no label term); 'none' is a deprecated alias of 'kd'.",
+                  "choices": [*ANNEALING_MODES, *DEPRECATED_ANNEALING_MODES]},
     )
     temperature: float = field(
         default=1.0,
-        metadata={"help": "Softmax temperature of the teacher (bam) or of both models (none). Unused by jafari."},
+        metadata={"help": "Softmax temperature of the teacher (bam) or of both models (kd). Unused by jafari."},
     )
     lambda_schedule: str = field(
         default="linear",
@@ -74,11 +76,16 @@ class AnnealingArguments(DistillationArguments):
         default=7,
         metadata={"help": "Annealing-KD: τ_max, the number of annealing stages of phase 1 (Φ goes 1/τ_max → 1)."},
     )
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label CE (annealing='none')."})
-    beta: float = field(default=0.5, metadata={"help": "Weight of the soft KD term (annealing='none')."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label CE (annealing='kd')."})
+    beta: float = field(default=0.5, metadata={"help": "Weight of the soft KD term (annealing='kd')."})
 
     def __post_init__(self):
         super().__post_init__()
+        if self.annealing in DEPRECATED_ANNEALING_MODES:
+            new = DEPRECATED_ANNEALING_MODES[self.annealing]
+            warnings.warn(f"annealing={self.annealing!r} is deprecated; use annealing={new!r} (the same Hinton KD).",
+                          FutureWarning, stacklevel=2)
+            self.annealing = new
         if self.annealing not in ANNEALING_MODES:
             raise ValueError(f"annealing must be one of {ANNEALING_MODES}, got {self.annealing!r}.")
         if self.temperature <= 0:
@@ -118,7 +125,7 @@ class AnnealingTrainer(DistillationTrainer):
     carries ``teacher_input_ids`` / ``teacher_attention_mask``, see ``distil_trainers.data.tokenize_for_models``).
 
     Logged: ``loss_ta`` and ``lambda`` (bam); ``loss_mse``, ``annealing_factor``, ``loss_ce`` and ``phase`` (jafari);
-    ``loss_ce`` and ``loss_kd`` (none); ``loss_mse`` (mse); with ``feature_matches`` also ``loss_feature`` (the weighted
+    ``loss_ce`` and ``loss_kd`` (kd); ``loss_mse`` (mse); with ``feature_matches`` also ``loss_feature`` (the weighted
     sum over the matches, before ``feature_loss_weight``) and ``loss_feature/<match>`` per match.
     """
 
@@ -167,7 +174,7 @@ class AnnealingTrainer(DistillationTrainer):
     def learns_from_labels(args: AnnealingArguments) -> bool:
         """Whether the method has a label term: all but Hinton KD with ``alpha = 0`` and logit matching (``mse``),
         which can distil a teacher into a student on unlabelled text."""
-        return not (args.annealing == "mse" or (args.annealing == "none" and args.alpha == 0))
+        return not (args.annealing == "mse" or (args.annealing == "kd" and args.alpha == 0))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

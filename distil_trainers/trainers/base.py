@@ -28,10 +28,10 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import seed_worker
 
 from .. import losses
-from ..cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
+from ..teachers.cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
 from .inputs import (
     ROW_COLUMN,
     add_row_column,
@@ -497,7 +497,7 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         if teacher_model is None and teacher_outputs is None:
             raise ValueError(
                 f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
-                "`teacher_outputs` (distil_trainers.cache.precompute_teacher_outputs)."
+                "`teacher_outputs` (distil_trainers.teachers.cache.precompute_teacher_outputs)."
             )
         teacher_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
         student_kwargs = (getattr(args, "model_init_kwargs", None) or {}) if args is not None else {}

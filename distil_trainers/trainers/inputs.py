@@ -286,7 +286,7 @@ def prepare_classification_dataset(
         raise ValueError(
             f"The {what} has no label column ('labels' or 'label'); its columns are {dataset.column_names}. Rename "
             "your label column (dataset.rename_column(<name>, 'label')). To distil unlabelled text, use a loss "
-            "without a label term (AnnealingArguments(annealing='none', alpha=0) or annealing='mse'; "
+            "without a label term (AnnealingArguments(annealing='kd', alpha=0) or annealing='mse'; "
             "MutualLearningArguments(hard_weight=0))."
         )
     raw = is_raw_text(dataset)

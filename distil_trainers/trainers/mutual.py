@@ -39,10 +39,10 @@ from torch import nn
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 from .. import losses
-from ..cache import TeacherOutputs, resolve_teacher_outputs
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_student_feature_matches
+from ..teachers.cache import TeacherOutputs, resolve_teacher_outputs
 from .base import (
     DistillationArguments,
     DistillationTrainer,

@@ -1,7 +1,7 @@
 """Rationale distillation, student side ("Distilling step-by-step", Hsieh et al. 2023; Piot et al.'s 70B -> 8B hate
 speech distillation).
 
-A teacher LLM wrote a label and an explanation for every post (``distil_trainers.rationales``: columns ``id``,
+A teacher LLM wrote a label and an explanation for every post (``distil_trainers.teachers.rationales``: columns ``id``,
 ``text``, ``label``, ``teacher_label``, ``rationale``, ``teacher_agrees``, ``parsed``, ``raw_output``). Every post
 gives the student TWO training views that differ by their task instruction:
 
@@ -15,7 +15,7 @@ accumulation steps. ``alpha = 1`` is the label-only ablation (rationale views ar
 
 With a teacher LLM that shares the student's tokenizer, :class:`RationaleSFTTrainer` also distils token by token from a
 cache of the teacher's top-k next-token log-probabilities (``teacher_outputs=``, built over :func:`training_views` with
-``distil_trainers.cache.precompute_topk_logprobs``): with ``w = teacher_kd_weight`` the loss becomes
+``distil_trainers.teachers.cache.precompute_topk_logprobs``): with ``w = teacher_kd_weight`` the loss becomes
 ``(1 - w) * [alpha * L_label + (1 - alpha) * L_rationale] + w * [alpha * KD_label + (1 - alpha) * KD_rationale]``,
 ``KD_view`` being ``T^2 * KL(teacher || student)`` summed over that view's completion tokens and divided by the same
 token counts as the cross-entropy.
@@ -47,8 +47,9 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 from trl import SFTConfig, SFTTrainer
 
-from ..cache import CACHE_ROW_COLUMN, TeacherOutputs, resolve_teacher_outputs, topk_kl_per_item
+from ..losses import topk_kl_per_item
 from ..metrics import classification_metrics
+from ..teachers.cache import CACHE_ROW_COLUMN, TeacherOutputs, resolve_teacher_outputs
 from .base import HubPushMixin
 
 logger = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ def build_rationale_views(
     if missing:
         raise ValueError(
             f"The dataset lacks the columns {missing} (it has {sorted(columns)}). Rationale distillation needs the "
-            "output of distil_trainers.rationales.generate_rationales (id, text, label, teacher_label, rationale, "
+            "output of distil_trainers.teachers.rationales.generate_rationales (id, text, label, teacher_label, rationale, "
             "teacher_agrees, parsed, raw_output)."
         )
     table = dataset.to_dict()
@@ -448,7 +449,7 @@ def training_views(
     turned into label and rationale views and tokenised exactly as the trainer does with the same ``args`` and
     tokenizer. Columns: ``id`` (the view row's id, ``"<post id>:label"`` / ``"<post id>:rationale"``), ``post_id``,
     ``view``, ``input_ids`` and ``labels`` (-100 outside the completion). Pass the result to
-    ``distil_trainers.cache.precompute_topk_logprobs(teacher, views, cache_dir, k=..., temperature=...,
+    ``distil_trainers.teachers.cache.precompute_topk_logprobs(teacher, views, cache_dir, k=..., temperature=...,
     tokenizer=tokenizer)`` and the cache to the trainer as ``teacher_outputs``.
     """
     if isinstance(dataset, Mapping):
@@ -821,14 +822,14 @@ class RationaleSFTTrainer(_RationaleTrainerMixin, HubPushMixin, SFTTrainer):
     """Multi-task rationale distillation for decoder-only students (a [`~trl.SFTTrainer`]).
 
     ``train_dataset`` / ``eval_dataset`` are teacher-annotated datasets (the output of
-    ``distil_trainers.rationales.generate_rationales``: ``text``, ``label``, ``teacher_label``, ``rationale``,
+    ``distil_trainers.teachers.rationales.generate_rationales``: ``text``, ``label``, ``teacher_label``, ``rationale``,
     ``parsed``, ...); they are turned into label and rationale views (:func:`build_rationale_views`) and tokenised by
     TRL as prompt-completion data (chat template when the tokenizer has one). Everything else is ``SFTTrainer``'s:
     ``model`` may be a path with ``args.model_init_kwargs``, ``quantization_config`` (a
     ``transformers.BitsAndBytesConfig``, e.g. nf4 + double quantization) and ``peft_config`` (a ``peft.LoraConfig``)
     give QLoRA. On CPU the 4-bit layers get the avx512_bf16 work-around and LoRA weights stay in float32.
 
-    ``teacher_outputs`` (a top-k :class:`~distil_trainers.cache.TeacherOutputs` or its directory, built with
+    ``teacher_outputs`` (a top-k :class:`~distil_trainers.teachers.cache.TeacherOutputs` or its directory, built with
     ``precompute_topk_logprobs`` over :func:`training_views` by a teacher with the student's tokenizer) adds the
     token-level distillation term weighted by ``args.teacher_kd_weight``. Its rows are found by view-row id, never by
     position; every train and eval view row needs one, with as many completion tokens as the student's row, token ids

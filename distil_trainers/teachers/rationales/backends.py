@@ -315,7 +315,7 @@ class LlamaCppBackend(TeacherBackend):
         self.model_path = model_path
         self.model_id = os.path.basename(model_path)
         self.seed = seed
-        from ..teachers.llamacpp import no_weight_repacking, repacking_is_safe
+        from ..llamacpp import no_weight_repacking, repacking_is_safe
 
         with no_weight_repacking(not repacking_is_safe()):  # llama.cpp's repacked kernels crash on AMX CPUs
             self.llm = Llama(

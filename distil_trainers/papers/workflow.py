@@ -24,13 +24,13 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data.labels import model_label_names
-from .data.loading import DatasetArguments, TaskDataSpec, unique_task_names
-from .data.multitask import concatenate_tasks
-from .data.processing import MultiTokenizerCollator, tokenize_for_models
-from .metrics import build_compute_metrics
-from .models import MultiTaskModel, make_student
-from .trainers.base import TaskAwareTrainer
+from ..data.labels import model_label_names
+from ..data.loading import DatasetArguments, TaskDataSpec, unique_task_names
+from ..data.multitask import concatenate_tasks
+from ..data.processing import MultiTokenizerCollator, tokenize_for_models
+from ..metrics import build_compute_metrics
+from ..models import MultiTaskModel, make_student
+from ..trainers.base import TaskAwareTrainer
 
 logger = logging.getLogger(__name__)
 

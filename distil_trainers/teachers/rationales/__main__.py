@@ -3,15 +3,15 @@
 Examples::
 
     # the packaged SmolLM2-135M-Instruct GGUF through llama.cpp, 50 Davidson test posts
-    python -m distil_trainers.rationales --dataset davidson --split test --max-samples 50 \\
+    python -m distil_trainers.teachers.rationales --dataset davidson --split test --max-samples 50 \\
         --backend llamacpp --cache runs/rationales/davidson_test_smollm2.jsonl
 
     # the same file dequantized by transformers, batches of 8 with left padding
-    python -m distil_trainers.rationales --dataset davidson --split test --max-samples 50 \\
+    python -m distil_trainers.teachers.rationales --dataset davidson --split test --max-samples 50 \\
         --backend transformers --cache runs/rationales/davidson_test_smollm2_hf.jsonl
 
     # a served teacher (vLLM: `vllm serve meta-llama/Llama-3.3-70B-Instruct`) through its OpenAI-compatible API
-    python -m distil_trainers.rationales --dataset davidson --split train --backend openai \\
+    python -m distil_trainers.teachers.rationales --dataset davidson --split train --backend openai \\
         --base-url http://127.0.0.1:8000/v1 --concurrency 16 --cache runs/rationales/davidson_train_llama70b.jsonl
 
 A rerun with the same ``--cache`` resumes where the last run stopped.
@@ -30,7 +30,7 @@ from .prompts import default_prompt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m distil_trainers.rationales", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m distil_trainers.teachers.rationales", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="davidson", help="a name from distil_trainers.data.list_datasets()")
     p.add_argument("--split", default="test", help="split to label")
     p.add_argument("--max-samples", type=int, default=None, help="stratified subsample of the split (seeded)")
@@ -69,7 +69,7 @@ def make_backend(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    from ..data import load_dataset_by_name
+    from ...data import load_dataset_by_name
 
     limit = {args.split: args.max_samples} if args.max_samples else None
     split = load_dataset_by_name(args.dataset, seed=args.seed, max_samples_per_split=limit)[args.split]

@@ -8,7 +8,7 @@ the test split with :func:`distil_trainers.metrics.classification_metrics`.
 
 Example::
 
-    from distil_trainers.baselines import run_baselines
+    from distil_trainers.papers.baselines import run_baselines
     from distil_trainers.data import load_dataset_by_name
 
     data = load_dataset_by_name("hasoc_en_a")
@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 
 __all__ = [
     "BASELINES",

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import classification_metrics, per_class_keys
+from ..metrics import classification_metrics, per_class_keys
 
 __all__ = [
     "REPORT_METRICS",
@@ -121,8 +121,8 @@ def predict_logits(
     from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding
 
-    from .data.multitask import TASK_COLUMN
-    from .data.processing import TOKENIZER_COLUMNS
+    from ..data.multitask import TASK_COLUMN
+    from ..data.processing import TOKENIZER_COLUMNS
 
     keep = [c for c in dataset.column_names if c in TOKENIZER_COLUMNS or c == TASK_COLUMN]
     if "input_ids" not in keep:
@@ -503,8 +503,8 @@ def evaluate_run_dirs(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .data import load_dataset_by_name
-    from .data.multitask import TASK_COLUMN
+    from ..data import load_dataset_by_name
+    from ..data.multitask import TASK_COLUMN
 
     seeds = list(seeds) if seeds is not None else [None] * len(run_dirs)
     if len(seeds) != len(run_dirs):

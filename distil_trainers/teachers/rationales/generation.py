@@ -1,6 +1,6 @@
 """Resumable teacher rationale generation and the teacher's report card.
 
-:func:`generate_rationales` asks a :class:`~distil_trainers.rationales.backends.TeacherBackend` for an explanation and
+:func:`generate_rationales` asks a :class:`~distil_trainers.teachers.rationales.backends.TeacherBackend` for an explanation and
 a label for every example of a dataset and returns a :class:`datasets.Dataset` with the columns ``id``, ``text``,
 ``label`` (gold), ``teacher_label`` (-1 when unparseable), ``rationale`` ("" when unparseable), ``teacher_agrees``,
 ``parsed`` and ``raw_output``.
@@ -30,7 +30,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..metrics import classification_metrics
+from ...metrics import classification_metrics
 from .backends import TeacherBackend
 from .prompts import RationalePrompt
 

@@ -190,7 +190,7 @@ def plot_comparison(
     title: str | None = None,
 ) -> Path:
     """A bar chart of ``metric`` (in %) for every model of a report's ``summary`` (see
-    :func:`~distil_trainers.reports.build_report`), coloured by role (teacher / student / baseline / ensemble), with
+    :func:`~distil_trainers.papers.reports.build_report`), coloured by role (teacher / student / baseline / ensemble), with
     the sample standard deviation over seeds as error bars. Saves a PNG at ``path``."""
     names, means, stds, colours = [], [], [], []
     for name, entry in summary.items():

@@ -10,7 +10,7 @@ PRFN, as in the paper).
 
 Example::
 
-    from distil_trainers.hierarchical import HierarchicalClassifier, LexiconProfanityDetector, sklearn_predictor
+    from distil_trainers.papers.hierarchical import HierarchicalClassifier, LexiconProfanityDetector, sklearn_predictor
 
     model = HierarchicalClassifier(
         predict_a=sklearn_predictor(pipeline_a),              # ids in ("NOT", "HOF")

@@ -91,7 +91,7 @@ class EvaluateArguments:
 
 def run_evaluation(args: EvaluateArguments) -> dict:
     """Report, plots and (optionally) cards of finished runs; returns the report."""
-    from .cards import saved_card_context, write_model_card
+    from ..cards import saved_card_context, write_model_card
     from .plots import load_log_history, plot_comparison, plot_confusion_matrix, plot_training_curves
     from .reports import entry_label_names, evaluate_run_dirs, write_report
 
@@ -195,8 +195,8 @@ def push_folder(
     dry_run: bool = False,
 ):
     """Push a saved model folder (or a mutual-learning output with ``students.json``: every student) with cards."""
-    from .cards import saved_card_context
-    from .hub import DEFAULT_STUDENT_PATTERN, push_saved_models, student_folder, student_repo_id
+    from ..cards import saved_card_context
+    from ..hub import DEFAULT_STUDENT_PATTERN, push_saved_models, student_folder, student_repo_id
 
     folder_path = Path(folder)
     pattern = student_pattern or DEFAULT_STUDENT_PATTERN
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import argparse
 
-    from .hub import HubPushError
+    from ..hub import HubPushError
 
     parser = argparse.ArgumentParser(prog="distil-trainers push", description=push_folder.__doc__)
     parser.add_argument("folder", help="a saved model folder, or a mutual-learning output folder")
