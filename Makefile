@@ -14,13 +14,13 @@ export TOKENIZERS_PARALLELISM ?= false
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
-.PHONY: install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd quickstart-rationale test test-fast lint clean bench
+.PHONY: docs docs-serve install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd quickstart-rationale test test-fast lint clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,8 +53,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py --setup tiny
 	$(PY) benchmarks/overhead.py --setup minilm
 
+# The documentation site (docs/ + mkdocs.yml); --strict turns every warning (a broken link, a missing API name) into
+# an error, as CI runs it.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

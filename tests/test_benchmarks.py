@@ -55,3 +55,17 @@ def test_peers_script_runs_ours_and_reports_missing_peers(tmp_path):
         assert rows["textbrewer"]["errors"] and "textbrewer" in rows["textbrewer"]["errors"][0].lower()
     else:
         assert not rows["textbrewer"]["errors"]
+
+
+def test_import_time_script_times_each_statement_and_names_heavy_modules():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "import_time.py"), "--repeats", "1", "--statements",
+           "import distil_trainers", "import sklearn"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(" `"): [c.strip() for c in line.split("|")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("| `")}
+    assert list(rows) == ["import transformers", "from transformers import Trainer", "import distil_trainers",
+                          "import sklearn"]
+    assert all(float(cells[0]) >= 0 for cells in rows.values())
+    assert rows["import transformers"][1] == "+0.00" and rows["from transformers import Trainer"][2] == "+0.00"
+    assert "sklearn" in rows["import sklearn"][3] and rows["import distil_trainers"][3] == "—"
