@@ -13,9 +13,12 @@ _EXPORTS = {
     "features": ["FeatureDistiller", "FeatureMatch", "uniform_layer_map", "uniform_matches"],
     "models": ["MultiTaskConfig", "MultiTaskModel", "make_student"],
     "trainers": [
+        "AdversarialArguments",
+        "AdversarialTrainer",
         "AnnealingArguments",
         "AnnealingTrainer",
         "DistillationArguments",
+        "DistillationModel",
         "DistillationTrainer",
         "MutualLearningArguments",
         "MutualLearningTrainer",
@@ -38,9 +41,12 @@ if TYPE_CHECKING:
     from .features import FeatureDistiller, FeatureMatch, uniform_layer_map, uniform_matches
     from .models import MultiTaskConfig, MultiTaskModel, make_student
     from .trainers import (
+        AdversarialArguments,
+        AdversarialTrainer,
         AnnealingArguments,
         AnnealingTrainer,
         DistillationArguments,
+        DistillationModel,
         DistillationTrainer,
         MutualLearningArguments,
         MutualLearningTrainer,

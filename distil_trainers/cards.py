@@ -4,10 +4,11 @@ The templates live in ``distil_trainers/model_cards/`` (shipped as package data,
 package; the checkout's top-level ``model_cards/`` is a link to that folder). A folder of your own templates with the
 same file names takes precedence: ``template_dir=`` or the ``DISTIL_TRAINERS_CARD_TEMPLATES`` environment variable.
 
-A card holds: the method and its paper citation, teacher and peer students (for an LLM teacher: which LLM labelled
-the data and how, :func:`llm_teacher_summary`), datasets and splits, hyper-parameters, the metrics table, intended use
-and limitations, and YAML metadata (license, tags, datasets, metrics, base_model,
-model-index) built with :class:`huggingface_hub.ModelCardData`, so the Hub reads it.
+A card holds: the method and its paper citation (from a trainer also the trainer class, its ``_name``, its
+``_tag_names`` as Hub tags and its ``_paper`` citation, as TRL's trainers carry them), teacher and peer students (for
+an LLM teacher: which LLM labelled the data and how, :func:`llm_teacher_summary`), datasets and splits,
+hyper-parameters, the metrics table, intended use and limitations, and YAML metadata (license, tags, datasets, metrics,
+base_model, model-index) built with :class:`huggingface_hub.ModelCardData`, so the Hub reads it.
 
 Example::
 
@@ -24,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .metrics import per_class_keys
+from .trainers.citations import ANNEALING_KD_CITATION, BAM_CITATION, DDML_CITATION, HINTON_CITATION
 
 __all__ = [
     "METHODS",
@@ -55,38 +55,8 @@ TEMPLATE_ENV = "DISTIL_TRAINERS_CARD_TEMPLATES"
 DEFAULT_TEMPLATE = "student.md.j2"
 CARD_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 
-_BAM = """@inproceedings{clark-etal-2019-bam,
-  title     = {{BAM}! Born-Again Multi-Task Networks for Natural Language Understanding},
-  author    = {Clark, Kevin and Luong, Minh-Thang and Khandelwal, Urvashi and Manning, Christopher D. and Le, Quoc V.},
-  booktitle = {Proceedings of the 57th Annual Meeting of the Association for Computational Linguistics},
-  year      = {2019},
-  pages     = {5931--5937},
-  url       = {https://aclanthology.org/P19-1595}
-}"""
-_JAFARI = """@inproceedings{jafari-etal-2021-annealing,
-  title     = {Annealing Knowledge Distillation},
-  author    = {Jafari, Aref and Rezagholizadeh, Mehdi and Sharma, Pranav and Ghodsi, Ali},
-  booktitle = {Proceedings of the 16th Conference of the European Chapter of the Association for Computational Linguistics},
-  year      = {2021},
-  pages     = {2493--2504},
-  url       = {https://aclanthology.org/2021.eacl-main.212}
-}"""
-_HINTON = """@article{hinton2015distilling,
-  title   = {Distilling the Knowledge in a Neural Network},
-  author  = {Hinton, Geoffrey and Vinyals, Oriol and Dean, Jeff},
-  journal = {arXiv preprint arXiv:1503.02531},
-  year    = {2015}
-}"""
-_DDML = """@article{liu2025ddml,
-  title   = {{DDML}: Multi-Student Knowledge Distillation for Hate Speech},
-  author  = {Liu, Ze and Shao, Zerui and Wang, Haizhou and Li, Beibei},
-  journal = {Entropy},
-  volume  = {27},
-  number  = {4},
-  pages   = {417},
-  year    = {2025},
-  doi     = {10.3390/e27040417}
-}"""
+# The papers a trainer class implements are its `_paper` (distil_trainers.trainers.citations); the others here.
+_BAM, _JAFARI, _HINTON, _DDML = BAM_CITATION, ANNEALING_KD_CITATION, HINTON_CITATION, DDML_CITATION
 _STEP_BY_STEP = """@inproceedings{hsieh-etal-2023-distilling,
   title     = {Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data and Smaller Model
                Sizes},
@@ -246,6 +216,9 @@ class CardContext:
     limitations: list[str] = field(default_factory=list)
     domain: str | None = None
     llm_teacher: dict[str, Any] | None = None  # how an LLM labelled the training data (llm_teacher_summary)
+    trainer_class: str | None = None  # the trainer that trained it, and that class's `_name`
+    trainer_name: str | None = None
+    citations: list[str] = field(default_factory=list)  # BibTeX cited after the method's (a trainer's `_paper`)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -308,7 +281,9 @@ def card_languages(context: CardContext) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _environment(template_dir: str | os.PathLike | None = None) -> jinja2.Environment:
+def _environment(template_dir: str | os.PathLike | None = None):
+    import jinja2  # only where a card is rendered: `import distil_trainers` stays light
+
     loaders: list[jinja2.BaseLoader] = []
     for folder in (template_dir, os.environ.get(TEMPLATE_ENV)):
         if folder:
@@ -322,7 +297,7 @@ def _environment(template_dir: str | os.PathLike | None = None) -> jinja2.Enviro
     )
 
 
-def load_template(name: str = DEFAULT_TEMPLATE, template_dir: str | os.PathLike | None = None) -> jinja2.Template:
+def load_template(name: str = DEFAULT_TEMPLATE, template_dir: str | os.PathLike | None = None):
     """The Jinja template ``name``: from ``template_dir`` / ``$DISTIL_TRAINERS_CARD_TEMPLATES`` if it is there, else
     the one shipped in the package."""
     return _environment(template_dir).get_template(name)
@@ -390,7 +365,7 @@ def render_model_card(
     is parsed back with :class:`huggingface_hub.ModelCard` before it is returned, so a card whose metadata the Hub
     would not read raises here."""
     method = METHODS[context.method]
-    citations = list(method.citations)
+    citations = _unique_citations([*method.citations, *context.citations])
     if context.feature_matching and context.method != "mse":
         citations += [_MKD_BERT, _BREAZU]
     if context.feature_matching and "attention" in context.feature_matching:
@@ -426,14 +401,30 @@ def render_model_card(
         limitations=context.limitations,
         domain=context.domain,
         llm_teacher=context.llm_teacher,
-        citations=list(dict.fromkeys(citations)),
+        citations=_unique_citations(citations),
+        trainer_class=context.trainer_class,
+        trainer_name=context.trainer_name,
     )
     ModelCard(text, ignore_metadata_errors=False)  # raises on metadata the Hub could not read
     return text
 
 
+def _unique_citations(citations: Sequence[str]) -> list[str]:
+    """The citations in order, each paper once (a trainer's ``_paper`` and the method may cite the same paper)."""
+    seen, out = set(), []
+    for citation in citations:
+        title = re.search(r"title\s*=\s*[{\"](.+?)[}\"],?\s*\n", citation, re.S)
+        key = re.sub(r"[^a-z0-9]", "", (title.group(1) if title else citation).lower())
+        if key not in seen:
+            seen.add(key)
+            out.append(citation)
+    return out
+
+
 def _metric_columns(context: CardContext) -> list[str]:
     """The card's metric columns: the macro metrics, then per-class F1 in class order."""
+    from .metrics import per_class_keys  # (imports `evaluate`: only where a card is rendered)
+
     present = {k for row in context.metrics for k in row["values"]}
     columns = [m for m in CARD_METRICS if m in present]
     per_class = sorted(k for k in present if k.startswith("f1_") and k not in CARD_METRICS and k != "f1_weighted")
@@ -509,7 +500,7 @@ def _model_source(model: Any) -> str | None:
 def method_of(args: Any, trainer: Any = None) -> str:
     """The card's method key: ``ddml`` for mutual learning, the annealing mode of ``AnnealingArguments`` (``bam``,
     ``jafari``, ``hinton``, ``mse``), ``rationale`` for rationale distillation, else ``finetune``."""
-    if (trainer is not None and hasattr(trainer, "student_names")) or hasattr(args, "mutual_weight"):
+    if (trainer is not None and _students_of(trainer)) or hasattr(args, "mutual_weight"):
         return "ddml"
     annealing = getattr(args, "annealing", None)
     if annealing is not None:
@@ -619,24 +610,32 @@ def card_context_from_trainer(
     **kwargs: Any,
 ) -> CardContext:
     """:func:`card_context` for the student of a distillation trainer (``student`` names one of a
-    :class:`~distil_trainers.MutualLearningTrainer`'s students; the others become its peers). The metrics default to
-    the trainer's last evaluation."""
-    if hasattr(trainer, "student_names"):
-        if student not in trainer.student_names:
-            raise ValueError(f"Name the student of the mutual-learning run: one of {trainer.student_names}.")
-        model = trainer.group.students[student]
+    :class:`~distil_trainers.MutualLearningTrainer`'s students, ``trainer.hub_students()``; the others become its
+    peers). The metrics default to the trainer's last evaluation; the trainer class's ``_name``, ``_tag_names`` and
+    ``_paper`` citation (as TRL's trainers carry them) go into the card."""
+    students = _students_of(trainer)
+    if students:
+        if student not in students:
+            raise ValueError(f"Name the student of the mutual-learning run: one of {list(students)}.")
+        model = students[student]
         peers = [
-            PeerInfo(name=n, base_model=model_label(trainer.group.students[n]), repo_id=(peer_repo_ids or {}).get(n))
-            for n in trainer.student_names
+            PeerInfo(name=n, base_model=model_label(m), repo_id=(peer_repo_ids or {}).get(n))
+            for n, m in students.items()
             if n != student
         ]
-    else:
-        model = trainer.accelerator.unwrap_model(trainer.model)
+    else:  # the student alone, never a wrapper holding projections or a discriminator beside it
+        model = getattr(trainer, "student", None)
+        model = model if model is not None else trainer.accelerator.unwrap_model(trainer.model)
         peers = []
     teacher = getattr(trainer, "teacher", None)
     if teacher is not None:
         teacher = trainer.accelerator.unwrap_model(teacher)
     kwargs.setdefault("method", method_of(trainer.args, trainer))
+    paper = getattr(trainer, "_paper", None) or {}
+    kwargs.setdefault("trainer_class", type(trainer).__name__)
+    kwargs.setdefault("trainer_name", getattr(trainer, "_name", None))
+    kwargs.setdefault("citations", [paper["citation"]] if paper.get("citation") else [])
+    kwargs["tags"] = list(dict.fromkeys([*getattr(trainer, "_tag_names", ()), *kwargs.get("tags", ())]))
     return card_context(
         model,
         trainer.args,
@@ -646,6 +645,14 @@ def card_context_from_trainer(
         log_history=trainer.state.log_history,
         **kwargs,
     )
+
+
+def _students_of(trainer: Any) -> dict[str, Any] | None:
+    """``{name: model}`` of a trainer with several students (``hub_students()``, else a mutual-learning group)."""
+    students = trainer.hub_students() if hasattr(trainer, "hub_students") else None
+    if not students and hasattr(trainer, "student_names"):
+        students = {n: trainer.group.students[n] for n in trainer.student_names}
+    return dict(students) if students and len(students) > 1 else None
 
 
 # --------------------------------------------------------------------------------------------------------------------

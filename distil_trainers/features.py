@@ -19,8 +19,9 @@ accepted as its alias). The math is in :mod:`distil_trainers.losses`.
 
 When the hidden sizes differ, the matches that compare vectors (``kl``, ``mse``, ``cosine``) get a learned linear
 projection from the student's width to the teacher's (one per match); ``similarity_kl`` compares ``L x L`` matrices
-and needs none. The projections live in a :class:`FeatureDistiller`, which the trainers keep beside the student (trained
-with it, never saved inside the student checkpoint; see ``DistillationArguments.feature_matches``).
+and needs none. The projections live in a :class:`FeatureDistiller`, which the trainers keep beside the student in one
+:class:`~distil_trainers.trainers.wrapper.DistillationModel` (trained with it, never saved inside the student
+checkpoint; see ``DistillationArguments.feature_matches``).
 """
 
 from __future__ import annotations
@@ -425,16 +426,20 @@ class FeatureDistiller(nn.Module):
 
     # ---- saving -------------------------------------------------------------------------------------------------
 
-    def save_projections(self, directory: str | os.PathLike) -> str | None:
+    def save_projections(self, directory: str | os.PathLike, state_dict: Mapping[str, Any] | None = None) -> str | None:
         """Write the projections to ``<directory>/projections.safetensors`` (with the matches in its metadata);
-        nothing when there are none. Returns the path written."""
+        nothing when there are none. ``state_dict``: this module's state to write (e.g. gathered by DeepSpeed /
+        FSDP; default: the current one). Returns the path written."""
         if len(self.projections) == 0:
             return None
         from safetensors.torch import save_file
 
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, PROJECTIONS_NAME)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.projections.state_dict().items()}
+        if state_dict is None:
+            state_dict = self.state_dict()
+        state = {k[len("projections."):]: v.detach().contiguous().cpu() for k, v in state_dict.items()
+                 if k.startswith("projections.")}
         metadata = {"feature_matches": json.dumps([m.to_dict() for m in self.matches])}
         save_file(state, path, metadata=metadata)
         return path
@@ -448,6 +453,10 @@ class FeatureDistiller(nn.Module):
 
         self.projections.load_state_dict(load_file(path))
         return True
+
+    # the protocol of the extra modules of :class:`~distil_trainers.trainers.wrapper.DistillationModel`
+    save_to = save_projections
+    load_from = load_projections
 
 
 class StudentFeatureDistillers(nn.Module):
@@ -496,11 +505,20 @@ class StudentFeatureDistillers(nn.Module):
             for name, distiller in self.distillers.items()
         }
 
-    def save_projections(self, directory: str | os.PathLike) -> list[str]:
-        written = [d.save_projections(os.path.join(directory, name)) for name, d in self.distillers.items()]
+    def save_projections(self, directory: str | os.PathLike, state_dict: Mapping[str, Any] | None = None) -> list[str]:
+        """Every student's projections to ``<directory>/<name>/projections.safetensors`` (``state_dict``: this
+        module's state to write; default: the current one)."""
+        written = []
+        for name, distiller in self.distillers.items():
+            prefix = f"distillers.{name}."
+            own = None if state_dict is None else {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            written.append(distiller.save_projections(os.path.join(directory, name), own))
         return [path for path in written if path is not None]
 
     def load_projections(self, directory: str | os.PathLike) -> bool:
         """Load every student's projections that exist; returns whether all students with projections had theirs."""
         found = [d.load_projections(os.path.join(directory, name)) for name, d in self.distillers.items() if len(d.projections)]
         return all(found)
+
+    save_to = save_projections
+    load_from = load_projections

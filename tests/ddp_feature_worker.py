@@ -37,7 +37,7 @@ def main(out: str, per_device_batch: int) -> None:
                                train_dataset=random_classification_dataset(n=32, masked=5))
     trainer.train()
     if trainer.args.process_index == 0:
-        weights = dict(trainer.accelerator.unwrap_model(trainer.model).state_dict())
+        weights = dict(trainer.student.state_dict())  # the student alone (trainer.model also holds the projections)
         weights.update({f"projections.{k}": v for k, v in trainer.feature_distiller.projections.state_dict().items()})
         save_file({k: v.detach().contiguous() for k, v in weights.items()}, os.path.join(out, "final.safetensors"))
         with open(os.path.join(out, "log.json"), "w") as f:

@@ -260,3 +260,32 @@ def test_saved_model_method_reads_the_recipes_markers(tmp_path, marker, expected
 
     (tmp_path / "training_complete.json").write_text(json.dumps(marker))
     assert saved_model_method(tmp_path)[0] == expected
+
+
+def test_trainer_name_tags_and_paper_go_into_the_card():
+    from types import SimpleNamespace
+
+    class CitingTrainer:  # what card_context_from_trainer reads of a trainer, and the class attributes TRL's carry
+        _name = "BAM"
+        _tag_names = ["distil-trainers", "teacher-annealing", "bam"]
+        _paper = {"title": "BAM!", "citation": METHODS["bam"].citations[0].replace("  ", " ")}  # same paper, respaced
+
+        def __init__(self):
+            self.model = tiny_classifier(1)
+            self.args = AnnealingArguments(output_dir="bam-run", report_to="none")
+            self.state = SimpleNamespace(log_history=[])
+            self.accelerator = SimpleNamespace(unwrap_model=lambda m: m)
+
+    ctx = card_context_from_trainer(CitingTrainer(), tags=["mine"])
+    assert (ctx.trainer_class, ctx.trainer_name, ctx.method) == ("CitingTrainer", "BAM", "bam")
+    assert ctx.tags == ["distil-trainers", "teacher-annealing", "bam", "mine"]
+    text = render_model_card(ctx)
+    assert "| trainer | `CitingTrainer` (BAM) |" in text
+    assert text.count("Clark, Kevin") == 1  # the trainer's citation and the method's are one paper: cited once
+    assert {"bam", "mine"} <= set(card_metadata(ctx).tags)
+
+
+def test_cards_import_jinja2_only_to_render():
+    code = "import sys, distil_trainers.cards, distil_trainers.hub; print('jinja2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False"

@@ -178,7 +178,7 @@ def test_trainer_logs_discriminator_and_keeps_it_out_of_the_model(tmp_path, with
     assert all(0.0 <= e["discriminator_accuracy"] <= 1.0 for e in logs)
     # the discriminator was trained (its own optimizer group), and is not part of the model
     assert any(not torch.equal(before[n], p) for n, p in trainer.discriminator.named_parameters())
-    assert not any("net." in n for n in trainer.model.state_dict())
+    assert not any("net." in n for n in trainer.student.state_dict())
     trainer.save_model(str(tmp_path / "final"))
     assert not os.path.exists(tmp_path / "final" / DISCRIMINATOR_NAME)
     weights = load_file(str(tmp_path / "final" / "model.safetensors"))

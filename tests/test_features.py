@@ -244,7 +244,7 @@ def test_projections_train_with_the_student_but_are_not_saved_in_it(tmp_path):
 
     trainer.save_model(str(tmp_path / "student"))
     saved = load_file(str(tmp_path / "student" / "model.safetensors"))
-    assert set(saved) == set(trainer.model.state_dict())
+    assert set(saved) == set(trainer.student.state_dict())
     assert not any("projection" in k for k in saved)
     assert not (tmp_path / "student" / PROJECTIONS_NAME).exists()
     reloaded = BertForSequenceClassification.from_pretrained(tmp_path / "student")
@@ -363,10 +363,10 @@ def test_batch_8_equals_4_x_2_accumulation_including_projections(tmp_path):
                          optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0,
                          weight_decay=0.0, lambda_schedule="constant", lambda_value=0.4, max_steps=1)
         trainer = AnnealingTrainer(model=narrow_student(), teacher_model=tiny_classifier(0), args=args, train_dataset=ds)
-        start = {**trainer.model.state_dict(), **trainer.feature_distiller.state_dict()}
+        start = {**trainer.student.state_dict(), **trainer.feature_distiller.state_dict()}
         start = {k: v.clone() for k, v in start.items()}
         trainer.train()
-        end = {**trainer.model.state_dict(), **trainer.feature_distiller.state_dict()}
+        end = {**trainer.student.state_dict(), **trainer.feature_distiller.state_dict()}
         log = [h for h in trainer.state.log_history if "loss" in h][0]
         results.append((log, {k: start[k] - end[k] for k in start}))
     (log_a, grads_a), (log_b, grads_b) = results

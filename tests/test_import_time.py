@@ -39,3 +39,18 @@ def test_lazy_names_resolve_to_their_modules():
     assert "RationaleSFTTrainer" in dir(distil_trainers) and "RationaleSFTTrainer" in distil_trainers.__all__
     with pytest.raises(AttributeError, match="no attribute 'NotAThing'"):
         distil_trainers.NotAThing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["distil_trainers", "distil_trainers.trainers", "distil_trainers.data", "distil_trainers.models",
+     "distil_trainers.teachers", "distil_trainers.teachers.rationales"],
+)
+def test_every_lazy_name_resolves(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    listed = {name: sub for sub, names in module._EXPORTS.items() for name in names}
+    assert sorted(listed) == sorted(module.__all__)
+    for name, sub in listed.items():
+        assert getattr(module, name) is getattr(importlib.import_module(f"{package}.{sub}"), name), name

@@ -1,5 +1,8 @@
-"""recipes/rationale_distill.py: the train and evaluate stages on a hand-made rationale dataset with a tiny Llama,
-through its YAML-free entry point, and the resumability of finished stages."""
+"""Rationale distillation with a tiny Llama: the thin recipe ``recipes/rationale_distill.py`` end to end (a stub
+teacher backend writes the rationales of real Davidson posts; LoRA and 4-bit QLoRA students; saved adapter and
+metrics), and the paper pipeline
+``distil_trainers.papers.rationale_pipeline``: its train and evaluate stages on a hand-made rationale dataset, through
+its YAML-free entry point, and the resumability of finished stages."""
 
 from __future__ import annotations
 
@@ -9,17 +12,107 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import load_recipe
+from conftest import RECIPES, load_recipe
 from huggingface_hub import metadata_load
 from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
-from trl import ModelConfig
+from trl import ModelConfig, TrlParser
 
+from distil_trainers.data import get_data_dir
+from distil_trainers.papers import rationale_pipeline
+from distil_trainers.teachers.rationales import GenerationResult, TeacherBackend
 from distil_trainers.trainers.rationale import RationaleSFTConfig
 
 
-@pytest.mark.slow
-def test_train_and_evaluate_stages(tmp_path, capsys):
+class StubTeacher(TeacherBackend):
+    """A teacher that answers every post in the prompt's format: an explanation, then a label (always "hate")."""
+
+    model_id = "stub-teacher"
+
+    def __init__(self):
+        self.posts = 0
+
+    def generate(self, messages_batch, max_new_tokens=256, temperature=0.0):
+        self.posts += len(messages_batch)
+        return [GenerationResult("Explanation: it insults a group of people.\nLabel: hate", 9) for _ in messages_batch]
+
+
+@pytest.mark.skipif(get_data_dir() is None, reason="no data directory (set DISTIL_TRAINERS_DATA_DIR)")
+def test_thin_recipe_end_to_end_with_a_stub_teacher(tmp_path):
     recipe = load_recipe("rationale_distill")
+    tok = tiny_tokenizer()
+    tiny_llama(tok).save_pretrained(tmp_path / "student_base")
+    tok.save_pretrained(tmp_path / "student_base")
+    out = tmp_path / "run"
+    argv = [
+        "--config", str(RECIPES / "configs" / "rationale_quickstart.yaml"), "--student_gguf_file", "none",
+        "--model_name_or_path", str(tmp_path / "student_base"), "--dtype", "float32", "--lora_r", "4",
+        "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj", "--output_dir", str(out),
+        "--max_train_samples", "6", "--max_eval_samples", "3", "--max_steps", "2",
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4", "--max_length", "128", "--use_cpu", "true", "--logging_steps", "1",
+        "--save_strategy", "no", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    script_args, training_args, model_args = TrlParser(
+        (recipe.ScriptArguments, RationaleSFTConfig, ModelConfig)
+    ).parse_args_and_config(argv)
+    assert script_args.student_gguf_file is None
+    teacher = StubTeacher()
+    metrics = recipe.main(script_args, training_args, model_args, teacher=teacher)
+    assert teacher.posts == 6 + 3  # the train and test posts, once each
+    assert 0.0 <= metrics["test_f1_macro"] <= 1.0 and "test_loss" in metrics and "test_accuracy" in metrics
+    # the saved student: a LoRA adapter and the tokenizer; the metrics beside them; the teacher's answers cached
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert (out / "tokenizer_config.json").is_file()
+    assert json.loads((out / "test_results.json").read_text())["test_f1_macro"] == metrics["test_f1_macro"]
+    assert (out / "rationales" / "train.jsonl").is_file() and (out / "rationales" / "test.jsonl").is_file()
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("loss_rationale" in e for e in history)
+    # a rerun does not ask the teacher again (the answers are cached per post)
+    again = StubTeacher()
+    recipe.main(script_args, training_args, model_args, teacher=again)
+    assert again.posts == 0
+
+
+@pytest.mark.skipif(get_data_dir() is None, reason="no data directory (set DISTIL_TRAINERS_DATA_DIR)")
+def test_thin_recipe_paper_config_trains_a_4bit_qlora_student(tmp_path, monkeypatch):
+    """The paper's config (8B student in nf4 + LoRA, an OpenAI-endpoint teacher) on CPU: a tiny Llama in its place,
+    the stub teacher in the endpoint's; the student the recipe builds is 4-bit and its LoRA adapter is saved."""
+    pytest.importorskip("bitsandbytes")
+    recipe = load_recipe("rationale_distill")
+    tok = tiny_tokenizer()
+    tiny_llama(tok).save_pretrained(tmp_path / "student_base")
+    tok.save_pretrained(tmp_path / "student_base")
+    seen = {}
+
+    class Recording(recipe.RationaleSFTTrainer):
+        def train(self, *args, **kwargs):
+            seen["4bit"] = sum(type(m).__name__ == "Linear4bit" for m in self.model.modules())
+            return super().train(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "RationaleSFTTrainer", Recording)
+    out = tmp_path / "run"
+    argv = [
+        "--config", str(RECIPES / "configs" / "rationale_paper.yaml"), "--use_cpu", "true", "--bf16", "false",
+        "--dtype", "float32", "--gradient_checkpointing", "false",
+        "--model_name_or_path", str(tmp_path / "student_base"),
+        "--output_dir", str(out), "--max_train_samples", "6", "--max_eval_samples", "3", "--max_steps", "2",
+        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+        "--per_device_eval_batch_size", "4",
+        "--max_length", "128", "--save_strategy", "no", "--lora_target_modules", "q_proj", "v_proj",
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    script_args, training_args, model_args = TrlParser(
+        (recipe.ScriptArguments, RationaleSFTConfig, ModelConfig)
+    ).parse_args_and_config(argv)
+    assert model_args.load_in_4bit and script_args.teacher_backend == "openai"
+    metrics = recipe.main(script_args, training_args, model_args, teacher=StubTeacher())
+    assert seen["4bit"] > 0 and 0.0 <= metrics["test_f1_macro"] <= 1.0
+    assert json.loads((out / "adapter_config.json").read_text())["target_modules"]
+
+
+@pytest.mark.slow
+def test_pipeline_train_and_evaluate_stages(tmp_path, capsys):
+    recipe = rationale_pipeline
     tok = tiny_tokenizer()
     tiny_llama(tok).save_pretrained(tmp_path / "student_base")
     tok.save_pretrained(tmp_path / "student_base")
@@ -106,10 +199,10 @@ def test_train_and_evaluate_stages(tmp_path, capsys):
     assert "# rationale-davidson" in (tmp_path / "run" / "student" / "README.md").read_text()
 
 
-def test_generate_stage_keeps_the_class_names_for_training(tmp_path):
+def test_pipeline_generate_stage_keeps_the_class_names_for_training(tmp_path):
     """The generate stage on real Davidson posts with a tiny Llama teacher (transformers backend): the saved rationales
     carry the dataset's class names, which the train and evaluate stages read."""
-    recipe = load_recipe("rationale_distill")
+    recipe = rationale_pipeline
     tok = tiny_tokenizer()
     tiny_llama(tok).save_pretrained(tmp_path / "teacher")
     tok.save_pretrained(tmp_path / "teacher")

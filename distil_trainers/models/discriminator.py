@@ -9,16 +9,20 @@ the gradual multi-stage schedule that builds the language-mixed training sets is
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LANGUAGE_COLUMN", "DiscriminatorOutput", "GradientReversal", "LanguageDiscriminator", "grad_reverse", "pooled_features"]
+__all__ = ["DISCRIMINATOR_NAME", "LANGUAGE_COLUMN", "DiscriminatorOutput", "GradientReversal", "LanguageDiscriminator", "grad_reverse", "pooled_features"]
 
 LANGUAGE_COLUMN = "language_ids"
 """Column holding the language id of every example (0 = source, 1 = target in the cross-lingual pipeline)."""
+DISCRIMINATOR_NAME = "discriminator.safetensors"
+"""The file the discriminator's weights go to, beside the classifier (training checkpoints, ``save_discriminator``)."""
 
 
 class GradientReversal(torch.autograd.Function):
@@ -79,8 +83,12 @@ class LanguageDiscriminator(nn.Module):
         )
 
     def forward(
-        self, features: torch.Tensor, languages: torch.Tensor | None = None, num_items_in_batch: Any = None
+        self, features: torch.Tensor | Any, languages: torch.Tensor | None = None, num_items_in_batch: Any = None
     ) -> DiscriminatorOutput:
+        """``features``: the pooled encoder output ``(batch, hidden)``, or the model's outputs (with hidden states),
+        whose :func:`pooled_features` are read."""
+        if not torch.is_tensor(features):
+            features = pooled_features(features)
         logits = self.net(grad_reverse(features, self.reversal_scale))
         if languages is None:
             return DiscriminatorOutput(logits=logits)
@@ -99,6 +107,29 @@ class LanguageDiscriminator(nn.Module):
         correct = ((logits.argmax(-1) == languages) & valid).sum()
         accuracy = correct.float() / count.clamp(min=1).float()
         return DiscriminatorOutput(logits=logits, loss=loss, accuracy=accuracy, count=count)
+
+    # ---- saving (beside the classifier, never inside it) --------------------------------------------------------
+
+    def save_to(self, directory: str | os.PathLike, state_dict: Mapping[str, Any] | None = None) -> str:
+        """Write the weights to ``<directory>/discriminator.safetensors`` (``state_dict``: default the current
+        one). Returns the path written."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, DISCRIMINATOR_NAME)
+        state = self.state_dict() if state_dict is None else state_dict
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, path)
+        return path
+
+    def load_from(self, directory: str | os.PathLike) -> bool:
+        """Load ``<directory>/discriminator.safetensors`` if it exists; returns whether it did."""
+        path = os.path.join(directory, DISCRIMINATOR_NAME)
+        if not os.path.isfile(path):
+            return False
+        from safetensors.torch import load_file
+
+        self.load_state_dict(load_file(path))
+        return True
 
 
 def pooled_features(outputs: Any) -> torch.Tensor:

@@ -194,9 +194,10 @@ def push_folder(
     private: bool | None = None,
     dry_run: bool = False,
 ):
-    """Push a saved model folder (or a mutual-learning output with ``students.json``: every student) with cards."""
+    """Push a saved model folder (or a mutual-learning output with ``students.json``: every student, each to its
+    repository) with their model cards. Returns ``{student or None: repository}``."""
     from ..cards import saved_card_context
-    from ..hub import DEFAULT_STUDENT_PATTERN, push_saved_models, student_folder, student_repo_id
+    from ..hub import DEFAULT_STUDENT_PATTERN, folder_files, push_saved_models, student_folder, student_repo_id
 
     folder_path = Path(folder)
     pattern = student_pattern or DEFAULT_STUDENT_PATTERN
@@ -219,11 +220,14 @@ def push_folder(
         contexts = {
             None: saved_card_context(folder_path, name=repo_id.split("/")[-1], dataset=dataset, base_model=base_model)
         }
-    plan = push_saved_models(
+    repos = push_saved_models(
         folders, contexts, repo_id, commit_message, pattern, private=private, local_dir=folder_path, dry_run=dry_run
     )
-    print(plan.describe())
-    return plan
+    for key, repo in repos.items():
+        files = folder_files(folders[key])
+        print(f"{repo} <- {folders[key]} ({len(files)} files: {', '.join(files)})")
+    print("(dry run: nothing was uploaded)" if dry_run else "Pushed: " + ", ".join(repos.values()))
+    return repos
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,31 +17,19 @@ Example::
 
 from __future__ import annotations
 
-import itertools
-import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback
 
 from .. import losses, schedules
-from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
-from ..models.discriminator import LANGUAGE_COLUMN, LanguageDiscriminator, pooled_features
+from ..data.processing import TEACHER_PREFIX
+from ..models.discriminator import DISCRIMINATOR_NAME, LANGUAGE_COLUMN, LanguageDiscriminator
 from .annealing import AnnealingArguments, AnnealingTrainer
-from .base import TaskAwareTrainer, _is_tokenizer, check_dataset_labels, check_label_space, load_classifier
-from .inputs import (
-    check_has_labelled_items,
-    data_label_names,
-    is_multitask,
-    prepare_classification_dataset,
-    single_task_names,
-)
+from .citations import ADAN_CITATION
 
-logger = logging.getLogger(__name__)
+__all__ = ["DISCRIMINATOR_NAME", "REVERSAL_SCHEDULES", "AdversarialArguments", "AdversarialTrainer"]
 
-DISCRIMINATOR_NAME = "discriminator.safetensors"
 REVERSAL_SCHEDULES = ("constant", "linear", "cosine", "dann")
 
 
@@ -119,132 +107,85 @@ class AdversarialArguments(AnnealingArguments):
         return schedules.get_schedule(name, start=0.0, end=scale)
 
 
-class _ZeroDiscriminatorGrads(TrainerCallback):
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.module.zero_grad(set_to_none=True)
-
-
 class AdversarialTrainer(AnnealingTrainer):
     """Teacher annealing / Annealing-KD / Hinton KD (with a ``teacher_model`` or precomputed ``teacher_outputs``) or
-    label cross-entropy (with neither), plus
-    an adversarial language discriminator on the student's pooled output.
+    label cross-entropy (with neither), plus an adversarial language discriminator on the student's pooled output.
 
     Batches carry ``language_ids`` (``-100`` where unknown); the discriminator loss is skipped for batches without
     it (evaluation on one language). Logged: the method's components (``loss_ce`` without a teacher),
     ``loss_adversarial`` (the discriminator's cross-entropy, before ``adversarial_weight``) and
     ``discriminator_accuracy`` and ``reversal_scale`` (the factor of the gradient-reversal layer, which
     ``reversal_schedule`` may ramp up from 0 as in DANN; a function of the step, so a resumed run goes on exactly).
-    The discriminator (``trainer.discriminator``) is not part of the model: it has its own optimizer parameter groups,
-    is clipped with the model, saved to ``discriminator.safetensors`` in checkpoints and never written into the
-    model's weights."""
+
+    The discriminator (``trainer.discriminator``) is an extra module of the trainer's one model
+    (:class:`~distil_trainers.trainers.wrapper.DistillationModel`, see
+    :class:`~distil_trainers.trainers.base.DistillationTrainer`): it runs inside the model's forward, has its own
+    optimizer parameter groups (``discriminator_learning_rate``), is clipped with the student, saved to
+    ``discriminator.safetensors`` in checkpoints (and by ``save_model`` with ``save_discriminator``) and never written
+    into the student's weights. Construction is the base class's; :meth:`check_models_given` lets the teacher out and
+    :meth:`build_extra_modules` adds the discriminator."""
+
+    _tag_names = ["distil-trainers", "knowledge-distillation", "cross-lingual", "adversarial"]
+    _name = "Adversarial cross-lingual distillation"
+    _paper = {
+        "title": "Adversarial Deep Averaging Networks for Cross-Lingual Sentiment Classification",
+        "id": "1606.01614",
+        "citation": ADAN_CITATION,
+    }
 
     extra_input_prefixes = (TEACHER_PREFIX,)
+    extra_save_flags = {**AnnealingTrainer.extra_save_flags, "discriminator": "save_discriminator"}
 
     def __init__(self, model=None, teacher_model=None, args: AdversarialArguments | None = None, **kwargs):
         if args is None:
             args = AdversarialArguments(output_dir="tmp_trainer")
         if not isinstance(args, AdversarialArguments):
             raise TypeError(f"AdversarialTrainer needs AdversarialArguments, got {type(args).__name__}.")
-        if teacher_model is not None or kwargs.get("teacher_outputs") is not None:
-            super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
-        else:
-            self._init_without_teacher(model, args, **kwargs)
-        self._setup_discriminator()
+        super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
+        self.reversal_fn = args.reversal_fn
 
-    # ---- construction --------------------------------------------------------------------------------------------
+    # ---- construction hooks --------------------------------------------------------------------------------------
 
-    def _init_without_teacher(
-        self,
-        model,
-        args,
-        data_collator=None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        teacher_processing_class=None,
-        **kwargs,
-    ) -> None:
-        """The base class's checks and set-up, for a student trained on its labels alone."""
+    def check_models_given(self, model, teacher_model, teacher_outputs) -> None:
+        """The model is required; the teacher is optional (without one the loss is the label cross-entropy)."""
         if model is None:
             raise ValueError("AdversarialTrainer needs the `model` (a model, a Hub id or a local path).")
-        if args.feature_matches:
-            raise ValueError("feature_matches need a teacher_model; give one or drop the matches.")
-        max_length = args.max_length
-        classes = data_label_names(train_dataset, eval_dataset)
-        model = load_classifier(model, "model", label_names=classes, **(args.model_init_kwargs or {}))
-        classes = None if is_multitask(model) else single_task_names(model) or classes
-        tokenizers = {"": processing_class} if _is_tokenizer(processing_class) else {}
-        self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length, "role": "model"}
-        train_dataset = prepare_classification_dataset(train_dataset, "train dataset", **self._input_prep)
-        eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", **self._input_prep)
-        check_has_labelled_items(train_dataset, "train dataset")
-        self._train_ids = None
-        space = check_label_space({"model": model})
-        task_names = list(space) if "default" not in space else None
-        check_dataset_labels(train_dataset, space, "train", task_names)
-        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
-        for name, ds in eval_sets.items():
-            check_dataset_labels(ds, space, name, task_names)
-        if data_collator is None and _is_tokenizer(processing_class):
-            data_collator = MultiTokenizerCollator({"": processing_class})
-        TaskAwareTrainer.__init__(
-            self,
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            **kwargs,
-        )
-        self.teacher_processing_class = None
-        self.lambda_fn = args.lambda_fn
-        self._setup_distillation(None, space)
 
-    def _prepare_frozen(self, model):
-        return None if model is None else super()._prepare_frozen(model)
-
-    def _set_signature_columns_if_needed(self) -> None:
-        if self._signature_columns is None:
-            super()._set_signature_columns_if_needed()
-            if LANGUAGE_COLUMN not in self._signature_columns:
-                self._signature_columns.append(LANGUAGE_COLUMN)
-
-    def _setup_discriminator(self) -> None:
-        args = self.args
-        self.discriminator: LanguageDiscriminator | None = None
-        self._discriminator_module: nn.Module | None = None
-        self.reversal_fn = args.reversal_fn
+    def build_extra_modules(self, student, teacher, args: AdversarialArguments) -> dict[str, nn.Module]:
+        """The feature distiller (with ``feature_matches``) and the language discriminator (``adversarial_weight``
+        > 0) over the student's hidden size."""
+        extras = super().build_extra_modules(student, teacher, args)
         if args.adversarial_weight == 0:
-            return
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError("The language discriminator is not supported under DeepSpeed or FSDP; train with DDP.")
-        student = self.accelerator.unwrap_model(self.model)
+            return extras
         config = getattr(student, "config", None)
-        encoder_config = getattr(config, "encoder", None) or config
-        hidden_size = getattr(encoder_config, "hidden_size", None)
+        hidden_size = getattr(getattr(config, "encoder", None) or config, "hidden_size", None)
         if hidden_size is None:
-            raise ValueError(
-                "Cannot tell the model's hidden size (config.hidden_size) for the language discriminator."
-            )
+            raise ValueError("Cannot tell the model's hidden size (config.hidden_size) for the language discriminator.")
         reference = next(student.parameters())
-        self.discriminator = LanguageDiscriminator(
+        extras["discriminator"] = LanguageDiscriminator(
             hidden_size,
             num_languages=args.num_languages,
             intermediate_size=args.discriminator_hidden_size,
             dropout=args.discriminator_dropout,
             reversal_scale=args.reversal_scale,
         ).to(device=reference.device, dtype=reference.dtype)
-        self.add_callback(_ZeroDiscriminatorGrads(self.discriminator))
-        # Under DDP the discriminator's gradients must be all-reduced: it gets its own DDP wrapper and its loss is
-        # computed in its forward.
-        if self.accelerator.num_processes > 1:
-            self._discriminator_module = self.accelerator.prepare_model(self.discriminator)
-        else:
-            self._discriminator_module = self.discriminator
+        return extras
+
+    @property
+    def discriminator(self) -> LanguageDiscriminator | None:
+        return self.extra_modules.get("discriminator")
+
+    def parameter_owner(self, name: str) -> tuple[str, float]:
+        """The discriminator's parameters train at ``discriminator_learning_rate`` (default: ``learning_rate``)."""
+        if ".extras.discriminator." in f".{name}":
+            return "discriminator", self.args.discriminator_learning_rate or self.args.learning_rate
+        return super().parameter_owner(name)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            if LANGUAGE_COLUMN not in self._signature_columns:
+                self._signature_columns.append(LANGUAGE_COLUMN)
 
     # ---- loss ----------------------------------------------------------------------------------------------------
 
@@ -257,29 +198,30 @@ class AdversarialTrainer(AnnealingTrainer):
             )
         languages = inputs.pop(LANGUAGE_COLUMN, None)
         student_inputs, teacher_inputs = self.split_inputs(inputs)
-        adversarial = self._discriminator_module is not None and languages is not None
+        adversarial = self.discriminator is not None and languages is not None
+        with_teacher = self.teacher is not None or self.teacher_cache is not None
+        teacher_outputs = self.teacher_outputs(teacher_inputs) if with_teacher else None
         output_kwargs = dict(self.feature_output_kwargs)
+        extra_inputs = self.feature_inputs(teacher_outputs, student_inputs, labels, num_items_in_batch)
         if adversarial:
             output_kwargs["output_hidden_states"] = True
-        outputs = model(**student_inputs, **output_kwargs)
+            if model.training:
+                self.discriminator.reversal_scale = self.reversal_fn(self.training_progress())
+            extra_inputs["discriminator"] = {"languages": languages, "num_items_in_batch": num_items_in_batch}
+        # the wrapped model: the student, its feature projections and the discriminator in one forward
+        outputs, extra = self.forward_student(model, {**student_inputs, **output_kwargs}, extra_inputs)
 
-        if self.teacher is None and self.teacher_cache is None:
+        if not with_teacher:
             loss = losses.cross_entropy_loss(outputs.logits, labels, num_items_in_batch=num_items_in_batch)
             logged: dict[str, Any] = {"loss_ce": loss}
         else:
-            teacher_outputs = self.teacher_outputs(teacher_inputs)
             loss, logged = self.distillation_loss(outputs.logits, teacher_outputs.logits, labels, num_items_in_batch)
-            if self.feature_distiller is not None:
-                feature_loss, feature_logged = self.feature_loss(
-                    outputs, teacher_outputs, student_inputs, labels, num_items_in_batch
-                )
-                loss = loss + self.args.feature_loss_weight * feature_loss
-                logged.update(feature_logged)
-
+        if "features" in extra:
+            feature_loss, parts = extra["features"]
+            loss = loss + self.args.feature_loss_weight * feature_loss
+            logged.update(self.feature_logs(feature_loss, parts))
         if adversarial:
-            if model.training:
-                self.discriminator.reversal_scale = self.reversal_fn(self.training_progress())
-            result = self._discriminator_module(pooled_features(outputs), languages, num_items_in_batch)
+            result = extra["discriminator"]
             loss = loss + self.args.adversarial_weight * result.loss
             logged["loss_adversarial"] = result.loss
             logged["reversal_scale"] = self.discriminator.reversal_scale
@@ -289,55 +231,5 @@ class AdversarialTrainer(AnnealingTrainer):
         loss = self.scale_for_devices(loss, num_items_in_batch)
         if not return_outputs:
             return loss
-        outputs = self.strip_feature_outputs(outputs)
-        if adversarial and "output_hidden_states" not in self.feature_output_kwargs and hasattr(outputs, "items"):
-            kept = {k: v for k, v in outputs.items() if k != "hidden_states"}
-            outputs = type(outputs)(**kept)
-        return loss, outputs
-
-    # ---- optimizer, clipping, checkpoints ------------------------------------------------------------------------
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self.discriminator is None or optimizer is None:
-            return optimizer
-        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        named = [(n, p) for n, p in self.discriminator.named_parameters() if id(p) not in present]
-        lr = self.args.discriminator_learning_rate or self.args.learning_rate
-        for decay, group in (
-            (self.args.weight_decay, [p for n, p in named if not n.endswith("bias")]),
-            (0.0, [p for n, p in named if n.endswith("bias")]),
-        ):
-            if group:
-                optimizer.add_param_group({"params": group, "weight_decay": decay, "lr": lr})
-        return optimizer
-
-    def _clip_grad_norm(self, model):
-        if self.discriminator is None:
-            return super()._clip_grad_norm(model)
-        params = itertools.chain(model.parameters(), self.projection_parameters(), self.discriminator.parameters())
-        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if self.discriminator is None or not self.args.should_save:
-            return
-        if _internal_call or self.args.save_discriminator:
-            from safetensors.torch import save_file
-
-            directory = output_dir if output_dir is not None else self.args.output_dir
-            os.makedirs(directory, exist_ok=True)
-            state = {k: v.detach().contiguous().cpu() for k, v in self.discriminator.state_dict().items()}
-            save_file(state, os.path.join(directory, DISCRIMINATOR_NAME))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
-        if self.discriminator is None:
-            return
-        path = os.path.join(resume_from_checkpoint, DISCRIMINATOR_NAME)
-        if os.path.isfile(path):
-            from safetensors.torch import load_file
-
-            self.discriminator.load_state_dict(load_file(path))
-        else:
-            logger.warning("No %s in %s: the discriminator starts afresh.", DISCRIMINATOR_NAME, resume_from_checkpoint)
+        hidden = ("hidden_states",) if adversarial and "output_hidden_states" not in self.feature_output_kwargs else ()
+        return loss, self.strip_feature_outputs(outputs, hidden)

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import losses, schedules
 from .base import DistillationArguments, DistillationTrainer
+from .citations import BAM_CITATION
 
 ANNEALING_MODES = ("bam", "jafari", "kd", "mse")
 DEPRECATED_ANNEALING_MODES = {"none": "kd"}  # old name -> new name
@@ -129,6 +130,14 @@ class AnnealingTrainer(DistillationTrainer):
     sum over the matches, before ``feature_loss_weight``) and ``loss_feature/<match>`` per match.
     """
 
+    _tag_names = ["distil-trainers", "knowledge-distillation", "teacher-annealing"]
+    _name = "Teacher annealing"
+    _paper = {
+        "title": "BAM! Born-Again Multi-Task Networks for Natural Language Understanding",
+        "id": "1907.04829",
+        "citation": BAM_CITATION,
+    }
+
     def __init__(self, model=None, teacher_model=None, args: AnnealingArguments | None = None, **kwargs):
         if args is None:
             args = AnnealingArguments(output_dir="tmp_trainer")
@@ -182,15 +191,17 @@ class AnnealingTrainer(DistillationTrainer):
         if labels is None:
             raise ValueError("AnnealingTrainer needs `labels` in every batch (rename your label column to 'labels').")
         student_inputs, teacher_inputs = self.split_inputs(inputs)
-        outputs = model(**student_inputs, **self.feature_output_kwargs)
         teacher_outputs = self.teacher_outputs(teacher_inputs)
+        # the wrapped model Trainer gives: the student, and the feature projections inside the same forward
+        outputs, extra = self.forward_student(
+            model, {**student_inputs, **self.feature_output_kwargs},
+            self.feature_inputs(teacher_outputs, student_inputs, labels, num_items_in_batch),
+        )
         loss, logged = self.distillation_loss(outputs.logits, teacher_outputs.logits, labels, num_items_in_batch)
-        if self.feature_distiller is not None:
-            feature_loss, feature_logged = self.feature_loss(
-                outputs, teacher_outputs, student_inputs, labels, num_items_in_batch
-            )
+        if "features" in extra:
+            feature_loss, parts = extra["features"]
             loss = loss + self.args.feature_loss_weight * feature_loss
-            logged.update(feature_logged)
+            logged.update(self.feature_logs(feature_loss, parts))
 
         self.record_components(logged, labels, num_items_in_batch)
 

@@ -1,37 +1,34 @@
-"""What every distillation trainer shares: loading and freezing the teacher, label-space checks, per-component
-loss logging, separate input columns per tokenizer, and single-task batches for multi-task training."""
+"""DistillationTrainer: what every distillation trainer shares. One constructor path with overridable hooks (loading
+and freezing the teacher, the student(s), per-model input columns, label-space checks, the teacher-output cache, the
+extra trainable modules), one model for Trainer (the student and its extra modules, see
+:mod:`~distil_trainers.trainers.wrapper`), the teacher's outputs, and per-component loss logging.
+
+Also importable from here: :class:`~distil_trainers.trainers.arguments.DistillationArguments`,
+:class:`~distil_trainers.trainers.task_aware.TaskAwareTrainer` and the label-space checks of
+:mod:`~distil_trainers.trainers.labels`."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
-import datasets
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import enable_full_determinism, set_seed
 
 from .. import losses
-from ..data.multitask import SAMPLING_MODES, TASK_COLUMN, MultiTaskBatchSampler
-from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
+from ..data.multitask import TASK_COLUMN
+from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
+from ..hub import HubMixin
 from ..teachers.cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
+from .arguments import DistillationArguments  # noqa: F401  (imported from here too)
+from .citations import HINTON_CITATION
 from .inputs import (
     ROW_COLUMN,
     add_row_column,
@@ -41,7 +38,6 @@ from .inputs import (
     check_teacher_reads_its_tokens,
     data_label_names,
     is_multitask,
-    load_classifier_model,
     load_tokenizer,
     metrics_in_class_order,
     prepare_classification_dataset,
@@ -49,275 +45,24 @@ from .inputs import (
     single_task_names,
     tokenizer_beside,
 )
+from .labels import (  # noqa: F401  (label_space, check_label_space, freeze, load_classifier: imported from here too)
+    attach_cache,
+    check_cached_label_space,
+    check_dataset_labels,
+    check_label_space,
+    check_raw_texts,
+    freeze,
+    label_space,
+    load_classifier,
+)
+from .task_aware import TaskAwareTrainer
+from .wrapper import DistillationModel, has_trainable_parameters
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class DistillationArguments(TrainingArguments):
-    """[`~transformers.TrainingArguments`] plus what every distillation trainer of this library understands."""
-
-    teacher_model_init_kwargs: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments for `from_pretrained` when the teacher is given as a Hub id or a local path, "
-            "e.g. '{\"dtype\": \"bfloat16\"}'. A JSON string is accepted on the command line."
-        },
-    )
-    model_init_kwargs: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments for `from_pretrained` when the student(s) are given as Hub ids or local paths, "
-            "e.g. '{\"dtype\": \"bfloat16\"}'. A JSON string is accepted on the command line."
-        },
-    )
-    max_length: int | None = field(
-        default=128,
-        metadata={"help": "Truncation length when the trainer tokenises a raw-text dataset (a `text` column) itself."},
-    )
-    task_sampling: str = field(
-        default="proportional",
-        metadata={
-            "help": "Multi-task training only: how the task of each batch is chosen. 'proportional' (every example once "
-            "per epoch, tasks in proportion to their size) or 'temperature' (p_t ∝ n_t^(1/T)).",
-            "choices": list(SAMPLING_MODES),
-        },
-    )
-    task_sampling_temperature: float = field(
-        default=2.0,
-        metadata={"help": "Temperature T of task sampling when task_sampling='temperature' (1 = proportional)."},
-    )
-    feature_matches: list[dict] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Feature-level distillation terms added to the trainer's loss: a list of matches (a JSON string on "
-            "the command line), e.g. '[{\"student_layer\": 2, \"teacher_layer\": 4, \"feature\": \"hidden\", "
-            "\"loss\": \"kl\", \"weight\": 1.0}]'. feature: embeddings, hidden, cls or attention; loss: kl, "
-            "similarity_kl, mse, cosine or attention_mse. Layers: 0 = embedding output, i = output of layer i. "
-            "See distil_trainers.features. MutualLearningTrainer also takes matches per student: "
-            "'{\"minilm\": [...], \"bert\": [...]}' (a list applies to every student)."
-        },
-    )
-    feature_loss_weight: float = field(
-        default=1.0,
-        metadata={"help": "Multiplies the feature loss (the weighted sum over feature_matches) in the total loss."},
-    )
-    save_projections: bool = field(
-        default=False,
-        metadata={
-            "help": "Write the learned student->teacher projections of feature matching to projections.safetensors "
-            "beside the saved student (save_model). They are never part of the student's own weights; training "
-            "checkpoints always carry them so that resuming restores them."
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        for name in ("teacher_model_init_kwargs", "model_init_kwargs"):
-            if isinstance(getattr(self, name), str):
-                setattr(self, name, json.loads(getattr(self, name)))
-        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
-            raise ValueError(
-                f"Nothing to train: max_steps={self.max_steps}, num_train_epochs={self.num_train_epochs}. Set "
-                "max_steps > 0 or num_train_epochs > 0 (to only evaluate, call trainer.evaluate() without train())."
-            )
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1 (or None), got {self.max_length}.")
-        # validated here (before training), kept as plain dicts so the arguments stay JSON-serialisable
-        matches = parse_student_feature_matches(self.feature_matches)
-        if isinstance(matches, dict):  # per student (MutualLearningTrainer)
-            self.feature_matches = {name: [m.to_dict() for m in ms] for name, ms in matches.items()} or None
-        else:
-            self.feature_matches = [m.to_dict() for m in matches] or None
-        if not self.feature_loss_weight >= 0:
-            raise ValueError(f"feature_loss_weight must be >= 0, got {self.feature_loss_weight}.")
-        if self.task_sampling not in SAMPLING_MODES:
-            raise ValueError(f"task_sampling must be one of {SAMPLING_MODES}, got {self.task_sampling!r}.")
-        if self.task_sampling_temperature <= 0:
-            raise ValueError(f"task_sampling_temperature must be > 0, got {self.task_sampling_temperature}.")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Models and label spaces
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def load_classifier(
-    model: str | os.PathLike | nn.Module, role: str, label_names: list[str] | None = None, **init_kwargs
-) -> nn.Module:
-    """Return ``model`` itself, or load it with ``AutoModelForSequenceClassification`` from a Hub id / local path
-    (multi-task checkpoints of this library load the same way). A teacher must have a trained classification head; a
-    student cut from a bare encoder gets a head over ``label_names`` (see
-    :func:`~distil_trainers.trainers.inputs.load_classifier_model`)."""
-    return load_classifier_model(model, role, label_names=label_names, require_head=role == "teacher", **init_kwargs)
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def label_space(model: nn.Module) -> dict[str, int]:
-    """``{task: num_labels}`` of a model: one entry per head of a multi-task model, a single ``"default"`` entry
-    otherwise."""
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError(f"{type(model).__name__} has no `config`; cannot tell its label space.")
-    tasks = getattr(config, "tasks", None)
-    if tasks:
-        return dict(tasks)
-    return {"default": int(config.num_labels)}
-
-
-def _label_names(model: nn.Module) -> list[str] | None:
-    id2label = getattr(model.config, "id2label", None) or {}
-    names = [id2label[i] for i in sorted(id2label)]
-    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
-        return None  # transformers' placeholder names carry no information
-    return names
-
-
-def check_label_space(models: dict[str, nn.Module]) -> dict[str, int]:
-    """Raise one clear error unless every model predicts the same classes (and, where both name their classes, the
-    same names in the same order). Returns the common label space."""
-    spaces = {name: label_space(m) for name, m in models.items()}
-    reference_name, reference = next(iter(spaces.items()))
-    for name, space in spaces.items():
-        if space != reference:
-            raise ValueError(
-                f"Label spaces differ: {reference_name} predicts {reference} but {name} predicts {space}. "
-                "Teacher and students must be classifiers over the same classes, in the same order; give the student "
-                "num_labels/id2label from the teacher's config (or fine-tune the teacher on this dataset first)."
-            )
-    named = {name: _label_names(m) for name, m in models.items() if "default" in spaces[name]}
-    named = {k: v for k, v in named.items() if v is not None}
-    if len({tuple(v) for v in named.values()}) > 1:
-        detail = "; ".join(f"{k}: {v}" for k, v in named.items())
-        raise ValueError(f"Models name their classes differently ({detail}). Align config.id2label before distilling.")
-    return reference
-
-
-def check_dataset_labels(dataset: Any, space: dict[str, int], split: str, task_names: list[str] | None = None) -> None:
-    """Raise if the dataset's labels do not fit the models' label space (checked before training starts)."""
-    if not isinstance(dataset, datasets.Dataset):
-        return
-    column = next((c for c in ("labels", "label") if c in dataset.column_names), None)
-    if column is None:
-        return
-    feature = dataset.features[column]
-    if isinstance(feature, datasets.ClassLabel) and "default" in space and feature.num_classes != space["default"]:
-        raise ValueError(
-            f"The {split} dataset has {feature.num_classes} classes {feature.names} but the models predict "
-            f"{space['default']}."
-        )
-    columns = [column] + ([TASK_COLUMN] if TASK_COLUMN in dataset.column_names else [])
-    frame = dataset.select_columns(columns).to_pandas()
-    frame = frame[(frame[column] != -100) & (frame[column] != losses.UNLABELLED)]
-    if frame.empty:
-        return
-    if "default" in space:
-        groups = {"default": frame[column]}
-    elif TASK_COLUMN in frame:
-        names = task_names or list(space)
-        groups = {names[int(t)]: g[column] for t, g in frame.groupby(TASK_COLUMN)}
-    elif len(space) == 1:
-        groups = {next(iter(space)): frame[column]}
-    else:
-        raise ValueError(
-            f"The {split} dataset has no `{TASK_COLUMN}` column but the model has several tasks {list(space)}; "
-            "build it with distil_trainers.data.concatenate_tasks."
-        )
-    for task, labels in groups.items():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= space[task]:
-            where = "" if task == "default" else f" for task {task!r}"
-            raise ValueError(
-                f"The {split} dataset has labels in [{low}, {high}]{where} but the models predict {space[task]} "
-                f"classes (0..{space[task] - 1})."
-            )
-
-
-def check_cached_label_space(cache: TeacherOutputs, students: dict[str, nn.Module]) -> dict[str, int]:
-    """The students' common label space, which must be the cached teacher's: as many classes as the cached logits
-    (single-task), or the same tasks in the same order with the same number of classes each (multi-task)."""
-    space = check_label_space(students)
-    cached = cache.tasks
-    if cached is None:
-        if "default" not in space:
-            raise ValueError(
-                f"The teacher-output cache holds a single-task teacher's logits but the students are multi-task "
-                f"(tasks {space}). Build the cache from the multi-task teacher (a MultiTaskModel, or a "
-                "TaskRoutedTeacher of one teacher per task) over datasets with a `task_ids` column."
-            )
-        if space["default"] != cache.num_labels:
-            raise ValueError(
-                f"The cached teacher logits have {cache.num_labels} classes but the students predict "
-                f"{space['default']}."
-            )
-        return space
-    if "default" in space:
-        raise ValueError(
-            f"The teacher-output cache holds a multi-task teacher's logits (tasks {cached}) but the students are "
-            f"single-task classifiers ({space['default']} classes)."
-        )
-    for task, n in space.items():
-        if task not in cached:
-            raise ValueError(
-                f"The students have task {task!r} but the teacher-output cache holds no logits for it (cached tasks: "
-                f"{cached})."
-            )
-        if cached[task] != n:
-            raise ValueError(
-                f"Task {task!r}: the cached teacher logits have {cached[task]} classes but the students' {task!r} "
-                f"head predicts {n}."
-            )
-    extra = [task for task in cached if task not in space]
-    if extra:
-        raise ValueError(
-            f"The teacher-output cache holds tasks {extra} that the students do not have (students' tasks: "
-            f"{list(space)}); task ids index the task list, so the teacher's and the students' tasks must be the same."
-        )
-    if list(cached) != list(space):
-        raise ValueError(
-            f"The teacher-output cache's task order {list(cached)} differs from the students' {list(space)}; task ids "
-            "index the task list, so both must order their tasks the same way."
-        )
-    return space
-
-
-def attach_cache(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> tuple[Any, Any]:
-    """Give the datasets the cache-row column (each example's cache row, looked up by its id)."""
-    train_dataset = cache.attach(train_dataset, "train dataset")
-    if isinstance(eval_dataset, dict):
-        eval_dataset = {k: cache.attach(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
-    else:
-        eval_dataset = cache.attach(eval_dataset, "eval dataset")
-    return train_dataset, eval_dataset
-
-
-def check_raw_texts(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> None:
-    """Compare the raw-text datasets' texts with those the cache was built on (before tokenising drops them)."""
-    named = [("train dataset", train_dataset)]
-    named += [(f"eval dataset {k!r}", v) for k, v in eval_dataset.items()] if isinstance(eval_dataset, dict) else [
-        ("eval dataset", eval_dataset)]
-    for what, ds in named:
-        if isinstance(ds, datasets.Dataset) and "text" in ds.column_names and "id" in ds.column_names:
-            cache.check_contents(ds, what)
-
-
 def _is_tokenizer(obj: Any) -> bool:
     return isinstance(obj, PreTrainedTokenizerBase)
-
-
-class _ZeroProjectionGrads(TrainerCallback):
-    """Clears the projections' gradients after every optimizer step, as Trainer does for the model's."""
-
-    def __init__(self, distiller: nn.Module):
-        self.distiller = distiller
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.distiller.zero_grad(set_to_none=True)
 
 
 def _use_eager_attention(model: nn.Module, role: str) -> None:
@@ -339,145 +84,62 @@ def _use_eager_attention(model: nn.Module, role: str) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class TaskAwareTrainer(Trainer):
-    """A plain [`~transformers.Trainer`] that also understands this library's datasets: it keeps the ``task_ids``
-    column and prefixed per-model input columns (``teacher_input_ids``…) through ``remove_unused_columns``, and trains
-    on single-task batches (:class:`~distil_trainers.data.multitask.MultiTaskBatchSampler`) when the training set mixes
-    tasks. Use it to fine-tune or evaluate a :class:`~distil_trainers.models.MultiTaskModel` without distillation."""
-
-    # Columns (besides the model's forward arguments) that must survive Trainer's `remove_unused_columns`.
-    extra_input_prefixes: tuple[str, ...] = (TEACHER_PREFIX,)
-
-    # ---- data ----------------------------------------------------------------------------------------------------
-
-    def _set_signature_columns_if_needed(self) -> None:
-        if self._signature_columns is None:
-            super()._set_signature_columns_if_needed()
-            keep = [TASK_COLUMN, CACHE_ROW_COLUMN, ROW_COLUMN]
-            keep += [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
-            self._signature_columns += [c for c in keep if c not in self._signature_columns]
-
-    def get_train_dataloader(self) -> DataLoader:
-        """Single-task batches when the training set mixes tasks (a ``task_ids`` column)."""
-        dataset = self.train_dataset
-        if not isinstance(dataset, datasets.Dataset) or TASK_COLUMN not in dataset.column_names:
-            return super().get_train_dataloader()
-        dataset = self._remove_unused_columns(dataset, description="training")
-        batch_sampler = MultiTaskBatchSampler(
-            dataset[TASK_COLUMN][:],
-            batch_size=self._train_batch_size,
-            sampling=getattr(self.args, "task_sampling", "proportional"),
-            temperature=getattr(self.args, "task_sampling_temperature", 1.0),
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            drop_last=self.args.dataloader_drop_last,
-        )
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batch_sampler,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers,
-            prefetch_factor=self.args.dataloader_prefetch_factor,
-            worker_init_fn=partial(
-                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
-            ),
-        )
-        return self.accelerator.prepare(loader)
-
-
-
-class HubPushMixin:
-    """The Hub side of this library's trainers, for any [`~transformers.Trainer`] subclass (put it before the
-    Trainer class in the bases): ``init_hf_repo`` only names the repository (no network before training),
-    ``push_to_hub`` saves the student(s), writes this library's model card beside each and uploads them
-    (:func:`distil_trainers.hub.push_trainer`), and the checkpoint pushes of ``args.hub_strategy`` go through
-    :class:`distil_trainers.hub.CheckpointPusher`. Offline, a push raises one
-    :class:`~distil_trainers.hub.HubPushError` after the local save."""
-
-    # What the pushes made while training (``hub_strategy`` other than "end") put in the cards, and (mutual learning)
-    # how they name the students' repositories; :meth:`push_to_hub` uses them too, its own arguments win. Set them
-    # on the trainer before ``train()``, e.g. ``trainer.hub_card_kwargs = {"datasets": ["davidson"]}``.
-    hub_card_kwargs: dict[str, Any] | None = None
-    hub_student_pattern: str = "{repo_id}-{student}"
-    # A ``huggingface_hub.HfApi`` to push with (default: a new ``HfApi()``).
-    hub_api: Any = None
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """Only names the repository (no network): the first push creates it, after a local save."""
-        from ..hub import default_repo_id
-
-        self.hub_model_id = default_repo_id(self.args)
-        self.push_in_progress = None
-
-    @property
-    def hub_pusher(self):
-        """The :class:`~distil_trainers.hub.CheckpointPusher` of this trainer (its warnings, failures and plans)."""
-        from ..hub import CheckpointPusher
-
-        if getattr(self, "_hub_pusher", None) is None:
-            self._hub_pusher = CheckpointPusher()
-        return self._hub_pusher
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Called by Trainer after each checkpoint save with ``push_to_hub=True``: push the checkpoint's student(s)
-        with their card(s) as ``args.hub_strategy`` says (in the background; a failure warns once and training goes
-        on). See :mod:`distil_trainers.hub`."""
-        if self.args.hub_strategy == "end" or not self.is_world_process_zero():
-            return
-        self.hub_pusher.push(self, checkpoint_folder)
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Trainer's save, with ``training_args.bin`` written again without the Hub token and other credentials
-        (:func:`distil_trainers.hub.save_training_args`): Trainer pickles the whole arguments, and checkpoints, that
-        file included, are pushed with ``hub_strategy="checkpoint"`` / ``"all_checkpoints"``. The token in
-        ``self.args`` stays for the pushes; resuming never reads the file."""
-        from ..hub import save_training_args
-
-        super()._save(output_dir, state_dict=state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self.args.should_save and os.path.isfile(os.path.join(output_dir, TRAINING_ARGS_NAME)):
-            save_training_args(self.args, output_dir)
-
-    def _finish_current_push(self) -> None:
-        """Wait for the running checkpoint push (Trainer calls this at the end of ``train``)."""
-        if getattr(self, "_hub_pusher", None) is not None:
-            self._hub_pusher.wait()
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
-        """Save the student(s) to ``args.output_dir``, write a model card beside each, and upload them to
-        ``args.hub_model_id`` (mutual learning: one repository per student, ``student_pattern``, default
-        :attr:`hub_student_pattern` ``"{repo_id}-{student}"``). ``kwargs`` go to
-        :func:`distil_trainers.cards.card_context_from_trainer` (e.g. ``datasets=["davidson"]``), over
-        :attr:`hub_card_kwargs`. A checkpoint push still running is waited for first. The upload is blocking. If it
-        fails (offline…), one :class:`~distil_trainers.hub.HubPushError` says where the complete local save is.
-        Returns the :class:`~distil_trainers.hub.UploadPlan`."""
-        from ..hub import push_trainer
-
-        self._finish_current_push()
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        return push_trainer(self, commit_message=commit_message, token=token, revision=revision, private=private,
-                            **kwargs)
-
-
-class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
+class DistillationTrainer(HubMixin, TaskAwareTrainer):
     """Base class of the distillation trainers. Subclasses implement ``compute_loss`` and record each loss component
     with :meth:`record_metric`; this class logs their averages under the component's name (``loss_ce``, ``lambda``…)
     at every logging step, and under ``eval_<name>`` after evaluation.
 
-    Feature matching (``args.feature_matches``): the trainer builds a
-    :class:`~distil_trainers.features.FeatureDistiller` (``self.feature_distiller``) holding the learned projections,
-    asks both models for hidden states / attentions only when a match needs them (:attr:`feature_output_kwargs`,
-    :meth:`teacher_outputs`), and a subclass's ``compute_loss`` adds :meth:`feature_loss`. The projections are not part
-    of ``self.model``: they get their own optimizer parameter groups, are clipped together with the student, are saved
-    to ``projections.safetensors`` beside checkpoints (and beside ``save_model`` output with ``save_projections``),
-    never inside the student's weights. Under DDP the distiller is wrapped in its own ``DistributedDataParallel`` and
-    the loss is computed in its ``forward``, so the projection gradients are all-reduced like the student's.
+    **One constructor.** ``__init__`` loads the teacher and the student(s), brings the datasets to the models (raw
+    text tokenised per model, labels in the models' class order), checks label spaces, attaches the teacher-output
+    cache and builds the extra trainable modules, then runs ``Trainer.__init__``. A subclass changes a step by
+    overriding its hook, never by copying the constructor:
+
+    - :meth:`check_models_given`: which of ``model`` / ``teacher_model`` / ``teacher_outputs`` are required;
+    - :meth:`load_students`: the trainable student module from ``model`` (MutualLearningTrainer: ``{name: model}``
+      becomes a :class:`~distil_trainers.trainers.mutual.StudentGroup`) and :meth:`student_models`, its
+      ``{role: model}`` for checks and messages;
+    - :meth:`input_tokenizers`: ``{column prefix: tokenizer}`` that raw-text datasets are tokenised with, and
+      :meth:`check_tokenization`: refuse prepared datasets that a model would misread;
+    - :meth:`check_label_spaces`: the common label space of the teacher (or its cached outputs) and the students;
+    - :meth:`attach_teacher_outputs`: the columns the teacher side reads (cache rows, example rows);
+    - :meth:`build_extra_modules`: ``{name: module}`` trained beside the student (``"features"``: the feature
+      projections; AdversarialTrainer adds ``"discriminator"``);
+    - :meth:`default_data_collator`, :meth:`wrap_compute_metrics`, and :meth:`parameter_owner` (per-module learning
+      rates in the one optimizer).
+
+    **One model for Trainer.** When an extra module has trainable parameters, ``self.model`` is a
+    :class:`~distil_trainers.trainers.wrapper.DistillationModel` holding the student and those modules, so Trainer's
+    own optimizer (weight decay on weights, not on biases and norms), gradient clipping, ``zero_grad``, DDP / FSDP /
+    DeepSpeed wrapping and checkpoints serve them; otherwise it is the student itself. :attr:`student` is always the
+    student (``trainer.model`` delegates ``config``, ``save_pretrained``… to it). The extra modules run inside the
+    wrapper's forward (:meth:`forward_student`), so DDP sees their parameters used. Under DeepSpeed and FSDP they are
+    parameters of the one wrapped model like the student's (partitioned or sharded, reduced, clipped and stored in
+    the engine's checkpoints; ``save_model`` receives the gathered state and splits it), which is why feature
+    projections and the discriminator are accepted there (this machine has no GPU: that path is not run by the tests).
+
+    **Saving.** ``save_model`` writes the student alone (a ``from_pretrained`` folder); training checkpoints also
+    hold each extra module beside it (``projections.safetensors``, ``discriminator.safetensors``), and ``save_model``
+    writes them too when ``args.save_projections`` / ``save_discriminator`` say so. Resuming and
+    ``load_best_model_at_end`` restore them.
+
+    Feature matching (``args.feature_matches``): a :class:`~distil_trainers.features.FeatureDistiller`
+    (:attr:`feature_distiller`) holds the learned projections; both models are asked for hidden states / attentions
+    only when a match needs them (:attr:`feature_output_kwargs`, :meth:`teacher_outputs`), and a subclass's
+    ``compute_loss`` passes :meth:`feature_inputs` to :meth:`forward_student` and adds the result.
     """
 
-    # Subclasses whose compute_loss adds `feature_loss` (AnnealingTrainer) keep this True.
+    _tag_names = ["distil-trainers", "knowledge-distillation"]
+    _name = "Knowledge distillation"
+    _paper = {
+        "title": "Distilling the Knowledge in a Neural Network",
+        "id": "1503.02531",
+        "citation": HINTON_CITATION,
+    }
+
+    # Subclasses whose compute_loss adds the feature loss (AnnealingTrainer) keep this True.
     supports_feature_matching = True
+    # The argument that makes save_model(dir) write an extra module beside the student (checkpoints always do).
+    extra_save_flags: dict[str, str] = {"features": "save_projections"}
 
     def __init__(
         self,
@@ -492,16 +154,9 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         teacher_outputs: TeacherOutputs | str | os.PathLike | None = None,
         **kwargs,
     ):
-        if model is None:
-            raise ValueError(f"{type(self).__name__} needs the student `model` (a model, a Hub id or a local path).")
-        if teacher_model is None and teacher_outputs is None:
-            raise ValueError(
-                f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
-                "`teacher_outputs` (distil_trainers.teachers.cache.precompute_teacher_outputs)."
-            )
-        teacher_kwargs = (getattr(args, "teacher_model_init_kwargs", None) or {}) if args is not None else {}
-        student_kwargs = (getattr(args, "model_init_kwargs", None) or {}) if args is not None else {}
-        max_length = getattr(args, "max_length", 128) if args is not None else 128
+        self.check_models_given(model, teacher_model, teacher_outputs)
+        self.extra_modules: dict[str, nn.Module] = {}
+        self._with_teacher = teacher_model is not None or teacher_outputs is not None
         if isinstance(processing_class, (str, os.PathLike)):
             processing_class = load_tokenizer(processing_class, "student")
         elif processing_class is None and isinstance(model, (str, os.PathLike)):
@@ -510,64 +165,69 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
             teacher_processing_class = load_tokenizer(teacher_processing_class, "teacher")
         teacher = None
         if teacher_model is not None:
+            teacher_kwargs = getattr(args, "teacher_model_init_kwargs", None) or {}
             teacher = freeze(load_classifier(teacher_model, "teacher", **teacher_kwargs))
-        data_classes = data_label_names(train_dataset, eval_dataset)
+
         # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
-        multitask = is_multitask(teacher) or is_multitask(model) or is_multitask(teacher_outputs)
-        classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
-        model = load_classifier(model, "student", label_names=classes, **student_kwargs)
-        classes = None if is_multitask(model) else classes or single_task_names(model)
+        data_classes = data_label_names(train_dataset, eval_dataset)
+        given = list(model.values()) if isinstance(model, Mapping) else [model]
+        multitask = is_multitask(teacher) or is_multitask(teacher_outputs) or any(map(is_multitask, given))
+        classes = None if multitask else single_task_names(teacher) or data_classes
+        student = self.load_students(model, args, classes)
+        students = self.student_models(student)
+        if any(map(is_multitask, students.values())):
+            classes = None
+        else:
+            classes = classes or next((n for n in map(single_task_names, students.values()) if n), None)
         if teacher_outputs is not None:
             teacher_outputs = resolve_teacher_outputs(teacher_outputs, teacher)
             teacher = None  # the cache replaces the teacher: it is not kept in memory
-            if getattr(args, "feature_matches", None):
-                raise ValueError("feature_matches need the live teacher's hidden states; drop teacher_outputs.")
+        if getattr(args, "feature_matches", None) and teacher is None:
+            raise ValueError(
+                "feature_matches need the live teacher's hidden states; "
+                + ("drop teacher_outputs." if teacher_outputs is not None else "give a teacher_model or drop them.")
+            )
 
-        student_tok = processing_class if _is_tokenizer(processing_class) else None
-        teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else None
-        if teacher is not None and teacher_tok is None:
-            teacher_tok = tokenizer_beside(teacher_model)  # saved beside a teacher given as (or loaded from) a folder
-        own_teacher_tok = teacher_tok is not None and not (student_tok is not None and same_tokenization(student_tok,
-                                                                                                        teacher_tok))
-        tokenizers = {"": student_tok} if student_tok is not None else {}
-        if teacher is not None and own_teacher_tok:
-            tokenizers[TEACHER_PREFIX] = teacher_tok
+        space = self.check_label_spaces(teacher, teacher_outputs, students)
+
+        tokenizers = self.input_tokenizers(student, teacher, teacher_model, processing_class, teacher_processing_class,
+                                           train_dataset, eval_dataset, data_collator)
+        max_length = getattr(args, "max_length", 128)
+        self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length}
+        if not self._with_teacher:
+            self._input_prep["role"] = "model"  # labels are mapped to the model's classes
         if teacher_outputs is not None:  # texts are compared before tokenising drops them
             check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
+        unlabelled = args is not None and self._with_teacher and not self.learns_from_labels(args)
         train_dataset = prepare_classification_dataset(
-            train_dataset, "train dataset", tokenizers, classes, max_length,
-            allow_unlabelled=args is not None and not self.learns_from_labels(args),
+            train_dataset, "train dataset", allow_unlabelled=unlabelled, **self._input_prep
         )
-        eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", tokenizers, classes, max_length)
+        eval_dataset = prepare_classification_dataset(eval_dataset, "eval dataset", **self._input_prep)
         check_has_labelled_items(train_dataset, "train dataset")
-        told_same = _is_tokenizer(teacher_processing_class) and not own_teacher_tok  # the caller says: one tokenizer
-        if teacher is not None and not told_same:
-            check_teacher_reads_its_tokens(teacher, model, student_tok, teacher_tok if own_teacher_tok else None,
-                                           [train_dataset, *as_list(eval_dataset)])
-        if teacher_outputs is not None:
-            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
-        self._train_ids = None
         if teacher is not None:
-            train_dataset, self._train_ids = add_row_column(train_dataset)
+            self.check_tokenization(teacher, student, tokenizers, teacher_processing_class,
+                                    [train_dataset, *as_list(eval_dataset)])
+        train_dataset, eval_dataset = self.attach_teacher_outputs(teacher, teacher_outputs, train_dataset, eval_dataset)
 
-        if teacher is not None:
-            space = check_label_space({"teacher": teacher, "student": model})
-        else:
-            space = check_cached_label_space(teacher_outputs, {"student": model})
         task_names = list(space) if "default" not in space else None
         check_dataset_labels(train_dataset, space, "train", task_names)
-        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
-        for name, ds in eval_sets.items():
+        for name, ds in (eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}).items():
             check_dataset_labels(ds, space, name, task_names)
 
-        self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length}
-        if "compute_metrics" in kwargs:
-            kwargs["compute_metrics"] = metrics_in_class_order(kwargs["compute_metrics"], classes, data_classes)
-        if data_collator is None and student_tok is not None:
-            data_collator = MultiTokenizerCollator({"": student_tok, TEACHER_PREFIX: teacher_tok or student_tok})
+        kwargs["compute_metrics"] = self.wrap_compute_metrics(kwargs.get("compute_metrics"), classes, data_classes)
+        if data_collator is None:
+            data_collator = self.default_data_collator(tokenizers)
+        if args is not None and args.full_determinism:  # extra modules start from args.seed, as a model_init would
+            enable_full_determinism(args.seed)
+        elif args is not None:
+            set_seed(args.seed)
+        self.extra_modules = self.build_extra_modules(student, teacher, args)
+        trained = student
+        if any(map(has_trainable_parameters, self.extra_modules.values())):
+            trained = DistillationModel(student, self.extra_modules)
 
         super().__init__(
-            model=model,
+            model=trained,
             args=args,
             data_collator=data_collator,
             train_dataset=train_dataset,
@@ -576,27 +236,265 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
             **kwargs,
         )
         self.teacher_processing_class = teacher_processing_class
-        self._setup_distillation(teacher, space, teacher_outputs)
-
-    def _setup_distillation(
-        self, teacher: nn.Module | None, space: dict[str, int], teacher_outputs: TeacherOutputs | None = None
-    ) -> None:
-        """What every distillation trainer does once ``Trainer.__init__`` has run."""
+        if self.args.label_names is None:
+            self.label_names = ["labels"]  # a wrapper's or a group's forward(**inputs) hides them from Trainer
         self.teacher_cache = teacher_outputs
         # Our losses normalise by `num_items_in_batch` (the labelled examples of the whole accumulated batch), so the
         # Trainer must count them and must not divide the loss by the accumulation steps again.
         self.model_accepts_loss_kwargs = True
         self.label_space = space
-        self._setup_feature_distiller(teacher)
         self.teacher = self._prepare_frozen(teacher) if teacher is not None else None
         self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    # ---- construction hooks --------------------------------------------------------------------------------------
+
+    def check_models_given(self, model: Any, teacher_model: Any, teacher_outputs: Any) -> None:
+        """Raise unless the models the trainer needs are given: a student, and a teacher or its cached outputs."""
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs the student `model` (a model, a Hub id or a local path).")
+        if teacher_model is None and teacher_outputs is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
+                "`teacher_outputs` (distil_trainers.teachers.cache.precompute_teacher_outputs)."
+            )
+
+    @property
+    def student_role(self) -> str:
+        """How errors name the trained model: ``"student"``, or ``"model"`` when there is no teacher."""
+        return "student" if self._with_teacher else "model"
+
+    def load_students(self, model: Any, args: Any, classes: list[str] | None) -> nn.Module:
+        """The trainable student module: ``model`` itself, or loaded from a Hub id / local path (a bare encoder gets
+        a head over ``classes``). A :class:`DistillationModel` (another trainer's ``model``) gives its student."""
+        if isinstance(model, DistillationModel):
+            model = model.student
+        init_kwargs = getattr(args, "model_init_kwargs", None) or {}
+        return load_classifier(model, self.student_role, label_names=classes, **init_kwargs)
+
+    def student_models(self, student: nn.Module) -> dict[str, nn.Module]:
+        """``{role: model}`` of the trained classifiers, as label-space checks name them."""
+        return {self.student_role: student}
+
+    def input_tokenizers(self, student, teacher, teacher_model, processing_class, teacher_processing_class,
+                         train_dataset, eval_dataset, data_collator) -> dict[str, Any]:
+        """``{column prefix: tokenizer}``: the student's plain columns, and ``teacher_…`` columns when the teacher
+        tokenizes differently (its tokenizer given, or saved beside a teacher given as a folder)."""
+        student_tok = processing_class if _is_tokenizer(processing_class) else None
+        teacher_tok = teacher_processing_class if _is_tokenizer(teacher_processing_class) else None
+        if teacher is not None and teacher_tok is None:
+            teacher_tok = tokenizer_beside(teacher_model)  # saved beside a teacher given as (or loaded from) a folder
+        tokenizers = {"": student_tok} if student_tok is not None else {}
+        if teacher is not None and teacher_tok is not None:
+            if student_tok is None or not same_tokenization(student_tok, teacher_tok):
+                tokenizers[TEACHER_PREFIX] = teacher_tok
+        return tokenizers
+
+    def check_tokenization(self, teacher, student, tokenizers, teacher_processing_class, datasets_: list) -> None:
+        """Refuse to give the live teacher token ids of another vocabulary (unless the caller said that both models
+        share one tokenizer by passing the same one as ``teacher_processing_class``)."""
+        own_teacher_tok = TEACHER_PREFIX in tokenizers
+        if _is_tokenizer(teacher_processing_class) and not own_teacher_tok:
+            return
+        check_teacher_reads_its_tokens(teacher, student, tokenizers.get(""), tokenizers.get(TEACHER_PREFIX), datasets_)
+
+    def check_label_spaces(self, teacher, teacher_outputs, students: dict[str, nn.Module]) -> dict[str, int]:
+        """The common label space of the teacher (or its cached logits) and the students."""
+        if teacher is not None:
+            return check_label_space({"teacher": teacher, **students})
+        if teacher_outputs is not None:
+            return check_cached_label_space(teacher_outputs, students)
+        return check_label_space(students)
+
+    def attach_teacher_outputs(self, teacher, teacher_outputs, train_dataset, eval_dataset) -> tuple[Any, Any]:
+        """The datasets with what the teacher side reads: each example's cache row (``teacher_outputs``), or, with a
+        live teacher, each training example's row (so that a non-finite teacher output names its example)."""
+        self._train_ids = None
+        if teacher_outputs is not None:
+            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
+        if teacher is not None:
+            train_dataset, self._train_ids = add_row_column(train_dataset)
+        return train_dataset, eval_dataset
+
+    def default_data_collator(self, tokenizers: dict[str, Any]) -> Any:
+        """Pads each model's columns with its tokenizer (``None`` without a student tokenizer: Trainer's default)."""
+        if "" not in tokenizers:
+            return None
+        return MultiTokenizerCollator({"": tokenizers[""], TEACHER_PREFIX: tokenizers.get(TEACHER_PREFIX, tokenizers[""])})
+
+    def wrap_compute_metrics(self, compute_metrics: Any, classes: list[str] | None, data_classes: Any) -> Any:
+        """The user's ``compute_metrics`` for labels in the models' class order."""
+        return metrics_in_class_order(compute_metrics, classes, data_classes)
+
+    def build_extra_modules(self, student: nn.Module, teacher: nn.Module | None, args: Any) -> dict[str, nn.Module]:
+        """The modules trained beside the student, by name: ``"features"`` (the feature distiller) with
+        ``args.feature_matches``. Those with trainable parameters go into one
+        :class:`~distil_trainers.trainers.wrapper.DistillationModel` with the student."""
+        spec = getattr(args, "feature_matches", None)
+        if not spec:
+            return {}
+        if not self.supports_feature_matching:
+            raise ValueError(
+                f"{type(self).__name__} does not support feature_matches; use AnnealingTrainer (any method) or "
+                "MutualLearningTrainer for feature-level distillation."
+            )
+        distiller, students = self.build_feature_distiller(spec, student, teacher)
+        if distiller.needs_attentions:
+            for role, model in (*students, ("teacher", teacher)):
+                _use_eager_attention(model, role)
+        reference = next(student.parameters())
+        distiller.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
+        return {"features": distiller}
+
+    def build_feature_distiller(
+        self, spec: Any, student: nn.Module, teacher: nn.Module
+    ) -> tuple[FeatureDistiller | StudentFeatureDistillers, list[tuple[str, nn.Module]]]:
+        """The feature-matching module for ``spec`` and the ``(role, model)`` students it reads features from."""
+        if isinstance(parse_student_feature_matches(spec), dict):
+            raise ValueError(
+                f"feature_matches given per student ({sorted(spec)}) only apply to MutualLearningTrainer; "
+                f"{type(self).__name__} has one student: pass a list of matches."
+            )
+        return FeatureDistiller(parse_feature_matches(spec), student, teacher), [("student", student)]
 
     @staticmethod
     def learns_from_labels(args: DistillationArguments) -> bool:
         """Whether the loss has a label term. Without one, a training set without labels (no label column) is
         accepted: every example is :data:`~distil_trainers.losses.UNLABELLED` and learns from the teacher alone."""
         return True
+
+    # ---- the student and its extra modules -----------------------------------------------------------------------
+
+    @property
+    def distillation_model(self) -> DistillationModel | None:
+        """The :class:`DistillationModel` Trainer trains (without DDP), or ``None`` when it trains the student alone."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model if isinstance(model, DistillationModel) else None
+
+    @property
+    def student(self) -> nn.Module:
+        """The student (MutualLearningTrainer: the group of students), without DDP and without the extra modules."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.student if isinstance(model, DistillationModel) else model
+
+    def hub_students(self) -> dict[str, PreTrainedModel]:
+        """What is pushed to the Hub: ``{"": the student}``."""
+        return {"": self.student}
+
+    @property
+    def feature_distiller(self) -> FeatureDistiller | StudentFeatureDistillers | None:
+        return self.extra_modules.get("features")
+
+    def forward_student(self, model: nn.Module, inputs: dict[str, Any], extra_inputs: dict | None = None):
+        """``(student outputs, {name: result})``: the wrapped ``model`` Trainer gives ``compute_loss``, called on the
+        student's ``inputs``, running the extra modules named in ``extra_inputs`` inside the same forward (DDP must
+        see it). Given the bare student, the extra modules are applied to its outputs after its forward."""
+        if not extra_inputs:
+            return model(**inputs), {}
+        if isinstance(self.accelerator.unwrap_model(model), DistillationModel):
+            return model(**inputs, extra_inputs=extra_inputs)
+        outputs = model(**inputs)
+        return outputs, {name: self.extra_modules[name](outputs, **kw) for name, kw in extra_inputs.items()}
+
+    def parameter_owner(self, name: str) -> tuple[str, float]:
+        """``(group, learning rate)`` of the trainable parameter ``name`` of ``self.model``: parameters of different
+        groups get parameter groups of their own in the optimizer."""
+        return "", self.args.learning_rate
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer over the student and its extra modules (``self.model``): weight decay on every weight
+        but biases and norms. When :meth:`parameter_owner` puts parameters in several groups (per-student or
+        per-module learning rates), each group gets its decay / no-decay parameter groups at its learning rate."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+        owners = {n: self.parameter_owner(n) for n, _ in named}
+        if len({owner for owner, _ in owners.values()}) <= 1:
+            return super().create_optimizer(model)
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        plain = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
+        if not plain or any(k in optimizer_kwargs for k in ("params", "model", "optimizer_dict")):
+            other = sorted({owner for owner, lr in owners.values() if lr != self.args.learning_rate})
+            if other:
+                raise ValueError(f"Learning rates of their own ({other}) are not supported with optim={self.args.optim}.")
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[str, bool], dict[str, Any]] = {}
+        for n, p in named:
+            owner, lr = owners[n]
+            group = groups.setdefault((owner, n in decay), {
+                "params": [], "weight_decay": self.args.weight_decay if n in decay else 0.0, "lr": float(lr)})
+            group["params"].append(p)
+        self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer
+
+    # ---- saving and loading --------------------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The student alone (its weights, config and tokenizer: a ``from_pretrained`` folder). Training checkpoints
+        also hold the extra modules beside it; ``save_model(dir)`` writes them when :attr:`extra_save_flags` say."""
+        self._saving_checkpoint = _internal_call
+        try:
+            super().save_model(output_dir, _internal_call=_internal_call)
+        finally:
+            self._saving_checkpoint = False
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        wrapper = self.distillation_model
+        if wrapper is None:
+            return self.save_student(output_dir, state_dict)
+        parts = wrapper.split_state_dict(state_dict)
+        model, self.model = self.model, wrapper.student
+        try:
+            self.save_student(output_dir, parts["student"])
+        finally:
+            self.model = model
+        if self.args.should_save:
+            checkpoint = getattr(self, "_saving_checkpoint", False)
+            names = [n for n, state in parts.items() if n != "student" and state
+                     and (checkpoint or getattr(self.args, self.extra_save_flags.get(n, ""), False))]
+            wrapper.save_extras(output_dir, state_dict, names)
+
+    def save_student(self, output_dir: str, state_dict: dict | None = None) -> None:
+        """Trainer's save of ``self.model`` (the student alone here) with its ``state_dict``."""
+        super()._save(output_dir, state_dict=state_dict)
+
+    def load_student(self, checkpoint: str, model: nn.Module | None = None) -> None:
+        """Trainer's loading of the student's weights from a checkpoint folder."""
+        super()._load_from_checkpoint(checkpoint, model=model)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        wrapper = self.distillation_model
+        if wrapper is None or self.is_fsdp_enabled or self.is_deepspeed_enabled:  # engines restore the whole wrapper
+            return self.load_student(resume_from_checkpoint, model)
+        self.load_student(resume_from_checkpoint, wrapper.student)
+        self._load_extras(resume_from_checkpoint)
+
+    def load_best_student(self) -> None:
+        """Trainer's loading of the best checkpoint's student weights into ``self.model`` (the student here)."""
+        super()._load_best_model()
+
+    def _load_best_model(self) -> None:
+        wrapper = self.distillation_model
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # engines restore the whole wrapper
+            return super()._load_best_model()
+        if wrapper is None:
+            return self.load_best_student()
+        model, self.model = self.model, wrapper.student
+        try:
+            self.load_best_student()
+        finally:
+            self.model = model
+        self._load_extras(self.state.best_model_checkpoint)
+
+    def _load_extras(self, checkpoint: str) -> None:
+        for name in self.distillation_model.load_extras(checkpoint):
+            logger.warning("No saved %s in %s: it starts afresh.", name, checkpoint)
 
     # ---- datasets given later ------------------------------------------------------------------------------------
 
@@ -642,75 +540,14 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
 
     # ---- feature matching ----------------------------------------------------------------------------------------
 
-    def _setup_feature_distiller(self, teacher: nn.Module) -> None:
-        self.feature_distiller: FeatureDistiller | StudentFeatureDistillers | None = None
-        self._feature_module: nn.Module | None = None
-        spec = getattr(self.args, "feature_matches", None)
-        if not spec:
-            return
-        if not self.supports_feature_matching:
-            raise ValueError(
-                f"{type(self).__name__} does not support feature_matches; use AnnealingTrainer (any method) or "
-                "MutualLearningTrainer for feature-level distillation."
-            )
-        student = self.accelerator.unwrap_model(self.model)
-        distiller, students = self._build_feature_distiller(spec, student, teacher)
-        if distiller.needs_attentions:
-            for role, model in (*students, ("teacher", teacher)):
-                _use_eager_attention(model, role)
-        reference = next(student.parameters())
-        distiller.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
-        has_params = any(p.requires_grad for p in distiller.parameters())
-        if has_params and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            raise ValueError(
-                "Feature matches with learned projections (student and teacher hidden sizes differ) are not supported "
-                "under DeepSpeed or FSDP. Use matches that need no projection (equal hidden sizes, or "
-                "loss='similarity_kl' / feature='attention'), or train with DDP."
-            )
-        self.feature_distiller = distiller
-        if has_params:
-            # Trainer zeroes the gradients of `self.model` after each optimizer step; the projections' need the same.
-            self.add_callback(_ZeroProjectionGrads(distiller))
-        # Under DDP the projections need all-reduced gradients: the distiller gets its own DDP wrapper and the loss is
-        # computed in its forward (parameters used outside a DDP forward would break find_unused_parameters).
-        if has_params and self.accelerator.num_processes > 1:
-            self._feature_module = self.accelerator.prepare_model(distiller)
-        else:
-            self._feature_module = distiller
-
-    def _build_feature_distiller(
-        self, spec: Any, student: nn.Module, teacher: nn.Module
-    ) -> tuple[FeatureDistiller | StudentFeatureDistillers, list[tuple[str, nn.Module]]]:
-        """The feature-matching module for ``spec`` and the ``(role, model)`` students it reads features from."""
-        if isinstance(parse_student_feature_matches(spec), dict):
-            raise ValueError(
-                f"feature_matches given per student ({sorted(spec)}) only apply to MutualLearningTrainer; "
-                f"{type(self).__name__} has one student: pass a list of matches."
-            )
-        return FeatureDistiller(parse_feature_matches(spec), student, teacher), [("student", student)]
-
     @property
     def feature_output_kwargs(self) -> dict[str, bool]:
         """``output_hidden_states`` / ``output_attentions`` flags the feature matches need ({} without matches)."""
         return self.feature_distiller.output_kwargs if self.feature_distiller is not None else {}
 
-    def projection_parameters(self) -> list[nn.Parameter]:
-        if self.feature_distiller is None:
-            return []
-        return [p for p in self.feature_distiller.parameters() if p.requires_grad]
-
-    def feature_loss(
-        self,
-        student_outputs: Any,
-        teacher_outputs: Any,
-        student_inputs: dict[str, Any],
-        labels: torch.Tensor | None,
-        num_items_in_batch=None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted feature loss and its components to log (``loss_feature`` and ``loss_feature/<match>``).
-
-        Tokens count where the student's attention mask is 1, and only in labelled sequences, so the loss is an
-        average over the same items as the label losses and ``num_items_in_batch`` normalises it the same way."""
+    def feature_mask(self, student_inputs: dict[str, Any], labels: torch.Tensor | None) -> torch.Tensor:
+        """The tokens feature losses count: where the student's attention mask is 1, in labelled sequences only (so
+        the loss averages over the same items as the label losses and ``num_items_in_batch`` normalises it)."""
         mask = student_inputs.get("attention_mask")
         if mask is None:  # no padding: every token of (input_ids or inputs_embeds) is valid
             reference = student_inputs.get("input_ids", student_inputs.get("inputs_embeds"))
@@ -718,14 +555,25 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
         mask = mask.bool()
         if labels is not None and labels.dim() == 1:
             mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
-        total, parts = self._feature_module(student_outputs, teacher_outputs, mask, num_items_in_batch)
-        logged = {"loss_feature": total, **{f"loss_feature/{name}": value for name, value in parts.items()}}
-        return total, logged
+        return mask
 
-    def strip_feature_outputs(self, outputs: Any) -> Any:
-        """The student's outputs without the hidden states / attentions requested for feature matching (so that
-        evaluation does not gather them as predictions)."""
-        requested = [k.replace("output_", "") for k in self.feature_output_kwargs]
+    def feature_inputs(self, teacher_outputs: Any, student_inputs: dict[str, Any], labels: torch.Tensor | None,
+                       num_items_in_batch=None) -> dict[str, dict[str, Any]]:
+        """The ``extra_inputs`` of :meth:`forward_student` for the feature distiller ({} without feature matches)."""
+        if self.feature_distiller is None:
+            return {}
+        mask = self.feature_mask(student_inputs, labels)
+        return {"features": {"teacher_outputs": teacher_outputs, "mask": mask, "num_items_in_batch": num_items_in_batch}}
+
+    @staticmethod
+    def feature_logs(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The feature loss's components to log: ``loss_feature`` and ``loss_feature/<match>``."""
+        return {"loss_feature": total, **{f"loss_feature/{name}": value for name, value in parts.items()}}
+
+    def strip_feature_outputs(self, outputs: Any, keys: tuple[str, ...] = ()) -> Any:
+        """The student's outputs without the hidden states / attentions requested for feature matching (and without
+        ``keys``), so that evaluation does not gather them as predictions."""
+        requested = [k.replace("output_", "") for k in self.feature_output_kwargs] + list(keys)
         if not requested or not hasattr(outputs, "items"):
             return outputs
         kept = {k: v for k, v in outputs.items() if k not in requested}
@@ -733,49 +581,6 @@ class DistillationTrainer(HubPushMixin, TaskAwareTrainer):
             return type(outputs)(**kept)
         except TypeError:
             return kept
-
-    def create_optimizer(self, model=None):
-        """Trainer's optimizer, plus parameter groups for the feature-matching projections (weight decay on their
-        weights, none on their biases, the same learning rate and schedule as the student)."""
-        optimizer = super().create_optimizer(model)
-        params = self.projection_parameters()
-        if params and optimizer is not None:
-            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            if not any(id(p) in present for p in params):
-                named = [(n, p) for n, p in self.feature_distiller.named_parameters() if p.requires_grad]
-                for decay, group in ((self.args.weight_decay, [p for n, p in named if not n.endswith("bias")]),
-                                     (0.0, [p for n, p in named if n.endswith("bias")])):
-                    if group:
-                        optimizer.add_param_group({"params": group, "weight_decay": decay})
-        return optimizer
-
-    def _clip_grad_norm(self, model):
-        """Clip the student's and the projections' gradients together (as one model)."""
-        params = self.projection_parameters()
-        if not params or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return super()._clip_grad_norm(model)
-        return self.accelerator.clip_grad_norm_(itertools.chain(model.parameters(), params), self.args.max_grad_norm)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """The student only (``model.safetensors`` holds its own weights); the projections go to
-        ``projections.safetensors`` beside it in training checkpoints, and with ``args.save_projections``."""
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if self.feature_distiller is None or not self.args.should_save:
-            return
-        if _internal_call or getattr(self.args, "save_projections", False):
-            self.feature_distiller.save_projections(output_dir if output_dir is not None else self.args.output_dir)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
-        self._load_projections(resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        super()._load_best_model()
-        self._load_projections(self.state.best_model_checkpoint)
-
-    def _load_projections(self, checkpoint: str) -> None:
-        if self.projection_parameters() and not self.feature_distiller.load_projections(checkpoint):
-            logger.warning("No projections.safetensors in %s: the projections start afresh.", checkpoint)
 
     @staticmethod
     def split_inputs(inputs: dict[str, Any], prefix: str = TEACHER_PREFIX) -> tuple[dict[str, Any], dict[str, Any]]:

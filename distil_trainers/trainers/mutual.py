@@ -42,31 +42,17 @@ from .. import losses
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_student_feature_matches
-from ..teachers.cache import TeacherOutputs, resolve_teacher_outputs
-from .base import (
-    DistillationArguments,
-    DistillationTrainer,
-    TaskAwareTrainer,
-    attach_cache,
-    check_cached_label_space,
-    check_dataset_labels,
-    check_label_space,
-    check_raw_texts,
-    freeze,
-    load_classifier,
-)
+from ..teachers.cache import TeacherOutputs
+from .base import DistillationArguments, DistillationTrainer
+from .citations import DDML_CITATION
 from .inputs import (
     ROW_COLUMN,
-    add_row_column,
-    check_has_labelled_items,
-    data_label_names,
-    is_multitask,
     load_tokenizer,
     metrics_in_class_order,
     prepare_classification_dataset,
     same_tokenization,
-    single_task_names,
 )
+from .labels import load_classifier
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 RESERVED_NAMES = ("teacher", "ensemble")
@@ -193,10 +179,23 @@ class MutualLearningTrainer(DistillationTrainer):
     ``{name: [matches]}`` to the students it names; each student's weighted feature loss against the teacher, times
     ``feature_loss_weight``, is added to its L_i and logged as ``<name>/loss_feature`` (and per match). Token-level
     matches (hidden states, embeddings, attention maps) need the student to read the teacher's tokenization; a student
-    with its own tokenizer can match ``"cls"`` vectors. Projections are trained with their student (same parameter
-    groups, same learning rate, clipped with it) and saved beside it, never inside it.
+    with its own tokenizer can match ``"cls"`` vectors. Projections are trained with their student (its parameter
+    groups, its learning rate, clipped with it) inside the trainer's one model, and saved beside it
+    (``<dir>/<name>/projections.safetensors``), never inside it.
+
+    Construction is :class:`~distil_trainers.trainers.base.DistillationTrainer`'s, with these hooks overridden:
+    :meth:`load_students` (the :class:`StudentGroup`), :meth:`student_models`, :meth:`input_tokenizers` (one column
+    prefix per model), :meth:`check_tokenization`, :meth:`default_data_collator`, :meth:`wrap_compute_metrics`,
+    :meth:`build_feature_distiller` (one distiller per student) and :meth:`parameter_owner` (per-student groups).
     """
 
+    _tag_names = ["distil-trainers", "knowledge-distillation", "mutual-learning", "ddml"]
+    _name = "DDML"
+    _paper = {
+        "title": "DDML: Multi-Student Knowledge Distillation for Hate Speech",
+        "id": "https://doi.org/10.3390/e27040417",
+        "citation": DDML_CITATION,
+    }
 
     def __init__(
         self,
@@ -219,11 +218,6 @@ class MutualLearningTrainer(DistillationTrainer):
             raise TypeError("MutualLearningTrainer takes `students={name: model}`, not `model=`.")
         if not students or len(students) < 2:
             raise ValueError(f"Mutual learning needs at least 2 students, got {len(students or {})}.")
-        if teacher_model is None and teacher_outputs is None:
-            raise ValueError(
-                "MutualLearningTrainer needs a `teacher_model` (a model, a Hub id or a local path) or precomputed "
-                "`teacher_outputs`."
-            )
         if not isinstance(students, Mapping):
             raise TypeError(
                 f"students must be a dict {{name: model, Hub id or path}}, got a {type(students).__name__}; e.g. "
@@ -235,42 +229,51 @@ class MutualLearningTrainer(DistillationTrainer):
         unknown = set(args.student_learning_rates or {}) - set(names)
         if unknown:
             raise ValueError(f"student_learning_rates names unknown students {sorted(unknown)}; students are {names}.")
+        self.student_names = names
+        self.member_names = [*names, "ensemble", "teacher"]
+        self.tokenizers = dict(processing_classes or {})  # by model name ("teacher" too)
+        prefixes = [f"{name}_" for name in names]
+        self.extra_input_prefixes = ("", *prefixes, TEACHER_PREFIX)  # plain columns when the models share a tokenizer
+        super().__init__(
+            model=dict(students),
+            teacher_model=teacher_model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            teacher_outputs=teacher_outputs,
+            compute_metrics=compute_metrics,
+            **kwargs,
+        )
+        self.can_return_loss = False
 
-        processing_classes = dict(processing_classes or {})
-        teacher = None
-        if teacher_model is not None:
-            teacher = freeze(load_classifier(teacher_model, "teacher", **(args.teacher_model_init_kwargs or {})))
-        # The classes every model and dataset is brought to: the teacher's when it names them, else the data's.
-        data_classes = data_label_names(train_dataset, eval_dataset)
-        multitask = is_multitask(teacher) or is_multitask(teacher_outputs) or any(map(is_multitask, students.values()))
-        classes = None if multitask else single_task_names(teacher) or data_label_names(train_dataset, eval_dataset)
+    # ---- construction hooks --------------------------------------------------------------------------------------
+
+    def load_students(self, model: Mapping[str, Any], args: MutualLearningArguments, classes) -> StudentGroup:
+        """Every student loaded (a path or Hub id also brings its tokenizer), in one :class:`StudentGroup`."""
         models = {}
-        for name, student in students.items():
+        for name, student in model.items():
             models[name] = load_classifier(student, f"student {name!r}", label_names=classes,
                                            **(args.model_init_kwargs or {}))
-            if name not in processing_classes and isinstance(student, (str, os.PathLike)):
-                processing_classes[name] = load_tokenizer(student, f"student {name!r}")
-        if any(map(is_multitask, models.values())):
-            classes = None
-        classes = classes or next((single_task_names(m) for m in models.values() if single_task_names(m)), None)
-        if teacher_outputs is not None:
-            teacher_outputs, teacher = resolve_teacher_outputs(teacher_outputs, teacher), None
-        elif "teacher" not in processing_classes and isinstance(teacher_model, (str, os.PathLike)):
-            processing_classes["teacher"] = load_tokenizer(teacher_model, "teacher")
+            if name not in self.tokenizers and isinstance(student, (str, os.PathLike)):
+                self.tokenizers[name] = load_tokenizer(student, f"student {name!r}")
+        return StudentGroup(models)
 
-        student_models = {f"student {n!r}": m for n, m in models.items()}
-        if teacher is not None:
-            space = check_label_space({"teacher": teacher, **student_models})
-        else:
-            space = check_cached_label_space(teacher_outputs, student_models)
+    def student_models(self, student: StudentGroup) -> dict[str, nn.Module]:
+        return {f"student {name!r}": model for name, model in student.students.items()}
 
-        prefixes = {name: f"{name}_" for name in names} | {"teacher": TEACHER_PREFIX}
-        needed = [*names, "teacher"] if teacher is not None else names  # a cache needs no teacher tokens
-        known = {n: processing_classes[n] for n in needed if n in processing_classes}
+    def input_tokenizers(self, student, teacher, teacher_model, processing_class, teacher_processing_class,
+                         train_dataset, eval_dataset, data_collator) -> dict[str, Any]:
+        """One tokenizer for every model: plain ``input_ids`` / ``attention_mask``; otherwise each model its own
+        columns (``<name>_input_ids``…, ``teacher_input_ids``…). A cache needs no teacher tokens. Raises when a model
+        has no tokenizer and the data is not tokenised for it."""
+        if teacher is not None and "teacher" not in self.tokenizers and isinstance(teacher_model, (str, os.PathLike)):
+            self.tokenizers["teacher"] = load_tokenizer(teacher_model, "teacher")
+        prefixes = {name: f"{name}_" for name in self.student_names} | {"teacher": TEACHER_PREFIX}
+        needed = [*self.student_names, "teacher"] if teacher is not None else self.student_names
+        known = {n: self.tokenizers[n] for n in needed if n in self.tokenizers}
         first = next(iter(known.values()), None)
         shared = len(known) == len(needed) and all(same_tokenization(first, t) for t in known.values())
-        # one tokenizer for every model: plain input_ids / attention_mask; otherwise each model its own columns
-        tokenizers_by_prefix = {"": first} if shared else {prefixes[n]: tok for n, tok in known.items()}
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         datasets_given = [ds for ds in [train_dataset, *eval_sets.values()] if isinstance(ds, datasets.Dataset)]
         for n in needed:
@@ -283,128 +286,27 @@ class MutualLearningTrainer(DistillationTrainer):
                         f"processing_classes={{{n!r}: tokenizer, ...}} (each model may tokenize differently)."
                     )
             elif not shared and not own_columns:
-                tokenised = [ds for ds in datasets_given if "input_ids" in ds.column_names]
-                if tokenised:
+                if any("input_ids" in ds.column_names for ds in datasets_given):
                     raise ValueError(
                         f"{'The teacher' if n == 'teacher' else f'Student {n!r}'} tokenizes differently from the other "
                         f"models, but the dataset holds no {prefixes[n]}input_ids column: give the raw-text dataset "
                         "(columns text, label: the trainer tokenises it once per model) or tokenise it per model "
                         "(distil_trainers.data.tokenize_for_models with a prefix per model)."
                     )
-        self.tokenizers = processing_classes
-        self._tokenizers_by_prefix = tokenizers_by_prefix
-        self._max_length = args.max_length
-        self._input_prep = {"tokenizers": tokenizers_by_prefix, "label_names": classes, "max_length": args.max_length}
-        if teacher_outputs is not None:  # texts are compared before tokenising drops them
-            check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
-        train_dataset = prepare_classification_dataset(
-            train_dataset, "train dataset", allow_unlabelled=not self.learns_from_labels(args), **self._input_prep
-        )
-        if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self.tokenize_dataset(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
-        else:
-            eval_dataset = self.tokenize_dataset(eval_dataset, "eval dataset")
-        check_has_labelled_items(train_dataset, "train dataset")
+        return {"": first} if shared else {prefixes[n]: tok for n, tok in known.items()}
 
-        task_names = list(space) if "default" not in space else None
-        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
-        check_dataset_labels(train_dataset, space, "train", task_names)
-        for split, ds in eval_sets.items():
-            check_dataset_labels(ds, space, split, task_names)
+    def check_tokenization(self, teacher, student, tokenizers, teacher_processing_class, datasets_) -> None:
+        """Done by :meth:`input_tokenizers`, before the datasets are tokenised (each model reads its own columns)."""
 
-        if teacher_outputs is not None:
-            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
-        self._train_ids = None
-        if teacher is not None:
-            train_dataset, self._train_ids = add_row_column(train_dataset)
-        if data_collator is None:
-            data_collator = MultiTokenizerCollator(tokenizers_by_prefix)
+    def default_data_collator(self, tokenizers: dict[str, Any]) -> MultiTokenizerCollator:
+        return MultiTokenizerCollator(tokenizers)
 
-        self.student_names = names
-        self.member_names = [*names, "ensemble", "teacher"]
-        self.extra_input_prefixes = ("", *prefixes.values())  # plain columns when the models share a tokenizer
+    def wrap_compute_metrics(self, compute_metrics, classes, data_classes):
+        """The user's compute_metrics (in the models' class order) applied to every member (:meth:`_member_metrics`)."""
         self._user_compute_metrics = metrics_in_class_order(compute_metrics, classes, data_classes)
-        TaskAwareTrainer.__init__(
-            self,
-            model=StudentGroup(models),
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            compute_metrics=self._member_metrics if compute_metrics is not None else None,
-            **kwargs,
-        )
-        self.label_names = ["labels"]  # the group's forward(**inputs) hides them from Trainer's introspection
-        self.can_return_loss = False
-        self._setup_distillation(teacher, space, teacher_outputs)
+        return self._member_metrics if compute_metrics is not None else None
 
-    @staticmethod
-    def learns_from_labels(args: MutualLearningArguments) -> bool:
-        """DDML has a label term unless ``hard_weight`` (a) is 0: then the students learn from the teacher and from
-        each other, and unlabelled text can train them."""
-        return args.hard_weight != 0
-
-    def tokenize_dataset(self, dataset, what: str = "dataset"):
-        """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model
-        (``<name>_input_ids``…, ``teacher_input_ids``…; plain ``input_ids`` when all models share one tokenizer) and
-        ``labels`` in the models' class order. Tokenised datasets only get their labels checked and renamed."""
-        return prepare_classification_dataset(dataset, what, **self._input_prep)
-
-    def split_inputs(self, inputs, prefix: str = TEACHER_PREFIX):
-        """Students' and teacher's inputs; a teacher that shares the students' tokenizer reads the plain columns."""
-        student_inputs, teacher_inputs = DistillationTrainer.split_inputs(inputs, prefix)
-        if not any(k.startswith(prefix) for k in inputs):
-            keep = {*TOKENIZER_COLUMNS, TASK_COLUMN, ROW_COLUMN}
-            teacher_inputs = {k: v for k, v in teacher_inputs.items() if k in keep}
-        return student_inputs, teacher_inputs
-
-    # ---- loss ----------------------------------------------------------------------------------------------------
-
-    @property
-    def group(self) -> StudentGroup:
-        return self.accelerator.unwrap_model(self.model)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        labels = inputs.pop("labels", None)
-        if labels is None:
-            raise ValueError("MutualLearningTrainer needs `labels` in every batch.")
-        student_inputs, teacher_inputs = self.split_inputs(inputs, TEACHER_PREFIX)
-        features = self.feature_distiller is not None
-        # the wrapped group: one DDP forward for all students; the teacher once per batch, shared by every student
-        if features:
-            outputs = model(**student_inputs, return_model_outputs=True)
-            logits = {name: out.logits for name, out in outputs.items()}
-            teacher_out = self.teacher_outputs(teacher_inputs)
-            teacher_logits = teacher_out.logits
-            feature_parts = self.student_feature_losses(outputs, teacher_out, student_inputs, labels, num_items_in_batch)
-        else:
-            logits = model(**student_inputs)
-            teacher_logits = self.teacher_logits(teacher_inputs)
-            feature_parts = {}
-
-        args = self.args
-        total = 0.0
-        for name in self.student_names:
-            peers = [logits[other] for other in self.student_names if other != name]
-            parts = losses.ddml_loss(
-                logits[name], teacher_logits, peers, labels,
-                hard_weight=args.hard_weight, soft_weight=args.soft_weight, mutual_weight=args.mutual_weight,
-                temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
-            )
-            if name in feature_parts:
-                feature_loss, logged = feature_parts[name]
-                parts = {**parts, "loss": parts["loss"] + args.feature_loss_weight * feature_loss, **logged}
-            total = total + parts["loss"]
-            self.record_components(parts, labels, num_items_in_batch, prefix=f"{name}/")
-        total = self.scale_for_devices(total, num_items_in_batch)
-        if not return_outputs:
-            return total
-        return total, {"logits": self._member_logits(logits, teacher_logits)}
-
-    # ---- feature matching ----------------------------------------------------------------------------------------
-
-    def _build_feature_distiller(self, spec, student, teacher):
+    def build_feature_distiller(self, spec, student, teacher):
         """One :class:`~distil_trainers.features.FeatureDistiller` per student with matches (a list of matches
         applies to all students), checked against each student's tokenization before training starts."""
         group = student
@@ -428,30 +330,94 @@ class MutualLearningTrainer(DistillationTrainer):
         group.output_kwargs = {name: module.student_output_kwargs(name) for name in distillers}
         return module, [(f"student {name!r}", group.students[name]) for name in distillers]
 
-    def student_feature_losses(self, outputs, teacher_outputs, student_inputs, labels, num_items_in_batch):
-        """``{name: (feature loss, components to log)}`` for the students with feature matches."""
-        group = self.group
-        masks = {}
-        for name in self.feature_distiller.distillers:
-            own = group.inputs_of(name, student_inputs)
-            mask = own.get("attention_mask")
-            if mask is None:
-                mask = torch.ones(own["input_ids"].shape[:2], dtype=torch.bool, device=own["input_ids"].device)
-            mask = mask.bool()
-            if labels.dim() == 1:
-                mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
-            masks[name] = mask
-        results = self._feature_module(outputs, teacher_outputs, masks, num_items_in_batch)
-        return {
-            name: (total, {"loss_feature": total, **{f"loss_feature/{k}": v for k, v in parts.items()}})
-            for name, (total, parts) in results.items()
-        }
+    @staticmethod
+    def learns_from_labels(args: MutualLearningArguments) -> bool:
+        """DDML has a label term unless ``hard_weight`` (a) is 0: then the students learn from the teacher and from
+        each other, and unlabelled text can train them."""
+        return args.hard_weight != 0
 
-    def _student_projections(self, name: str) -> list[tuple[str, nn.Parameter]]:
-        if self.feature_distiller is None or name not in self.feature_distiller.distillers:
-            return []
-        distiller = self.feature_distiller.distillers[name]
-        return [(n, p) for n, p in distiller.named_parameters() if p.requires_grad]
+    def tokenize_dataset(self, dataset, what: str = "dataset"):
+        """Give a raw dataset (``text`` and ``label`` columns) every model's input columns, tokenised once per model
+        (``<name>_input_ids``…, ``teacher_input_ids``…; plain ``input_ids`` when all models share one tokenizer) and
+        ``labels`` in the models' class order. Tokenised datasets only get their labels checked and renamed."""
+        return prepare_classification_dataset(dataset, what, **self._input_prep)
+
+    def split_inputs(self, inputs, prefix: str = TEACHER_PREFIX):
+        """Students' and teacher's inputs; a teacher that shares the students' tokenizer reads the plain columns."""
+        student_inputs, teacher_inputs = DistillationTrainer.split_inputs(inputs, prefix)
+        if not any(k.startswith(prefix) for k in inputs):
+            keep = {*TOKENIZER_COLUMNS, TASK_COLUMN, ROW_COLUMN}
+            teacher_inputs = {k: v for k, v in teacher_inputs.items() if k in keep}
+        return student_inputs, teacher_inputs
+
+    # ---- the students ----------------------------------------------------------------------------------------------
+
+    @property
+    def group(self) -> StudentGroup:
+        """The :class:`StudentGroup` of the students (without DDP and without the feature projections)."""
+        return self.student
+
+    def hub_students(self) -> dict[str, nn.Module]:
+        """What is pushed to the Hub: ``{name: student}``, each to a repository of its own."""
+        return dict(self.group.students.items())
+
+    def parameter_owner(self, name: str) -> tuple[str, float]:
+        """The student a parameter of the trained model belongs to (its own weights, or its feature projections)
+        and that student's learning rate."""
+        parts = name.split(".")
+        owner = next((parts[i + 1] for i, part in enumerate(parts[:-1]) if part in ("students", "distillers")), "")
+        return owner, float((self.args.student_learning_rates or {}).get(owner, self.args.learning_rate))
+
+    # ---- loss ----------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        if labels is None:
+            raise ValueError("MutualLearningTrainer needs `labels` in every batch.")
+        student_inputs, teacher_inputs = self.split_inputs(inputs, TEACHER_PREFIX)
+        # the wrapped model: one DDP forward for all students (and their projections); the teacher once per batch
+        if self.feature_distiller is not None:
+            teacher_out = self.teacher_outputs(teacher_inputs)
+            teacher_logits = teacher_out.logits
+            outputs, extra = self.forward_student(
+                model, {**student_inputs, "return_model_outputs": True},
+                self.feature_inputs(teacher_out, student_inputs, labels, num_items_in_batch),
+            )
+            logits = {name: out.logits for name, out in outputs.items()}
+            feature_parts = {name: (total, self.feature_logs(total, parts))
+                             for name, (total, parts) in extra["features"].items()}
+        else:
+            teacher_logits = self.teacher_logits(teacher_inputs)
+            logits, _ = self.forward_student(model, student_inputs)
+            feature_parts = {}
+
+        args = self.args
+        total = 0.0
+        for name in self.student_names:
+            peers = [logits[other] for other in self.student_names if other != name]
+            parts = losses.ddml_loss(
+                logits[name], teacher_logits, peers, labels,
+                hard_weight=args.hard_weight, soft_weight=args.soft_weight, mutual_weight=args.mutual_weight,
+                temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
+            )
+            if name in feature_parts:
+                feature_loss, logged = feature_parts[name]
+                parts = {**parts, "loss": parts["loss"] + args.feature_loss_weight * feature_loss, **logged}
+            total = total + parts["loss"]
+            self.record_components(parts, labels, num_items_in_batch, prefix=f"{name}/")
+        total = self.scale_for_devices(total, num_items_in_batch)
+        if not return_outputs:
+            return total
+        return total, {"logits": self._member_logits(logits, teacher_logits)}
+
+    def feature_inputs(self, teacher_outputs, student_inputs, labels, num_items_in_batch=None):
+        """The feature distillers' inputs: the teacher's outputs and, per student with matches, the tokens to count
+        (its own attention mask, labelled sequences only)."""
+        group = self.group
+        masks = {name: self.feature_mask(group.inputs_of(name, student_inputs), labels)
+                 for name in self.feature_distiller.distillers}
+        return {"features": {"teacher_outputs": teacher_outputs, "masks": masks, "num_items_in_batch": num_items_in_batch}}
 
     def _member_logits(self, logits: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> torch.Tensor:
         """``(batch, K + 2, classes)``: every student, the ensemble (log of the averaged probabilities), the teacher."""
@@ -482,58 +448,27 @@ class MutualLearningTrainer(DistillationTrainer):
 
     # ---- optimisation --------------------------------------------------------------------------------------------
 
-    def create_optimizer(self, model=None):
-        """One optimizer, two parameter groups (decay / no decay) per student, each at its student's learning rate."""
-        if self.optimizer is not None:
-            return self.optimizer
-        opt_model = self.model if model is None else model
-        if self.optimizer_cls_and_kwargs is not None:
-            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
-        else:
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        plain = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
-        if not plain or any(k in optimizer_kwargs for k in ("params", "model", "optimizer_dict")):
-            if self.args.student_learning_rates:
-                raise ValueError(f"student_learning_rates is not supported with optim={self.args.optim}.")
-            return super().create_optimizer(model)
-        decay = set(self.get_decay_parameter_names(opt_model))
-        lrs = self.args.student_learning_rates or {}
-        groups = []
-        for name, student in self.accelerator.unwrap_model(opt_model).students.items():
-            lr = float(lrs.get(name, self.args.learning_rate))
-            named = [(f"students.{name}.{n}", p) for n, p in student.named_parameters() if p.requires_grad]
-            decayed = [p for n, p in named if n in decay]
-            plain_params = [p for n, p in named if n not in decay]
-            for n, p in self._student_projections(name):  # its feature projections: weight decay on weights only
-                (plain_params if n.endswith("bias") else decayed).append(p)
-            groups.append({"params": decayed, "weight_decay": self.args.weight_decay, "lr": lr})
-            groups.append({"params": plain_params, "weight_decay": 0.0, "lr": lr})
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
-
     def _clip_grad_norm(self, model):
-        """Clip every student's gradient separately (the update then equals K separate ones); return the norm over
-        all students (what Trainer logs as grad_norm)."""
+        """DDML's ``clip_grad_per_student``: clip every student's gradient (with its projections') separately, so the
+        joint update equals K separate ones; return the norm over all students (what Trainer logs as grad_norm)."""
         if not self.args.clip_grad_per_student or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super()._clip_grad_norm(model)
         self.accelerator.unscale_gradients()
-        norms = []
-        for name, student in self.accelerator.unwrap_model(model).students.items():
-            own = [*student.parameters(), *(p for _, p in self._student_projections(name))]
-            params = [p for p in own if p.grad is not None]
-            if params:
-                norms.append(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm))
+        by_student: dict[str, list[nn.Parameter]] = {}
+        for name, p in self.accelerator.unwrap_model(model).named_parameters():
+            if p.grad is not None:
+                by_student.setdefault(self.parameter_owner(name)[0], []).append(p)
+        norms = [torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm) for params in by_student.values()]
         return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
 
     # ---- saving and loading --------------------------------------------------------------------------------------
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+    def save_student(self, output_dir: str, state_dict: dict | None = None) -> None:
         """Each student in ``<output_dir>/<name>/`` with its tokenizer; never the teacher. ``training_args.bin``
         holds the arguments without the Hub token (:func:`distil_trainers.hub.save_training_args`), as with every
         trainer of the library: checkpoints are pushed with ``hub_strategy="checkpoint"``."""
         from ..hub import save_training_args
 
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
@@ -548,18 +483,13 @@ class MutualLearningTrainer(DistillationTrainer):
             json.dump({"students": self.student_names}, f)
         save_training_args(self.args, output_dir)
 
-    def _load_students_from(self, directory: str) -> None:
+    def load_student(self, checkpoint: str, model: nn.Module | None = None) -> None:
         for name, student in self.group.students.items():
-            path = os.path.join(directory, name)
+            path = os.path.join(checkpoint, name)
             if not os.path.isdir(path):
-                raise FileNotFoundError(f"Checkpoint {directory} has no folder for student {name!r}.")
+                raise FileNotFoundError(f"Checkpoint {checkpoint} has no folder for student {name!r}.")
             loaded = type(student).from_pretrained(path, dtype=next(student.parameters()).dtype)
             student.load_state_dict(loaded.state_dict())
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        self._load_students_from(resume_from_checkpoint)
-        self._load_projections(resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        self._load_students_from(self.state.best_model_checkpoint)
-        self._load_projections(self.state.best_model_checkpoint)
+    def load_best_student(self) -> None:
+        self.load_student(self.state.best_model_checkpoint)

@@ -1,0 +1,73 @@
+"""TaskAwareTrainer: a plain Trainer that understands this library's datasets (task ids, per-model input columns)."""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+
+import datasets
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import seed_worker
+
+from ..data.multitask import TASK_COLUMN, MultiTaskBatchSampler
+from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS
+from ..teachers.cache import CACHE_ROW_COLUMN
+from .inputs import ROW_COLUMN
+from .wrapper import DistillationModel
+
+
+class TaskAwareTrainer(Trainer):
+    """A plain [`~transformers.Trainer`] that also understands this library's datasets: it keeps the ``task_ids``
+    column and prefixed per-model input columns (``teacher_input_ids``…) through ``remove_unused_columns``, and trains
+    on single-task batches (:class:`~distil_trainers.data.multitask.MultiTaskBatchSampler`) when the training set mixes
+    tasks. Use it to fine-tune or evaluate a :class:`~distil_trainers.models.MultiTaskModel` without distillation."""
+
+    _tag_names = ["distil-trainers", "multi-task"]
+    _name = "Multi-task fine-tuning"
+    _paper = None  # fine-tuning without distillation implements no paper of its own
+
+    # Columns (besides the model's forward arguments) that must survive Trainer's `remove_unused_columns`.
+    extra_input_prefixes: tuple[str, ...] = (TEACHER_PREFIX,)
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            model = self.accelerator.unwrap_model(self.model)
+            if isinstance(model, DistillationModel):  # the columns the student's forward reads
+                self._signature_columns = [*inspect.signature(model.student.forward).parameters, "label", "label_ids",
+                                           *self.label_names]
+            else:
+                super()._set_signature_columns_if_needed()
+            keep = [TASK_COLUMN, CACHE_ROW_COLUMN, ROW_COLUMN]
+            keep += [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
+            self._signature_columns += [c for c in keep if c not in self._signature_columns]
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Single-task batches when the training set mixes tasks (a ``task_ids`` column)."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, datasets.Dataset) or TASK_COLUMN not in dataset.column_names:
+            return super().get_train_dataloader()
+        dataset = self._remove_unused_columns(dataset, description="training")
+        batch_sampler = MultiTaskBatchSampler(
+            dataset[TASK_COLUMN][:],
+            batch_size=self._train_batch_size,
+            sampling=getattr(self.args, "task_sampling", "proportional"),
+            temperature=getattr(self.args, "task_sampling_temperature", 1.0),
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            drop_last=self.args.dataloader_drop_last,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+            worker_init_fn=partial(
+                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+            ),
+        )
+        return self.accelerator.prepare(loader)
