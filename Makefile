@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(NPROC)
 
-.PHONY: docs docs-serve install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd quickstart-rationale test test-fast lint clean bench
+.PHONY: docs docs-serve install quickstart quickstart-annealing quickstart-multitask quickstart-feature-kd quickstart-llm quickstart-rationale test test-fast lint clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,20 +25,30 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-quickstart: $(STAMP)
+# The distillation recipes distil a fine-tuned teacher: the first quickstart fine-tunes it (MiniLM-L6 on Davidson).
+TEACHER := runs/finetune_quickstart/config.json
+
+$(TEACHER): $(STAMP)
+	$(LAUNCH) recipes/finetune.py --config recipes/configs/finetune_quickstart.yaml
+
+quickstart: $(TEACHER)
 	$(LAUNCH) recipes/ddml.py --config recipes/configs/ddml_quickstart.yaml
 
-quickstart-annealing: $(STAMP)
+quickstart-annealing: $(TEACHER)
 	$(LAUNCH) recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
 
-quickstart-multitask: $(STAMP)
-	$(LAUNCH) recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
-
-quickstart-feature-kd: $(STAMP)
+quickstart-feature-kd: $(TEACHER)
 	$(LAUNCH) recipes/feature_kd.py --config recipes/configs/feature_kd_quickstart.yaml
+
+quickstart-llm: $(STAMP)
+	$(LAUNCH) recipes/llm_to_classifier.py --config recipes/configs/llm_to_classifier_quickstart.yaml
 
 quickstart-rationale: $(STAMP)
 	$(LAUNCH) recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml
+
+# A paper's multi-stage comparison (teacher, students, baselines, one results table): the multi-task annealing run.
+quickstart-multitask: $(STAMP)
+	$(LAUNCH) -m distil_trainers.papers.annealing_pipeline --config recipes/configs/annealing_pipeline_multitask.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,7 +14,7 @@ Each result is a ratio of median step times to ``plain``'s, printed next to its 
 steps plus one teacher forward). Peak RSS is each contender's own process.
 
     python benchmarks/overhead.py --setup tiny
-    python benchmarks/overhead.py --setup minilm --teacher runs/annealing_quickstart/teacher
+    python benchmarks/overhead.py --setup minilm --teacher runs/finetune_quickstart
 """
 
 from __future__ import annotations

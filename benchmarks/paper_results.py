@@ -1,7 +1,7 @@
 """The comparisons of the papers the recipes follow, at CPU scale, with several seeds.
 
-Reads a job file (default ``benchmarks/paper_results.yaml``: one job per paper comparison = a recipe, its config, CLI
-overrides, seeds, the rows to report and the paper's reported numbers for them), runs every (job, seed) as a
+Reads a job file (default ``benchmarks/paper_results.yaml``: one job per paper comparison = a script (a paper pipeline
+module ``distil_trainers.papers.<module>``, run with ``-m``, or a recipe file), its config, CLI overrides, seeds, the rows to report and the paper's reported numbers for them), runs every (job, seed) as a
 subprocess into ``<runs-dir>/<job>/seed<N>`` one after the other, then aggregates: for every reported row, the mean
 and sample standard deviation (ddof=1) of accuracy and macro-F1 over the seeds that finished, beside the paper's
 numbers. Writes ``benchmarks/results/paper_results.json`` and ``paper_results.md`` (one table per paper, the exact
@@ -94,7 +94,7 @@ class Job:
     name: str
     paper: str
     title: str
-    recipe: Path
+    recipe: Path  # the script's file (of ``module`` when the job runs a module)
     config: Path
     launcher: str
     overrides: dict[str, Any]
@@ -104,6 +104,7 @@ class Job:
     deltas: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     requires: list[str] = field(default_factory=list)
+    module: str | None = None  # a module run with ``-m`` (a paper pipeline), instead of the recipe file
 
 
 @dataclass
@@ -132,6 +133,19 @@ def _seed_list(value: Any, where: str, problems: list[str]) -> list[int]:
     if len(set(value)) != len(value):
         problems.append(f"{where}: seeds repeat: {value}")
     return list(value)
+
+
+def module_file(module: str) -> Path | None:
+    """The file of an importable module (e.g. ``distil_trainers.papers.ddml_pipeline``) of this checkout, or None."""
+    import importlib.util
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the runs import this checkout's package (see _child_env)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
 
 
 def _check_ref(ref: Any, where: str, problems: list[str]) -> None:
@@ -166,6 +180,7 @@ def load_job_file(path: str | os.PathLike = DEFAULT_JOB_FILE, select: Sequence[s
         "paper",
         "title",
         "recipe",
+        "module",
         "config",
         "launcher",
         "overrides",
@@ -196,9 +211,18 @@ def load_job_file(path: str | os.PathLike = DEFAULT_JOB_FILE, select: Sequence[s
             problems.append(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
         if raw.get("paper") not in papers:
             problems.append(f"{where}: paper {raw.get('paper')!r} is not a key of `papers` ({sorted(papers)})")
+        module, script = raw.get("module"), _path(raw.get("recipe", ""))
+        if module is not None and raw.get("recipe"):
+            problems.append(f"{where}: give a `recipe` (a file) or a `module` (run with -m), not both")
+        elif module is not None:
+            script = module_file(str(module)) or Path(str(module))
+            if module_file(str(module)) is None:
+                problems.append(f"{where}: module {module} is not importable")
         for key in ("recipe", "config"):
+            if key == "recipe" and module is not None:
+                continue
             if not raw.get(key):
-                problems.append(f"{where}: needs a `{key}`")
+                problems.append(f"{where}: needs a `{key}`" + (" (or a `module`)" if key == "recipe" else ""))
             elif not _path(raw[key]).is_file():
                 problems.append(f"{where}: {key} {raw[key]} does not exist ({_path(raw[key])})")
         launcher = raw.get("launcher", "python")
@@ -244,7 +268,8 @@ def load_job_file(path: str | os.PathLike = DEFAULT_JOB_FILE, select: Sequence[s
                 name=name,
                 paper=str(raw.get("paper")),
                 title=str(raw.get("title") or name),
-                recipe=_path(raw.get("recipe", "")),
+                recipe=script,
+                module=None if module is None else str(module),
                 config=_path(raw.get("config", "")),
                 launcher=launcher,
                 overrides=dict(overrides),
@@ -327,7 +352,8 @@ def launcher_args(job: Job, threads: int, display: bool = False) -> list[str]:
 
 
 def command(job: Job, seed: int | str, runs_dir: Path, threads: int, display: bool = False) -> list[str]:
-    return [*launcher_args(job, threads, display), shown(job.recipe), *recipe_args(job, seed, runs_dir)]
+    script = ["-m", job.module] if job.module else [shown(job.recipe)]
+    return [*launcher_args(job, threads, display), *script, *recipe_args(job, seed, runs_dir)]
 
 
 def command_text(job: Job, seed: int | str, runs_dir: Path, threads: int) -> str:
@@ -632,7 +658,7 @@ def aggregate_job(job: Job, runs_dir: Path, seeds: Sequence[int], all_results: d
     return {
         "paper": job.paper,
         "title": job.title,
-        "recipe": shown(job.recipe),
+        "recipe": job.module or shown(job.recipe),
         "config": shown(job.config),
         "command": command_text(job, "N", runs_dir, os.cpu_count() or 1),
         "seeds_requested": list(seeds),

@@ -21,7 +21,7 @@ timed between consecutive optimizer steps (after ``--warmup``); the first studen
 is measured after training with the same function for everyone.
 
     python benchmarks/peers.py --setup tiny
-    python benchmarks/peers.py --setup minilm --teacher runs/annealing_quickstart/teacher
+    python benchmarks/peers.py --setup minilm --teacher runs/finetune_quickstart
 """
 
 from __future__ import annotations

@@ -1,215 +1,127 @@
 # Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
 """
-Distil a fine-tuned teacher into a smaller student with teacher annealing (or Annealing-KD / Hinton KD).
-
-1. Load the task dataset(s) named by ``dataset_name``: registered datasets (from the data directory,
-   ``DISTIL_TRAINERS_DATA_DIR``, default ``../shared/data``, or the Hub), your own csv / tsv / json / jsonl / parquet
-   files or folders of split files, ``save_to_disk`` folders or Hub ids (``text_column``, ``label_column``; string
-   labels become class names; a missing validation split is carved from train, a missing test split means the report
-   uses the validation split). Several datasets train one shared encoder with a head per task.
-2. Fine-tune the teacher from ``teacher_base`` (or load ``teacher_model``, an already fine-tuned classifier: the data's
-   classes are then mapped to its ``id2label`` by name). A finished teacher in ``<output_dir>/teacher`` is reused; an
-   interrupted one resumes from its last checkpoint.
-3. Build the student from ``student_base`` keeping ``student_layers`` of its encoder, distil it with
-   ``AnnealingTrainer`` and report the student's test metrics next to the teacher's (``<output_dir>/results.json`` and
-   ``results.md``).
+Distil a fine-tuned teacher into a smaller student with teacher annealing (BAM), Annealing-KD or Hinton KD
+(``--annealing bam | jafari | kd``), with ``AnnealingTrainer``.
 
 Usage:
 
-    # quickstart on CPU (Davidson hate/offensive/neither, subsampled; a few minutes)
+    # first a teacher (runs/finetune_quickstart), then the quickstart: 3 of its 6 layers, Davidson, a few minutes
+    accelerate launch recipes/finetune.py --config recipes/configs/finetune_quickstart.yaml
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml
 
-    # multi-task: SST-2 sentiment + Davidson hate speech, one encoder and two heads
-    accelerate launch recipes/annealing.py --config recipes/configs/annealing_multitask.yaml
-
-    # your own data: a csv with the columns text,label (labels may be strings such as hate / none)
+    # your own data: a csv with a text and a label column (string labels are fine; they are mapped to the
+    # teacher's classes by name)
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
-        --dataset_name my.csv --text_column text --label_column label --output_dir runs/my_data
+        --dataset_name my.csv --text_column text --label_column label --teacher_model runs/my_teacher
 
-    # any option can be overridden on the command line
+    # Annealing-KD (Jafari et al. 2021) instead of BAM
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
-        --annealing jafari --output_dir runs/jafari
+        --annealing jafari --output_dir runs/annealing_jafari
 
-    # push the student with its model card once the report is written (needs the network and a token)
+    # push the student (with its card) to the Hub
     accelerate launch recipes/annealing.py --config recipes/configs/annealing_quickstart.yaml \\
         --push_to_hub true --hub_model_id <user>/minilm3-bam-davidson
+
+The whole comparison of the papers (teacher fine-tuning, baselines, reports) is
+``python -m distil_trainers.papers.annealing_pipeline --config recipes/configs/annealing_pipeline_quickstart.yaml``.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import json
-import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from transformers import AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoTokenizer
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
-from distil_trainers.cards import card_context, datasets_of, hub_id_of, rows_to_card_metrics
-from distil_trainers.hub import push_recipe_models, split_push_argument
+from distil_trainers.data import DatasetArguments, load_text_classification, model_label_names
 from distil_trainers.metrics import build_compute_metrics
-from distil_trainers.models import resolve_model_name_or_path
-from distil_trainers.papers.workflow import (
-    TeacherDataArguments,
-    build_classifier,
-    count_parameters,
-    data_fingerprint,
-    describe_report_splits,
-    evaluate_model,
-    finetune_teacher,
-    fingerprint,
-    load_tasks,
-    mark_complete,
-    prepare_stage,
-    report_split_name,
-    results_table,
-    stage_arguments,
-    teacher_label_names,
-    tokenize_suite,
-    train_or_resume,
-    training_fingerprint,
-)
+from distil_trainers.models import make_student, resolve_model_name_or_path
 
-logger = logging.getLogger("recipes.annealing")
-
-
-DEFAULT_DATASETS = ["davidson"]
+MAKE_A_TEACHER = "accelerate launch recipes/finetune.py --config recipes/configs/finetune_quickstart.yaml"
 
 
 @dataclass
-class RecipeArguments(TeacherDataArguments):
+class ScriptArguments(DatasetArguments):
     dataset_name: list[str] = field(
-        default_factory=lambda: list(DEFAULT_DATASETS),
-        metadata={"help": "One dataset per task (several = multi-task): a registered name "
-                          "(distil_trainers.data.list_datasets()), a csv / tsv / json / jsonl / parquet file, a "
-                          "folder of split files, a save_to_disk folder or a Hub id."},
+        default_factory=lambda: ["davidson"],
+        metadata={"help": "The dataset: a registered name, a csv / tsv / json / jsonl / parquet file, a folder of "
+                          "split files, a save_to_disk folder or a Hub id."},
     )
-    tasks: list[str] | None = field(
-        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    model_name_or_path: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "The student, or the encoder it is cut from with student_layers (Hub id or path)."},
     )
-    deprecated_flags = ("tasks",)
-    student_base: str | None = field(default=None, metadata={"help": "Encoder the student is cut from (default: "
-                                                                      "teacher_base)."})
-    student_layers: list[int] = field(
-        default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers of student_base the student keeps."}
+    teacher_model: str = field(
+        default="runs/finetune_quickstart",
+        metadata={"help": f"The fine-tuned teacher (path or Hub id); make one with `{MAKE_A_TEACHER}`."},
     )
+    student_layers: list[int] | None = field(
+        default=None, metadata={"help": "Encoder layers of model_name_or_path the student keeps (e.g. 0 2 4)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample the validation and test splits."})
 
     def __post_init__(self):
-        if self.tasks is not None:
-            self.take_deprecated("tasks", self.tasks, DEFAULT_DATASETS)
         super().__post_init__()
+        if len(self.dataset_name) != 1:
+            raise ValueError(f"annealing.py trains on one dataset, got {self.dataset_name} (several tasks: "
+                             "python -m distil_trainers.papers.annealing_pipeline).")
 
 
-def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    args, push = split_push_argument(args)  # with --push_to_hub the student is pushed once, after the report
-    set_seed(args.seed)
-    output_dir = Path(args.output_dir)
-    teacher_base = resolve_model_name_or_path(recipe.teacher_base)
-    student_base = resolve_model_name_or_path(recipe.student_base or recipe.teacher_base)
+def teacher_config(teacher: str):
+    try:
+        return AutoConfig.from_pretrained(resolve_model_name_or_path(teacher))
+    except (OSError, ValueError):
+        raise SystemExit(f"No teacher at {teacher!r}: make one with `{MAKE_A_TEACHER}` "
+                         "(or pass --teacher_model <fine-tuned classifier path or Hub id>).") from None
 
-    specs = recipe.task_specs()
-    teacher_path = resolve_model_name_or_path(recipe.teacher_model) if recipe.teacher_model is not None else None
-    suite = load_tasks(
-        specs, recipe.data_dir, args.seed, recipe.max_train_samples, recipe.max_eval_samples,
-        validation_size=recipe.validation_size,
-        label_names=teacher_label_names(teacher_path, [spec.task_name for spec in specs]),  # the teacher's class ids
+
+def main(script_args: ScriptArguments, training_args: AnnealingArguments) -> dict:
+    teacher = resolve_model_name_or_path(script_args.teacher_model)
+    config = teacher_config(teacher)
+
+    # ---- data: the --dataset_name / --text_column / --label_column ... flags ----
+    spec = script_args.task_specs()[0]
+    limits = {"train": script_args.max_train_samples, "validation": script_args.max_eval_samples,
+              "test": script_args.max_eval_samples}
+    dataset = load_text_classification(
+        spec.name_or_path, config=spec.config, text_column=spec.text_column, text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column, train_split=spec.train_split, eval_split=spec.eval_split,
+        test_split=spec.test_split, validation_size=script_args.validation_size, seed=training_args.seed,
+        data_dir=script_args.data_dir, max_samples_per_split={k: v for k, v in limits.items() if v} or None,
+        label_names=model_label_names(config.id2label),  # the data's classes mapped to the teacher's, by name
     )
-    for task in suite.tasks:
-        sizes = {split: len(ds) for split, ds in task.splits.items()}
-        note = " (subsampled)" if recipe.max_train_samples or recipe.max_eval_samples else ""
-        missing = "" if task.has_test else "; no test split: the report uses the validation split"
-        print(f"[data] {task.name}: {sizes}{note}; classes {task.label_names}{missing}")
+    names = dataset["train"].features["label"].names
 
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path or teacher_base)
-    student_tokenizer = AutoTokenizer.from_pretrained(student_base)
-    tokenizers = {"": student_tokenizer}
-    if student_tokenizer.get_vocab() != tokenizer.get_vocab():
-        tokenizers["teacher_"] = tokenizer
-    student_suite = tokenize_suite(suite, tokenizers, args.max_length)
-    teacher_suite = tokenize_suite(suite, {"": tokenizer}, args.max_length)
+    # ---- student: a pretrained model, or some layers of one ----
+    student = resolve_model_name_or_path(script_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    if script_args.student_layers:
+        student = make_student(student, script_args.student_layers, num_labels=len(names),
+                               id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
 
-    # ---- teacher ----
-    if recipe.teacher_model is not None:
-        from distil_trainers.trainers.base import load_classifier
-
-        teacher = load_classifier(teacher_path, "teacher")
-    else:
-        teacher_args = stage_arguments(
-            args, output_dir / "teacher", num_train_epochs=recipe.teacher_epochs,
-            learning_rate=recipe.teacher_learning_rate,
-        )
-        teacher = finetune_teacher(teacher_suite, teacher_base, tokenizer, output_dir / "teacher", teacher_args)
-
-    # ---- student (its checkpoints and final weights in <output_dir>/student) ----
-    student_dir = output_dir / "student"
-    student_args = dataclasses.replace(args, output_dir=str(student_dir))
-    key = fingerprint("student", recipe.settings(), training_fingerprint(args), data_fingerprint(suite))
-    with args.main_process_first(desc="student stage"):
-        complete = prepare_stage(student_dir, key)
-    train_dataset = student_suite.train_dataset()
-    eval_dataset = student_suite.eval_datasets("validation")
-    if complete:
-        print(f"[student] reusing the finished student in {student_dir}")
-        from transformers import AutoModelForSequenceClassification
-
-        student = AutoModelForSequenceClassification.from_pretrained(student_dir)
-    else:
-        student = build_classifier(student_base, suite, layers=recipe.student_layers)
-        trainer = AnnealingTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=student_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=student_tokenizer,
-            teacher_processing_class=tokenizer,
-            compute_metrics=build_compute_metrics(label_names=None if suite.is_multitask else suite.tasks[0].label_names),
-        )
-        train_or_resume(trainer, student_dir)
-        trainer.save_model(str(student_dir))
-        if args.process_index == 0:
-            student_tokenizer.save_pretrained(str(student_dir))
-            (student_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-            mark_complete(student_dir, {"method": args.annealing, "tasks": suite.label_spec()})
-        trainer.accelerator.wait_for_everyone()
-        student = trainer.model
-
-    # ---- report (on the test split; the validation split of a dataset without one) ----
-    report_splits = suite.report_splits()
-    rows = []
-    for role, model, tok, eval_suite in (
-        ("teacher", teacher, tokenizer, teacher_suite),
-        ("student", student, student_tokenizer, student_suite),
-    ):
-        metrics = evaluate_model(model, eval_suite, report_splits, tok, batch_size=args.per_device_eval_batch_size,
-                                 output_dir=str(output_dir / "eval"))
-        for task, values in metrics.items():
-            rows.append({"model": role, "params": count_parameters(model), "task": task, **values})
-    table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
-    header = (f"Method: {args.annealing}; {describe_report_splits(report_splits)}"
-              + (" (subsampled)" if recipe.max_eval_samples else ""))
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        (output_dir / "results.json").write_text(
-            json.dumps({"method": args.annealing, "splits": report_splits, "rows": rows}, indent=2)
-        )
-    if push:
-        teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
-        card = card_context(student, args, teacher=teacher_label, datasets=datasets_of(suite),
-                            base_model=hub_id_of(recipe.student_base or recipe.teacher_base),
-                            metrics=rows_to_card_metrics(rows, "student", split=report_split_name(report_splits),
-                                                         compare=("teacher",)))
-        push_recipe_models(args, {None: student_dir}, {None: card})
-    return {"rows": rows}
+    # ---- distil (the trainer tokenises the raw texts for each model), evaluate, save ----
+    trainer = AnnealingTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(label_names=names),
+    )
+    trainer.train()
+    metrics = {}
+    if "test" in dataset:
+        metrics = trainer.evaluate(dataset["test"], metric_key_prefix="test")
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name[0])
+    return metrics
 
 
 if __name__ == "__main__":
-    parser = TrlParser((RecipeArguments, AnnealingArguments))
-    recipe_args, training_args = parser.parse_args_and_config()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(recipe_args, training_args)
+    parser = TrlParser((ScriptArguments, AnnealingArguments))
+    script_args, training_args = parser.parse_args_and_config()
+    main(script_args, training_args)

@@ -70,6 +70,33 @@ def load_recipe(name: str):
     return module
 
 
+def load_script(target: str):
+    """A recipe (``"ddml"``: ``recipes/ddml.py``, see :func:`load_recipe`) or a pipeline module of the library
+    (``"distil_trainers.papers.ddml_pipeline"``, imported as a module: a dotted name)."""
+    if "." in target:
+        import importlib
+
+        return importlib.import_module(target)
+    return load_recipe(target)
+
+
+def recipe_parser(module):
+    """The parser of a recipe's (or pipeline module's) ``if __name__ == "__main__"`` block: its single
+    ``TrlParser(...)`` call, evaluated in the module's namespace, so tests parse as the command line does."""
+    import ast
+
+    path = Path(module.__file__)
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+            calls = [
+                call for call in ast.walk(node)
+                if isinstance(call, ast.Call) and ast.unparse(call.func) in ("TrlParser", "trl.TrlParser")
+            ]  # fmt: skip
+            if len(calls) == 1:
+                return eval(compile(ast.Expression(calls[0]), str(path), "eval"), vars(module))  # noqa: S307
+    raise AssertionError(f"{path.name}: no single TrlParser(...) call in its `if __name__ == '__main__':` block")
+
+
 def tiny_minilm_base(directory, layers: int = 2, max_position_embeddings: int = 64, seed: int | None = None) -> str:
     """Save a tiny random BERT with the packaged MiniLM's tokenizer in ``directory`` (a stand-in for MiniLM that
     trains in seconds on real text) and return its path. OSError when the MiniLM package is not installed."""

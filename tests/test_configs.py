@@ -1,16 +1,21 @@
 """Every shipped recipe config (every file in recipes/configs/, found by glob, so a new config is covered without
 editing this file):
 
-- parsed by its recipe's own parser, the ``TrlParser(...)`` of the recipe's ``if __name__ == "__main__"`` block, as
-  ``python recipes/<recipe>.py --config <file> --output_dir <dir>`` parses it (fast);
-- run end to end through the recipe's ``main`` on tiny models: two optimizer steps per distillation stage (teachers:
-  one epoch of a few examples), every stage, method and task the config asks for (only data sizes, sequence lengths,
-  step / epoch / fold counts, model paths and the device are overridden).
+- parsed by its script's own parser, the ``TrlParser(...)`` of the script's ``if __name__ == "__main__"`` block, as
+  ``python recipes/<recipe>.py --config <file> --output_dir <dir>`` (a thin recipe) or ``python -m
+  distil_trainers.papers.<module> --config <file> --output_dir <dir>`` (a paper pipeline) parses it (fast);
+- run end to end through the script's ``main`` on tiny models: two optimizer steps per training stage (pipeline
+  teachers: one epoch of a few examples), every stage, method and task the config asks for (only data sizes, sequence
+  lengths, step / epoch / fold counts, model paths and the device are overridden). A thin recipe must save a loadable
+  model (or, mutual learning, one per student) with its tokenizer and its test metrics; a pipeline must report a row
+  for every model the config asks for.
 
 The dependencies are not frozen (setup.cfg gives ranges; CI installs the newest release inside each range): these
 tests are what fails when a new release breaks a shipped config (as transformers 5 did with ``warmup_ratio``).
 
-A config is mapped to its recipe by its file-name prefix (RECIPE_OF_PREFIX); a config without a recipe fails.
+A config is mapped to its script by its file-name prefix (RECIPE_OF_PREFIX, the longest matching prefix wins): a
+recipe name (``recipes/<name>.py``) or the dotted name of a pipeline module (``distil_trainers.papers.<module>``); a
+config without a script fails.
 """
 
 from __future__ import annotations
@@ -29,24 +34,45 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import MINILM, RECIPES, load_recipe, tiny_minilm_base
+from conftest import MINILM, RECIPES, load_script, tiny_minilm_base
 from threadpoolctl import threadpool_limits
 
 CONFIG_DIR = RECIPES / "configs"
 CONFIGS = sorted(path for path in CONFIG_DIR.iterdir() if path.is_file() and not path.name.startswith("."))
-# file-name prefix of a config -> its recipe, recipes/<recipe>.py
+# file-name prefix of a config -> its script: a thin recipe, recipes/<recipe>.py, or a paper pipeline module (dotted)
 RECIPE_OF_PREFIX = {
+    "finetune": "finetune",
     "annealing": "annealing",
+    "annealing_pipeline": "distil_trainers.papers.annealing_pipeline",
     "ddml": "ddml",
+    "ddml_pipeline": "distil_trainers.papers.ddml_pipeline",
     "feature_kd": "feature_kd",
-    "hasoc": "hasoc",
+    "feature_kd_pipeline": "distil_trainers.papers.feature_kd_pipeline",
+    "hasoc": "distil_trainers.papers.hasoc_pipeline",
     "crosslingual": "crosslingual",
+    "crosslingual_pipeline": "distil_trainers.papers.crosslingual_pipeline",
     "rationale": "rationale_distill",
+    "rationale_pipeline": "distil_trainers.papers.rationale_pipeline",
     "llm_to_classifier": "llm_to_classifier",
+    "llm_to_classifier_pipeline": "distil_trainers.papers.llm_to_classifier_pipeline",
 }
+# recipes/<name>.py scripts that are multi-stage pipelines (reports in results.json) rather than thin recipes; a pipeline
+# belongs in distil_trainers.papers, mapped by its dotted module name above
+SCRIPT_PIPELINES: set[str] = set()
 CONFIG_PARAMS = [pytest.param(path, id=path.name) for path in CONFIGS]
 
 pytestmark = pytest.mark.configs
+
+
+def is_pipeline(script: str) -> bool:
+    """A multi-stage paper pipeline (writes results.json) rather than a thin recipe (saves a model)."""
+    return "." in script or script in SCRIPT_PIPELINES
+
+
+def method_of(script: str) -> str:
+    """The method a script runs, the key of its scaling and checks: ``distil_trainers.papers.ddml_pipeline`` -> ``ddml``."""
+    name = script.rsplit(".", 1)[-1]
+    return name[: -len("_pipeline")] if name.endswith("_pipeline") else name
 
 
 def recipe_of(config: Path) -> str:
@@ -60,7 +86,7 @@ def recipe_of(config: Path) -> str:
 
 
 def main_block_parser(module):
-    """The parser of the recipe's ``if __name__ == "__main__"`` block: its ``TrlParser(...)`` call, evaluated in the
+    """The parser of the script's ``if __name__ == "__main__"`` block: its ``TrlParser(...)`` call, evaluated in the
     recipe's namespace (so the test follows the recipe when its parser changes)."""
     path = Path(module.__file__)
     for node in ast.parse(path.read_text()).body:
@@ -78,7 +104,7 @@ def parse_config(config: Path, output_dir: Path):
     """(recipe module, parsed dataclasses) as ``python recipes/<recipe>.py --config <config> --output_dir <dir>``
     gives them. A GPU config (bf16 / fp16) on a machine without a GPU is parsed with ``--use_cpu true`` added:
     TrainingArguments refuses bf16 on a CPU-only machine otherwise, whatever the config."""
-    module = load_recipe(recipe_of(config))
+    module = load_script(recipe_of(config))
     argv = ["--config", str(config), "--output_dir", str(output_dir)]
     values = yaml.safe_load(config.read_text())
     if not torch.cuda.is_available() and isinstance(values, dict) and (values.get("bf16") or values.get("fp16")):
@@ -97,8 +123,13 @@ def test_config_parses_with_its_recipe_parser(config, tmp_path):
 
 
 def test_every_recipe_prefix_names_a_recipe():
-    for prefix, recipe in RECIPE_OF_PREFIX.items():
-        assert (RECIPES / f"{recipe}.py").is_file(), (prefix, recipe)
+    import importlib.util
+
+    for prefix, script in RECIPE_OF_PREFIX.items():
+        if "." in script:
+            assert script.startswith("distil_trainers.papers.") and importlib.util.find_spec(script), (prefix, script)
+        else:
+            assert (RECIPES / f"{script}.py").is_file(), (prefix, script)
 
 
 # ---- running: every config, two optimizer steps per stage on tiny models -------------------------------------------
@@ -127,12 +158,13 @@ def tiny_encoder(tmp_path_factory) -> str:
     return tiny_minilm_base(tmp_path_factory.mktemp("tiny_encoder"), layers=6, max_position_embeddings=128, seed=0)
 
 
-def scaled(parsed: tuple, **changes) -> tuple:
+def scaled(parsed: tuple, strict: bool = True, **changes) -> tuple:
     """``parsed`` with each change applied to every part that has that field (a field such as ``max_length`` may sit
-    in the recipe's or in the training arguments). A change no part takes fails: the scaling must follow a rename."""
+    in the recipe's or in the training arguments). A change no part takes fails (unless not ``strict``): the scaling
+    must follow a rename."""
     fields = [{f.name for f in dataclasses.fields(part) if f.init} for part in parsed]
     unknown = set(changes) - set().union(*fields)
-    assert not unknown, f"no parsed arguments have the fields {sorted(unknown)}: update the scaling in this file"
+    assert not strict or not unknown, f"no parsed arguments have the fields {sorted(unknown)}: update the scaling here"
     return tuple(
         dataclasses.replace(part, **{k: v for k, v in changes.items() if k in names})
         for part, names in zip(parsed, fields)
@@ -224,7 +256,7 @@ def smollm2_server(model_alias: str, log_path: Path):
                 raise RuntimeError(f"llama_cpp.server (the stand-in teacher) exited with {died} while serving")
 
 
-def scale_rationale(parsed, encoder, tmp_path):
+def scale_rationale(parsed, encoder, tmp_path, strict: bool = True):
     """The student and the llama.cpp teacher of the quickstart are the packaged SmolLM2 already; a student given as a
     Hub model (the paper's 8B, in 4-bit) becomes a tiny Llama saved locally, loaded with the config's quantization
     and LoRA settings."""
@@ -237,8 +269,10 @@ def scale_rationale(parsed, encoder, tmp_path):
         tokenizer.save_pretrained(tmp_path / "student_base")
         parsed = scaled(parsed, model_name_or_path=str(tmp_path / "student_base"))
     return scaled(
-        parsed, max_train_samples=4, max_eval_samples=2, teacher_max_new_tokens=min(script.teacher_max_new_tokens, 48),
-        efficiency_samples=min(script.efficiency_samples, 1), explain_samples=min(script.explain_samples, 1),
+        parsed, strict=strict, max_train_samples=4, max_eval_samples=2,
+        teacher_max_new_tokens=min(script.teacher_max_new_tokens, 48),
+        efficiency_samples=min(getattr(script, "efficiency_samples", 1), 1),
+        explain_samples=min(getattr(script, "explain_samples", 1), 1),
         max_length=min(parsed[1].max_length, 160),
         **{**TRAINING, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 2},
     )
@@ -256,9 +290,10 @@ SCALE = {
     "feature_kd": scale_feature_kd,
     "hasoc": scale_hasoc,
     "crosslingual": scale_crosslingual,
-    "rationale_distill": scale_rationale,
+    "rationale": scale_rationale,
     "llm_to_classifier": scale_llm_to_classifier,
 }
+RATIONALE = {"rationale_distill", "rationale"}  # the thin recipe, the paper pipeline: a generative student
 
 
 def _rationale_requirements(script) -> None:
@@ -276,14 +311,80 @@ def _rationale_requirements(script) -> None:
         pytest.importorskip("gguf", reason="loading a GGUF student needs the gguf package")
 
 
+def tiny_teacher(parsed: tuple, encoder: str, directory: Path) -> str:
+    """A "fine-tuned" classifier (the tiny encoder with a random head) over the classes of the config's dataset, saved
+    with its tokenizer: the teacher of a thin recipe (whose config names the output of recipes/finetune.py)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    script = parsed[0]
+    spec = script.task_specs()[0]
+    names = spec.load(data_dir=script.data_dir, max_samples_per_split=4)["train"].features["label"].names
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(encoder).save_pretrained(directory)
+    return str(directory)
+
+
+def scale_thin(parsed: tuple, encoder: str, tmp_path: Path) -> tuple:
+    """A thin recipe's arguments scaled down: its models are the tiny encoder (a teacher classifier built from it; the
+    LLM of llm_to_classifier stays as shipped), a few examples, two steps."""
+    script = parsed[0]
+    changes = dict(max_train_samples=16, max_eval_samples=16, max_length=32, **TRAINING)
+    if hasattr(script, "model_name_or_path"):
+        changes["model_name_or_path"] = encoder
+    if getattr(script, "teacher_model", None) and not hasattr(script, "teacher_backend"):
+        changes["teacher_model"] = tiny_teacher(parsed, encoder, tmp_path / "teacher")
+    if getattr(script, "students", None):
+        changes["students"] = {
+            name: {**spec, **{key: encoder for key in ("base", "tokenizer_from") if key in spec}}
+            for name, spec in script.students.items()
+        }
+    if hasattr(script, "calibration_samples"):
+        changes["calibration_samples"] = 8
+    return scaled(parsed, **changes)
+
+
+# thin recipes whose arguments need their own scaling (the others: scale_thin)
+THIN_SCALE = {"rationale_distill": lambda parsed, encoder, tmp_path: scale_rationale(parsed, encoder, tmp_path, False)}
+
+
+def check_thin_outputs(run_dir: Path) -> None:
+    """What a thin recipe saved: a model (or a LoRA adapter) with its tokenizer in its output_dir (mutual learning: one
+    folder per student), a classifier loadable with AutoModelForSequenceClassification, and its evaluation metrics
+    (``<split>_results.json``, every macro-F1 in [0, 1])."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if any((run_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
+        models = [run_dir]
+    else:
+        models = [p.parent for p in run_dir.glob("*/config.json") if not p.parent.name.startswith("checkpoint-")]
+    assert models, f"no saved model in {run_dir}: {sorted(p.name for p in run_dir.iterdir())}"
+    for directory in models:
+        assert any(directory.glob("*.safetensors")), f"no weights in {directory}"
+        AutoTokenizer.from_pretrained(directory)
+        config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
+        if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+            assert AutoModelForSequenceClassification.from_pretrained(directory).config.num_labels > 1
+    results = [p for p in run_dir.glob("*_results.json") if p.name not in ("all_results.json", "train_results.json")]
+    assert results, f"no evaluation metrics (<split>_results.json) in {run_dir}"
+    for path in results:
+        metrics = json.loads(path.read_text())
+        f1 = [value for key, value in metrics.items() if key.endswith("f1_macro")]
+        assert f1 and all(0.0 <= value <= 1.0 for value in f1), (path.name, metrics)
+
+
 def run_config(config: Path, tmp_path: Path, encoder: str | None) -> None:
-    """Parse ``config`` as its recipe's command line does, scale it down (SCALE) and run the recipe's ``main``: the
-    results land in ``<tmp_path>/run``."""
-    name = recipe_of(config)
+    """Parse ``config`` as its script's command line does, scale it down (a pipeline: SCALE; a thin recipe:
+    ``scale_thin``) and run the script's ``main``: the results land in ``<tmp_path>/run``."""
+    script = recipe_of(config)
+    name = method_of(script)
     module, parsed = parse_config(config, tmp_path / "run")
-    parsed = SCALE[name](parsed, encoder, tmp_path)
+    scale = SCALE[name] if is_pipeline(script) else THIN_SCALE.get(name, scale_thin)
+    parsed = scale(parsed, encoder, tmp_path)
     with contextlib.ExitStack() as stack:
-        if name == "rationale_distill" and parsed[0].teacher_backend == "openai":
+        if name in RATIONALE and parsed[0].teacher_backend == "openai":
             url = stack.enter_context(smollm2_server(parsed[0].teacher_model or "teacher", tmp_path / "server.log"))
             parsed = (dataclasses.replace(parsed[0], teacher_base_url=url), *parsed[1:])
         module.main(*parsed)
@@ -363,9 +464,10 @@ RUN_PARAMS = [
 
 @pytest.mark.parametrize("config", RUN_PARAMS)
 def test_config_runs_two_steps_on_tiny_models(config, tmp_path, request):
-    name = recipe_of(config)
+    script = recipe_of(config)
+    name = method_of(script)
     module, (recipe, args, *_) = parse_config(config, tmp_path / "config")  # as shipped, for the checks below
-    if name == "rationale_distill":
+    if name in RATIONALE:
         _rationale_requirements(recipe)
         run_config_in_subprocess(config, tmp_path)
     else:
@@ -375,8 +477,11 @@ def test_config_runs_two_steps_on_tiny_models(config, tmp_path, request):
         with threadpool_limits(1):
             run_config(config, tmp_path, encoder)
 
+    if not is_pipeline(script):
+        check_thin_outputs(tmp_path / "run")
+        return
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    if name == "rationale_distill":
+    if name in RATIONALE:
         students = ["student"] + (["student_label_only"] if recipe.label_only_baseline and args.alpha < 1 else [])
         for student in students:
             assert 0.0 <= saved[student]["f1_macro"] <= 1.0, saved

@@ -1,4 +1,4 @@
-"""Slow: recipes/ddml.py end to end on a small real slice of Davidson, with a tiny BERT (random weights, MiniLM's
+"""Slow: distil_trainers.papers.ddml_pipeline (formerly recipes/ddml.py) end to end on a small real slice of Davidson, with a tiny BERT (random weights, MiniLM's
 tokenizer) standing in for MiniLM: the table's rows, the baselines trained alone with the same steps and the same
 per-student learning rates as in DDML, and reuse of finished stages on a rerun."""
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_recipe, real_data_marks, tiny_minilm_base
+from conftest import load_script, real_data_marks, tiny_minilm_base
 
 from distil_trainers import MutualLearningArguments
 
@@ -17,7 +17,7 @@ pytestmark = real_data_marks()
 
 def test_ddml_recipe_baselines_train_with_each_students_learning_rate(tmp_path, capsys):
     torch.set_num_threads(1)
-    recipe = load_recipe("ddml")
+    recipe = load_script("distil_trainers.papers.ddml_pipeline")
     base = tiny_minilm_base(tmp_path / "base", layers=2, seed=0)
     students = {
         "small": {"base": base, "layers": [0]},

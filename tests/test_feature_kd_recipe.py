@@ -1,4 +1,4 @@
-"""Slow: recipes/feature_kd.py end to end on a small real slice of Davidson, with a tiny 6-layer BERT (random weights,
+"""Slow: distil_trainers.papers.feature_kd_pipeline (formerly recipes/feature_kd.py) end to end on a small real slice of Davidson, with a tiny 6-layer BERT (random weights,
 MiniLM's tokenizer) standing in for MiniLM: the four methods, a born-again generation, the table, and reuse of
 finished stages on a rerun."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import load_recipe, real_data_marks, tiny_minilm_base
+from conftest import load_script, real_data_marks, tiny_minilm_base
 
 from distil_trainers import AnnealingArguments
 
@@ -16,7 +16,7 @@ pytestmark = real_data_marks()
 
 def test_feature_kd_recipe_compares_methods_and_born_again_generations(tmp_path, capsys):
     torch.set_num_threads(1)
-    recipe = load_recipe("feature_kd")
+    recipe = load_script("distil_trainers.papers.feature_kd_pipeline")
     base = tiny_minilm_base(tmp_path / "base", layers=6, max_position_embeddings=128, seed=0)
     recipe_args = recipe.RecipeArguments(
         dataset_name=["davidson"], teacher_base=base, teacher_epochs=1, teacher_learning_rate=1e-3,

@@ -1,5 +1,6 @@
-"""The HASOC recipe end to end on real HASOC 2019 English data, with a tiny BERT (MiniLM's tokenizer) in place of
-MiniLM so that it runs in seconds: baselines, teacher -> student per subtask, and the hierarchical models."""
+"""The HASOC paper pipeline (``python -m distil_trainers.papers.hasoc_pipeline``) end to end on real HASOC 2019 English
+data, with a tiny BERT (MiniLM's tokenizer) in place of MiniLM so that it runs in seconds: baselines, teacher ->
+student per subtask, and the hierarchical models."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import dataclasses
 import json
 
 import pytest
-from conftest import RECIPES, load_recipe, tiny_minilm_base
+from conftest import RECIPES, tiny_minilm_base
 from huggingface_hub import metadata_load
 
 from distil_trainers.data import load_dataset_by_name
 from distil_trainers.data.registry import DatasetNotAvailableError
+from distil_trainers.papers import hasoc_pipeline
 from distil_trainers.trainers.annealing import AnnealingArguments
 
 
@@ -28,8 +30,8 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
-    recipe = load_recipe("hasoc")
+def test_pipeline_end_to_end(tiny_base, tmp_path, capsys):
+    recipe = hasoc_pipeline
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("fuck*\nshit*\n")
     recipe_args = recipe.RecipeArguments(
@@ -84,7 +86,8 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         recipe.main(recipe_args, dataclasses.replace(args, push_to_hub=True, hub_model_id="me/hasoc-en"))
     assert stop.value.code == 1
-    again = {(r["model"], r["subtask"]): r for r in json.loads((tmp_path / "run" / "results.json").read_text())["rows"]}
+    saved_again = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    again = {(r["model"], r["subtask"]): r for r in saved_again}
     assert (
         again[("student (3 layers, distilled)", "B")]["f1_macro"]
         == by_key[("student (3 layers, distilled)", "B")]["f1_macro"]
@@ -101,8 +104,8 @@ def test_recipe_end_to_end(tiny_base, tmp_path, capsys):
     assert not (tmp_path / "run" / "subtask_a" / "teacher" / "README.md").exists()
 
 
-def test_recipe_arguments_are_checked():
-    recipe = load_recipe("hasoc")
+def test_pipeline_arguments_are_checked():
+    recipe = hasoc_pipeline
     with pytest.raises(ValueError, match="language"):
         recipe.RecipeArguments(language="fr")
     with pytest.raises(ValueError, match="Unknown baselines"):
@@ -117,7 +120,7 @@ def test_recipe_arguments_are_checked():
 def test_quick_configs_parse(language):
     from trl import TrlParser
 
-    recipe = load_recipe("hasoc")
+    recipe = hasoc_pipeline
     parser = TrlParser((recipe.RecipeArguments, AnnealingArguments))
     recipe_args, args = parser.parse_args_and_config(
         ["--config", str(RECIPES / "configs" / f"hasoc_{language}_quick.yaml")]
@@ -128,7 +131,7 @@ def test_quick_configs_parse(language):
 
 
 def test_paper_numbers_sit_beside_english_rows_only():
-    recipe = load_recipe("hasoc")
+    recipe = hasoc_pipeline
     metrics = {"accuracy": 0.5, "precision_macro": 0.5, "recall_macro": 0.5, "f1_macro": 0.5}
     english = recipe.row("TF-IDF + logistic regression", "a", metrics, paper_key=("a", "logreg"), language="en")
     assert english["paper_f1_macro"] == recipe.PAPER_REPORTED[("a", "logreg")][1]
@@ -138,7 +141,7 @@ def test_paper_numbers_sit_beside_english_rows_only():
 
 
 def test_push_without_transformers_is_refused_before_anything_runs(tmp_path):
-    recipe = load_recipe("hasoc")
+    recipe = hasoc_pipeline
     args = AnnealingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, push_to_hub=True,
                               hub_model_id="me/hasoc")  # fmt: skip
     with pytest.raises(ValueError, match="needs run_transformers"):

@@ -1,4 +1,4 @@
-"""``recipes/llm_to_classifier.py`` end to end on tiny models, through its own ``TrlParser`` as the command line parses
+"""``distil_trainers.papers.llm_to_classifier_pipeline`` (the comparison; formerly ``recipes/llm_to_classifier.py``) end to end on tiny models, through its own ``TrlParser`` as the command line parses
 it: a tiny causal LM built from a config (MiniLM's tokenizer, random weights, the transformers backend) labels the
 texts, a tiny encoder student is distilled from its cached soft labels without any gold label, and the report has a
 row per model with its inference cost; the student's card names the LLM, its prompt and its label words. A user's csv
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import MINILM, load_recipe, tiny_minilm_base
+from conftest import MINILM, load_script, tiny_minilm_base
 from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from distil_trainers.data import get_data_dir
@@ -38,7 +38,7 @@ def recipe_parser(module):
 
 
 def run(argv: list[str]) -> dict:
-    module = load_recipe("llm_to_classifier")
+    module = load_script("distil_trainers.papers.llm_to_classifier_pipeline")
     return module.main(*recipe_parser(module).parse_args_and_config(argv))
 
 
@@ -148,7 +148,7 @@ def test_a_users_csv_with_string_labels_and_gold_labels(tiny_llm, tiny_base, tmp
 
 
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
-    module = load_recipe("llm_to_classifier")
+    module = load_script("distil_trainers.papers.llm_to_classifier_pipeline")
     parser = recipe_parser(module)
     base = ["--output_dir", str(tmp_path / "x"), "--use_cpu", "true"]
     with pytest.raises(ValueError, match="needs teacher_base_url"):

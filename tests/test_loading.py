@@ -4,6 +4,7 @@ the recipes' DatasetArguments (YAML and command line) and the deprecated data fl
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import warnings
@@ -12,7 +13,7 @@ from collections import Counter
 import datasets
 import pandas as pd
 import pytest
-from conftest import RECIPES, load_recipe
+from conftest import RECIPES
 
 from distil_trainers.data import (
     DatasetArguments,
@@ -363,24 +364,25 @@ def test_dataset_arguments_from_the_command_line_and_yaml(tmp_path):
 
 
 def _parse(recipe: str, argv: list[str]):
-    """The recipe arguments as the recipe's own command line gives them (its TrlParser dataclasses)."""
+    """The arguments of a paper pipeline (``distil_trainers.papers.<recipe>_pipeline``, which keeps the deprecated
+    data flags) as its own command line gives them (its TrlParser dataclasses)."""
     from trl import ModelConfig, TrlParser
 
     from distil_trainers import AnnealingArguments, MutualLearningArguments
     from distil_trainers.trainers.adversarial import AdversarialArguments
     from distil_trainers.trainers.rationale import RationaleSFTConfig
 
-    module = load_recipe(recipe)
+    module = importlib.import_module(f"distil_trainers.papers.{recipe}_pipeline")
     types = {
         "annealing": (module.__dict__.get("RecipeArguments"), AnnealingArguments),
         "feature_kd": (module.__dict__.get("RecipeArguments"), AnnealingArguments),
         "ddml": (module.__dict__.get("DDMLRecipeArguments"), MutualLearningArguments),
         "crosslingual": (module.__dict__.get("RecipeArguments"), AdversarialArguments),
-        "rationale_distill": (module.__dict__.get("RationaleScriptArguments"), RationaleSFTConfig, ModelConfig),
+        "rationale": (module.__dict__.get("RationaleScriptArguments"), RationaleSFTConfig, ModelConfig),
     }[recipe]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cpu = ["--use_cpu", "true"] if recipe == "rationale_distill" else []  # SFTConfig: bf16 by default
+        cpu = ["--use_cpu", "true"] if recipe == "rationale" else []  # SFTConfig: bf16 by default
         parsed = TrlParser(types).parse_args_and_config([*argv, "--output_dir", "unused", *cpu])
     deprecations = [w for w in caught if issubclass(w.category, FutureWarning) and "--dataset_name" in str(w.message)]
     return parsed[0], deprecations
@@ -392,7 +394,7 @@ def _parse(recipe: str, argv: list[str]):
         ("annealing", ["--tasks", "sst2", "davidson"], ["--dataset_name", "sst2", "davidson"]),
         ("feature_kd", ["--tasks", "davidson"], ["--dataset_name", "davidson"]),
         ("ddml", ["--dataset", "tweeteval_hate"], ["--dataset_name", "tweeteval_hate"]),
-        ("rationale_distill", ["--dataset", "sst2"], ["--dataset_name", "sst2"]),
+        ("rationale", ["--dataset", "sst2"], ["--dataset_name", "sst2"]),
         ("crosslingual", ["--target_task", "redv1", "--source_task", "tweeteval_emotion"],
          ["--dataset_name", "redv1", "tweeteval_emotion", "sst2"]),
     ],
@@ -412,7 +414,7 @@ def test_old_data_flags_warn_and_give_the_same_arguments(recipe, old, new):
 
 def test_old_flag_with_a_config_giving_dataset_name(tmp_path):
     # the shipped config names dataset_name; an old command line overrides it the old way
-    args, warned = _parse("ddml", ["--config", str(RECIPES / "configs" / "ddml_quickstart.yaml"),
+    args, warned = _parse("ddml", ["--config", str(RECIPES / "configs" / "ddml_pipeline_quickstart.yaml"),
                                    "--dataset", "tweeteval_hate"])  # fmt: skip
     assert args.dataset_name == ["tweeteval_hate"] and warned
     config = tmp_path / "custom.yaml"
@@ -422,7 +424,7 @@ def test_old_flag_with_a_config_giving_dataset_name(tmp_path):
 
 
 def test_rationale_former_eval_split_test_is_taken_as_the_test_split():
-    args, _ = _parse("rationale_distill", ["--eval_split", "test"])
+    args, _ = _parse("rationale", ["--eval_split", "test"])
     assert args.eval_split == ["validation"] and args.test_split == ["test"]
 
 

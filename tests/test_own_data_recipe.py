@@ -1,8 +1,9 @@
-"""Slow: a new user's own data through the recipes, as on the command line. A csv ``text,label`` with string labels
-(``hate`` / ``none``: 120 real Davidson posts, class 0 -> hate, class 2 -> none) goes through ``recipes/annealing.py``
-and ``recipes/ddml.py`` exactly as ``accelerate launch recipes/<recipe>.py --dataset_name my_posts.csv --text_column
-text --label_column label ...`` parses it (the recipe's own ``TrlParser`` of its ``__main__`` block), and a folder of
-split files (train.csv / dev.csv / test.csv) through ``recipes/feature_kd.py``; tiny models (MiniLM's tokenizer, random
+"""Slow: a new user's own data through the paper pipelines, as on the command line. A csv ``text,label`` with string
+labels (``hate`` / ``none``: 120 real Davidson posts, class 0 -> hate, class 2 -> none) goes through
+``distil_trainers.papers.annealing_pipeline`` and ``ddml_pipeline`` exactly as ``python -m
+distil_trainers.papers.<module> --dataset_name my_posts.csv --text_column text --label_column label ...`` parses it (the
+module's own ``TrlParser`` of its ``__main__`` block), and a folder of split files (train.csv / dev.csv / test.csv)
+through ``feature_kd_pipeline``; tiny models (MiniLM's tokenizer, random
 weights) and a few optimizer steps keep each run to seconds. An already fine-tuned teacher whose classes are in
 another order gets the data mapped to its order; one with other classes is one clear error."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import load_recipe, real_data_marks, tiny_minilm_base
+from conftest import load_script, real_data_marks, tiny_minilm_base
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from distil_trainers.data import get_data_dir
@@ -39,7 +40,8 @@ def recipe_parser(module):
 
 
 def run_recipe(name: str, argv: list[str]) -> dict:
-    module = load_recipe(name)
+    """Run the paper pipeline of ``name`` (``distil_trainers.papers.<name>_pipeline``) with a command line."""
+    module = load_script(f"distil_trainers.papers.{name}_pipeline")
     return module.main(*recipe_parser(module).parse_args_and_config(argv))
 
 

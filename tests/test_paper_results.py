@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import load_recipe
+from conftest import load_recipe, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -361,6 +361,8 @@ def test_dry_run_prints_the_commands_and_runs_nothing(workspace):
         ({"rows": []}, "needs `rows`"),
         ({"requires": ["later"]}, "requires 'later', which is not a job listed before it"),
         ({"colour": "blue"}, "unknown keys ['colour']"),
+        ({"recipe": None, "module": "distil_trainers.papers.no_such_pipeline"}, "is not importable"),
+        ({"module": "distil_trainers.papers.ddml_pipeline"}, "not both"),
     ],
 )
 def test_an_invalid_job_file_is_one_clear_error_before_anything_runs(workspace, capsys, change, message):
@@ -375,6 +377,20 @@ def test_an_invalid_job_file_is_one_clear_error_before_anything_runs(workspace, 
     assert message in error and "job 'bad'" in error
     assert workspace.called() == []  # the valid job did not run either
     assert not workspace.runs.exists()
+
+
+def test_a_module_job_runs_its_module_with_dash_m(workspace):
+    job = workspace.job(module="distil_trainers.papers.ddml_pipeline", config=str(workspace.config), overrides={})
+    del job["recipe"]
+    job_file = workspace.write([job])
+    loaded = pr.load_job_file(job_file).job("toy")
+    assert loaded.module == "distil_trainers.papers.ddml_pipeline"
+    assert loaded.recipe == ROOT / "distil_trainers" / "papers" / "ddml_pipeline.py"  # its file: parser_classes
+    assert pr.parser_classes(loaded.recipe) == ["DDMLRecipeArguments", "MutualLearningArguments"]
+    code, printed = workspace.run(job_file, "--dry-run", "--seeds", "1")
+    assert code == 0 and "seed 1: python -m distil_trainers.papers.ddml_pipeline --config " in printed
+    command = pr.command(loaded, 1, workspace.runs, threads=2)
+    assert command[:3] == [sys.executable, "-m", "distil_trainers.papers.ddml_pipeline"]
 
 
 def test_unknown_job_names_are_refused(workspace, capsys):
@@ -398,10 +414,15 @@ def test_the_shipped_job_file_parses_with_every_recipes_own_parser(tmp_path):
     for job in job_file.jobs:
         assert job.recipe.is_file() and job.config.is_file()
         assert job.seeds == [1, 2, 3]
-        assert job.recipe.parent == ROOT / "recipes" and job.config.parent == ROOT / "recipes" / "configs"
-        if job.recipe.stem not in modules:
-            modules[job.recipe.stem] = load_recipe(job.recipe.stem)
-        module = modules[job.recipe.stem]
+        assert job.config.parent == ROOT / "recipes" / "configs"
+        if job.module:  # a paper pipeline, run with -m
+            assert job.module.startswith("distil_trainers.papers.") and job.recipe.parent == ROOT / "distil_trainers" / "papers"
+        else:
+            assert job.recipe.parent == ROOT / "recipes"
+        key = job.module or job.recipe.stem
+        if key not in modules:
+            modules[key] = load_script(job.module) if job.module else load_recipe(job.recipe.stem)
+        module = modules[key]
         classes = [getattr(module, name) for name in pr.parser_classes(job.recipe)]
         argv = pr.recipe_args(job, 1, tmp_path / "runs", absolute=True)
         # unknown arguments (from the config or the overrides) raise here
@@ -421,7 +442,7 @@ def test_the_shipped_job_file_parses_with_every_recipes_own_parser(tmp_path):
 
 
 def test_the_shipped_hasoc_numbers_are_the_recipes_paper_numbers():
-    hasoc = load_recipe("hasoc")
+    hasoc = load_script("distil_trainers.papers.hasoc_pipeline")
     reported = {(subtask.upper(), values[0], values[1]) for (subtask, _), values in hasoc.PAPER_REPORTED.items()}
     job = pr.load_job_file(pr.DEFAULT_JOB_FILE).job("saseendran_hasoc")
     quoted = {

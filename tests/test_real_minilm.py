@@ -1,10 +1,11 @@
-"""Slow: the annealing recipe end to end with the real packaged MiniLM-L6 on a small real slice of Davidson."""
+"""Slow: the annealing paper pipeline end to end with the real packaged MiniLM-L6 on a small real slice of Davidson."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
-from conftest import MINILM, load_recipe, real_data_marks
+from conftest import MINILM, real_data_marks
 
 from distil_trainers import AnnealingArguments
 from distil_trainers.data import load_dataset_by_name
@@ -14,7 +15,7 @@ pytestmark = real_data_marks()
 
 
 def test_annealing_recipe_student_learns_davidson(tmp_path):
-    recipe = load_recipe("annealing")
+    recipe = importlib.import_module("distil_trainers.papers.annealing_pipeline")
     recipe_args = recipe.RecipeArguments(
         dataset_name=["davidson"], teacher_base=MINILM, teacher_epochs=3, teacher_learning_rate=1e-4,
         student_layers=[0, 2, 4], max_train_samples=1500, max_eval_samples=400,
@@ -50,7 +51,7 @@ def test_annealing_recipe_student_learns_davidson(tmp_path):
 
 def test_multitask_recipe_runs_both_heads(tmp_path):
     """The multi-task config's path (SST-2 + Davidson, one encoder, two heads) end to end on a tiny slice."""
-    recipe = load_recipe("annealing")
+    recipe = importlib.import_module("distil_trainers.papers.annealing_pipeline")
     recipe_args = recipe.RecipeArguments(
         dataset_name=["sst2", "davidson"], teacher_base=MINILM, teacher_epochs=1, student_layers=[0, 3],
         max_train_samples=96, max_eval_samples=64,

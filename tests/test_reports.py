@@ -168,11 +168,11 @@ def test_find_saved_models_roles_and_ensembles(tmp_path):
     # a rationale run holds LoRA adapters of language models: the error says how to score them
     (tmp_path / "rationale" / "student").mkdir(parents=True)
     (tmp_path / "rationale" / "student" / "adapter_config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"LoRA adapters .*\(student\).*rationale_distill.py --stage evaluate"):
+    with pytest.raises(FileNotFoundError, match=r"LoRA adapters .*\(student\).*papers.rationale_pipeline --stage\s+evaluate"):
         find_saved_models(tmp_path / "rationale")
 
 
-# ---- finished run directories: distil-trainers evaluate / recipes/evaluate_runs.py -----------------------------------
+# ---- finished run directories: distil-trainers evaluate ---------------------------------------------------------------
 
 TOY_WORDS = ["good", "bad", "fine", "awful", "nice", "vile", "ok", "meh"]
 
@@ -264,22 +264,20 @@ def test_evaluate_command_on_a_run_directory(tmp_path, toy_dataset_name):
     (run / "ddml" / "checkpoint-5").mkdir()  # ignored: not a saved model
     shutil.copytree(run, tmp_path / "run2")  # the same run "with another seed"
     out = tmp_path / "eval"
+    config = tmp_path / "evaluate.yaml"  # part of the arguments from --config, the rest from the command line
+    config.write_text(f"dataset: {toy_dataset_name}\ndata_dir: {tmp_path}\nwrite_cards: true\nseeds: [7, 8]\n")
     code = main(
         [
             "evaluate",
             str(run),
             str(tmp_path / "run2"),
+            "--config",
+            str(config),
             "--seeds",
             "1",
             "2",
-            "--dataset",
-            toy_dataset_name,
             "--output_dir",
             str(out),
-            "--write_cards",
-            "true",
-            "--data_dir",
-            str(tmp_path),
         ]
     )
     assert code == 0

@@ -9,8 +9,8 @@
 ``evaluate`` writes ``report.json`` / ``report.md``, ``plots/*.png`` (training curves of every trained model,
 confusion matrices, a bar chart per metric) and, with ``--write_cards``, a ``README.md`` model card beside every
 saved student. A multi-task model (``MultiTaskModel``) gives one report row per (model, task), each head scored on
-the registered dataset named like its task. ``recipes/evaluate_runs.py`` is the same with ``--config evaluate.yaml``
-support.
+the registered dataset named like its task. ``--config evaluate.yaml`` reads the same arguments from a YAML file (the
+command line overrides it).
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvaluateArguments:
-    """Arguments of ``distil-trainers evaluate`` and ``recipes/evaluate_runs.py``."""
+    """Arguments of ``distil-trainers evaluate`` (command line, or a YAML file given with ``--config``)."""
 
     run_dirs: list[str] = field(
         metadata={
@@ -245,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             while rest and not rest[0].startswith("-"):
                 dirs.append(rest.pop(0))
             rest = ["--run_dirs", *dirs, *rest]
-        (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(rest)
+        from trl import TrlParser  # --config <yaml>, overridden by the command line
+
+        (args,) = TrlParser(EvaluateArguments).parse_args_and_config(rest)
         run_evaluation(args)
         return 0
     import argparse

@@ -460,8 +460,8 @@ def find_saved_models(run_dir: str | os.PathLike) -> tuple[list[SavedModel], lis
         if adapters:
             raise FileNotFoundError(
                 f"{run_dir} holds LoRA adapters of generative students ({', '.join(adapters)}), not classifiers: "
-                "score them by label scoring with `python recipes/rationale_distill.py --stage evaluate "
-                f"--output_dir {run_dir}` (same config), which writes results.json and their model cards."
+                "score them by label scoring with `python -m distil_trainers.papers.rationale_pipeline --stage "
+                f"evaluate --output_dir {run_dir}` (same config), which writes results.json and their model cards."
             )
         raise FileNotFoundError(f"No saved model (config.json + weights) below {run_dir}.")
     return models, ensembles

@@ -1,20 +1,20 @@
 # Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
 """
-HASOC 2019 hate / offensive content identification (Saseendran et al. 2021): classical baselines, a distilled transformer student
-and the hierarchical model, on subtask A (HOF / NOT) and subtask B (NONE / HATE / OFFN / PRFN), in one table.
+HASOC 2019 hate / offensive content identification (Saseendran et al. 2021): classical baselines, a distilled
+transformer student and the hierarchical model, on subtask A (HOF / NOT) and subtask B (NONE / HATE / OFFN / PRFN), in
+one table.
 
 1. Baselines (``baselines``): TF-IDF + logistic regression, linear SVM, kNN, random forest, their majority vote
-   (``mode``) and the majority class,
-   each scored with ``cv_folds``-fold stratified cross-validation on the whole training split, then refitted on it and
-   scored on the official test split. ``hierarchical_baseline`` adds the hierarchical model built from two logistic
-   regressions (A, then B on the HOF posts).
+   (``mode``) and the majority class, each scored with ``cv_folds``-fold stratified cross-validation on the whole
+   training split, then refitted on it and scored on the official test split. ``hierarchical_baseline`` adds the
+   hierarchical model built from two logistic regressions (A, then B on the HOF posts).
 2. Transformers (``run_transformers``): for each subtask a teacher is fine-tuned from ``teacher_base`` (on
-   ``max_train_samples`` examples) and a student keeping ``student_layers`` of it is distilled with ``AnnealingTrainer``
-   (teacher annealing by default).
-3. The hierarchical model (the proposed model of Saseendran et al.): the subtask-A student decides HOF / NOT, posts judged NOT are
-   NONE, and a subtask-B student distilled on the HOF posts only (HATE / OFFN / PRFN) labels the rest; with
-   ``profanity`` (``better_profanity`` or a word-list file) a lexicon step first labels PRFN the HOF posts that contain
-   a listed word, and the B student is then trained on HATE / OFFN only, as in the paper.
+   ``max_train_samples`` examples) and a student keeping ``student_layers`` of it is distilled with
+   ``AnnealingTrainer`` (teacher annealing by default).
+3. The hierarchical model (the proposed model of Saseendran et al.): the subtask-A student decides HOF / NOT, posts
+   judged NOT are NONE, and a subtask-B student distilled on the HOF posts only (HATE / OFFN / PRFN) labels the rest;
+   with ``profanity`` (``better_profanity`` or a word-list file) a lexicon step first labels PRFN the HOF posts that
+   contain a listed word, and the B student is then trained on HATE / OFFN only, as in the paper.
 4. One table (``<output_dir>/results.md`` and ``results.json``): accuracy, macro P/R/F1 on the test split for every
    model and subtask, the baselines' cross-validated macro-F1, and the paper's reported numbers beside them. The paper
    reports HASOC 2021 English test results; these runs use HASOC 2019 data, so the columns are not the same test.
@@ -22,18 +22,19 @@ and the hierarchical model, on subtask A (HOF / NOT) and subtask B (NONE / HATE 
 Every transformer stage is kept in ``<output_dir>/<stage>/`` with a fingerprint of its settings and data: a rerun
 reuses finished stages, an interrupted one resumes from its last checkpoint.
 
-Usage:
+Usage (a paper pipeline: the distillation of each subtask's student is ``recipes/annealing.py``'s method):
 
     # English, quick: full-train baselines with 10-fold CV, transformers on a 1,500-post subsample
-    accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/hasoc.py \\
+    accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 -m distil_trainers.papers.hasoc_pipeline \\
         --config recipes/configs/hasoc_en_quick.yaml
 
-    # German or Hindi: the same recipe, another language (no profanity step: the word list is English)
-    accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/hasoc.py \\
+    # German or Hindi: the same pipeline, another language (no profanity step: the word list is English)
+    accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 -m distil_trainers.papers.hasoc_pipeline \\
         --config recipes/configs/hasoc_de_quick.yaml
 
     # baselines only (seconds to minutes, no transformer)
-    python recipes/hasoc.py --config recipes/configs/hasoc_en_quick.yaml --run_transformers false
+    python -m distil_trainers.papers.hasoc_pipeline --config recipes/configs/hasoc_en_quick.yaml \\
+        --run_transformers false
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ from distil_trainers.papers.workflow import (
     training_fingerprint,
 )
 
-logger = logging.getLogger("recipes.hasoc")
+logger = logging.getLogger(__name__)
 
-# Saseendran et al. (2021), tables 8 and 9: HASOC 2021 English test results (accuracy, macro-F1, macro-precision, macro-recall).
-# They are shown beside the rows of PAPER_LANGUAGE only.
+# Saseendran et al. (2021), tables 8 and 9: HASOC 2021 English test results (accuracy, macro-F1, macro-precision,
+# macro-recall). They are shown beside the rows of PAPER_LANGUAGE only.
 PAPER_LANGUAGE = "en"
 PAPER_REPORTED = {
     ("a", "student"): (77.67, 74.91, 77.30, 74.91),  # DistilBERT

