@@ -90,13 +90,7 @@ def to_target_classes(split, label_map: dict, names: list[str]):
 def main(script_args: ScriptArguments, training_args: AdversarialArguments) -> dict:
     set_seed(training_args.seed)
     # ---- data: target and source, the source relabelled into the target classes, one language id per example ----
-    n_train, n_eval = script_args.max_train_samples, script_args.max_eval_samples
-    limits = {split: n for split, n in {"train": n_train, "validation": n_eval, "test": n_eval}.items() if n}
-    target, source = (
-        spec.load(data_dir=script_args.data_dir, seed=training_args.seed, validation_size=script_args.validation_size,
-                  max_samples_per_split=limits or None)
-        for spec in script_args.task_specs()
-    )  # fmt: skip
+    target, source = script_args.load_datasets(seed=training_args.seed)
     names = target["train"].features["label"].names
     source_train = to_target_classes(source["train"], script_args.label_map, names)
     train = concatenate_datasets([

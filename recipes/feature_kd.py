@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoTokenizer
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer, FeatureMatch, make_student, uniform_matches
-from distil_trainers.data import DatasetArguments, load_text_classification, model_label_names
+from distil_trainers.data import DatasetArguments, model_label_names
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 
@@ -99,15 +99,8 @@ def main(script_args: ScriptArguments, training_args: AnnealingArguments) -> dic
         training_args = dataclasses.replace(training_args, feature_matches=matches)
 
     # ---- data: the --dataset_name / --text_column / --label_column ... flags ----
-    spec = script_args.task_specs()[0]
-    limits = {"train": script_args.max_train_samples, "validation": script_args.max_eval_samples,
-              "test": script_args.max_eval_samples}
-    dataset = load_text_classification(
-        spec.name_or_path, config=spec.config, text_column=spec.text_column, text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column, train_split=spec.train_split, eval_split=spec.eval_split,
-        test_split=spec.test_split, validation_size=script_args.validation_size, seed=training_args.seed,
-        data_dir=script_args.data_dir, max_samples_per_split={k: v for k, v in limits.items() if v} or None,
-        label_names=model_label_names(config.id2label),  # the data's classes mapped to the teacher's, by name
+    dataset = script_args.load_dataset(  # the data's classes mapped to the teacher's, by name
+        seed=training_args.seed, label_names=model_label_names(config.id2label)
     )
     names = dataset["train"].features["label"].names
 

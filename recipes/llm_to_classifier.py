@@ -36,7 +36,7 @@ from transformers import AutoTokenizer
 from trl import TrlParser
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer, make_student
-from distil_trainers.data import DatasetArguments, load_text_classification
+from distil_trainers.data import DatasetArguments
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import resolve_model_name_or_path
 from distil_trainers.teachers import (
@@ -86,14 +86,7 @@ def main(script_args: ScriptArguments, training_args: AnnealingArguments) -> dic
     if not script_args.use_gold_labels and AnnealingTrainer.learns_from_labels(training_args):
         raise ValueError("use_gold_labels false needs a loss without a label term (annealing kd with alpha 0).")
     spec = script_args.task_specs()[0]  # the --dataset_name / --text_column / --label_column ... flags
-    limits = {"train": script_args.max_train_samples, "validation": script_args.max_eval_samples,
-              "test": script_args.max_eval_samples}
-    dataset = load_text_classification(
-        spec.name_or_path, config=spec.config, text_column=spec.text_column, text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column, train_split=spec.train_split, eval_split=spec.eval_split,
-        test_split=spec.test_split, validation_size=script_args.validation_size, seed=training_args.seed,
-        data_dir=script_args.data_dir, max_samples_per_split={k: v for k, v in limits.items() if v} or None,
-    )
+    dataset = script_args.load_dataset(seed=training_args.seed)
     names = dataset["train"].features["label"].names
 
     # ---- the LLM labels every text once (cached; a rerun reuses it) ----

@@ -90,12 +90,7 @@ def main(
 ) -> dict:
     set_seed(training_args.seed)
     # ---- data: the posts, and the teacher's label + explanation for each (cached per post) ----
-    n_train, n_eval = script_args.max_train_samples, script_args.max_eval_samples
-    limits = {split: n for split, n in {"train": n_train, "validation": n_eval, "test": n_eval}.items() if n}
-    posts = script_args.task_specs()[0].load(
-        data_dir=script_args.data_dir, seed=training_args.seed, validation_size=script_args.validation_size,
-        max_samples_per_split=limits or None,
-    )
+    posts = script_args.load_dataset(seed=training_args.seed)
     eval_split = "test" if "test" in posts else "validation"
     names = posts["train"].features["label"].names
     teacher = teacher or build_teacher(script_args)

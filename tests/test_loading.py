@@ -444,3 +444,29 @@ def test_data_fingerprint_follows_the_content_of_a_users_file(tmp_path, posts_cs
     frame.loc[0, "label"] = "none"  # same rows, same ids, one label changed
     frame.to_csv(posts_csv, index=False)
     assert data_fingerprint(load_tasks([str(posts_csv)])) != before
+
+
+def test_arguments_load_their_datasets_with_their_flags_and_subsampling(tmp_path, posts_csv):
+    from dataclasses import dataclass
+
+    frame = posts_frame().rename(columns={"text": "post", "label": "class"})
+    other = tmp_path / "other.csv"
+    frame.to_csv(other, index=False)
+
+    @dataclass
+    class Script(DatasetArguments):
+        max_train_samples: int | None = None
+        max_eval_samples: int | None = None
+
+    args = Script(dataset_name=[str(posts_csv), str(other)], text_column=["text", "post"],
+                  label_column=["label", "class"], validation_size=0.25, max_train_samples=10, max_eval_samples=4)
+    first, second = args.load_datasets(seed=3)
+    assert as_pairs(first) == as_pairs(second)  # the same posts, read through each file's own columns
+    assert (len(first["train"]), len(first["validation"])) == (10, 4)
+    full = load_text_classification(str(posts_csv), validation_size=0.25, seed=3)
+    assert set(as_pairs(first)["train"]) <= set(as_pairs(full)["train"])  # carved the same way, then subsampled
+    names = ["none", "hate"]  # a model's class order: the data's classes follow it by name
+    one = Script(dataset_name=[str(posts_csv)]).load_dataset(seed=3, label_names=names)
+    assert one["train"].features["label"].names == names
+    with pytest.raises(ValueError, match=r"trains on one dataset; dataset_name names 2"):
+        args.load_dataset()

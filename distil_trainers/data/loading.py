@@ -744,6 +744,25 @@ class DatasetArguments:
             return None
         return values[0] if len(values) == 1 else values[index]
 
+    def load_datasets(self, seed: int = 42, **kwargs: Any) -> list[datasets.DatasetDict]:
+        """Every ``dataset_name`` read with these arguments (:func:`load_text_classification`), one
+        ``DatasetDict`` each. A subclass with ``max_train_samples`` / ``max_eval_samples`` fields gets its train /
+        validation and test splits subsampled (seeded). ``kwargs``: the loader's other options, e.g. ``label_names``
+        (a model's classes, for the data's to be mapped to them by name) or ``cache_dir``."""
+        limits = {"train": getattr(self, "max_train_samples", None)}
+        limits["validation"] = limits["test"] = getattr(self, "max_eval_samples", None)
+        limits = {split: n for split, n in limits.items() if n}
+        kwargs = {"validation_size": self.validation_size, "data_dir": self.data_dir,
+                  "max_samples_per_split": limits or None, **kwargs}
+        return [spec.load(seed=seed, **kwargs) for spec in self.task_specs()]
+
+    def load_dataset(self, seed: int = 42, **kwargs: Any) -> datasets.DatasetDict:
+        """The one dataset of a single-task script (:meth:`load_datasets`; an error names the extra ones)."""
+        if len(self.dataset_name) != 1:
+            raise ValueError(f"This script trains on one dataset; dataset_name names {len(self.dataset_name)}: "
+                             f"{self.dataset_name}.")
+        return self.load_datasets(seed, **kwargs)[0]
+
     def task_specs(self) -> list[TaskDataSpec]:
         """One :class:`TaskDataSpec` per ``dataset_name``, with unique task names (:func:`unique_task_names`)."""
         specs = [
