@@ -27,7 +27,14 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .trainers.citations import ANNEALING_KD_CITATION, BAM_CITATION, DDML_CITATION, HINTON_CITATION
+from .trainers.citations import (
+    ANNEALING_KD_CITATION,
+    BAM_CITATION,
+    DDML_CITATION,
+    HINTON_CITATION,
+    PIOT_CITATION,
+    STEP_BY_STEP_CITATION,
+)
 
 __all__ = [
     "METHODS",
@@ -57,22 +64,7 @@ CARD_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 
 # The papers a trainer class implements are its `_paper` (distil_trainers.trainers.citations); the others here.
 _BAM, _JAFARI, _HINTON, _DDML = BAM_CITATION, ANNEALING_KD_CITATION, HINTON_CITATION, DDML_CITATION
-_STEP_BY_STEP = """@inproceedings{hsieh-etal-2023-distilling,
-  title     = {Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data and Smaller Model
-               Sizes},
-  author    = {Hsieh, Cheng-Yu and Li, Chun-Liang and Yeh, Chih-Kuan and Nakhost, Hootan and Fujii, Yasuhisa and
-               Ratner, Alex and Krishna, Ranjay and Lee, Chen-Yu and Pfister, Tomas},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
-  year      = {2023},
-  pages     = {8003--8017},
-  url       = {https://aclanthology.org/2023.findings-acl.507}
-}"""
-_PIOT = """@article{piot2024efficient,
-  title   = {Towards Efficient and Explainable Hate Speech Detection via Model Distillation},
-  author  = {Piot, Paloma and Parapar, Javier},
-  journal = {arXiv preprint arXiv:2412.13698},
-  year    = {2024}
-}"""
+_STEP_BY_STEP, _PIOT = STEP_BY_STEP_CITATION, PIOT_CITATION
 _MKD_BERT = """@article{zhang2024mkdbert,
   title   = {{MKD-BERT}: Multi-level Knowledge Distillation for Pre-trained Language Models},
   author  = {Zhang, Ying and Yang, Ziheng and Ji, Shufan},

@@ -45,3 +45,19 @@ ADAN_CITATION = """@article{chen-etal-2018-adversarial,
   year    = {2018},
   url     = {https://aclanthology.org/Q18-1039}
 }"""
+PIOT_CITATION = """@article{piot2024efficient,
+  title   = {Towards Efficient and Explainable Hate Speech Detection via Model Distillation},
+  author  = {Piot, Paloma and Parapar, Javier},
+  journal = {arXiv preprint arXiv:2412.13698},
+  year    = {2024}
+}"""
+STEP_BY_STEP_CITATION = """@inproceedings{hsieh-etal-2023-distilling,
+  title     = {Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data and Smaller Model
+               Sizes},
+  author    = {Hsieh, Cheng-Yu and Li, Chun-Liang and Yeh, Chih-Kuan and Nakhost, Hootan and Fujii, Yasuhisa and
+               Ratner, Alex and Krishna, Ranjay and Lee, Chen-Yu and Pfister, Tomas},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
+  year      = {2023},
+  pages     = {8003--8017},
+  url       = {https://aclanthology.org/2023.findings-acl.507}
+}"""

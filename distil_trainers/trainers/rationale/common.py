@@ -14,23 +14,6 @@ from .evaluation import _LabelScoringMixin
 from .loss import LABEL_VIEW, RATIONALE_VIEW, alpha_weighted_view_mean, rationale_multitask_loss
 from .views import VIEW_COLUMN, _is_view_dataset
 
-PIOT_CITATION = """@article{piot2024efficient,
-  title   = {Towards Efficient and Explainable Hate Speech Detection via Model Distillation},
-  author  = {Piot, Paloma and Parapar, Javier},
-  journal = {arXiv preprint arXiv:2412.13698},
-  year    = {2024}
-}"""
-STEP_BY_STEP_CITATION = """@inproceedings{hsieh-etal-2023-distilling,
-  title     = {Distilling Step-by-Step! Outperforming Larger Language Models with Less Training Data and Smaller Model
-               Sizes},
-  author    = {Hsieh, Cheng-Yu and Li, Chun-Liang and Yeh, Chih-Kuan and Nakhost, Hootan and Fujii, Yasuhisa and
-               Ratner, Alex and Krishna, Ranjay and Lee, Chen-Yu and Pfister, Tomas},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
-  year      = {2023},
-  pages     = {8003--8017},
-  url       = {https://aclanthology.org/2023.findings-acl.507}
-}"""
-
 
 class _RationaleTrainerMixin(_LabelScoringMixin):
     """View-aware token counting, the alpha-weighted loss, per-view loss logging and label scoring at evaluation."""

@@ -11,7 +11,8 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
 from ...hub import HubMixin
-from .common import PIOT_CITATION, STEP_BY_STEP_CITATION, _RationaleTrainerMixin
+from ..citations import PIOT_CITATION, STEP_BY_STEP_CITATION
+from .common import _RationaleTrainerMixin
 from .config import RationaleSeq2SeqConfig
 from .loss import LABEL_VIEW, RATIONALE_VIEW
 from .views import VIEW_COLUMN, _class_names, _is_view_dataset, build_rationale_views, view_prompt

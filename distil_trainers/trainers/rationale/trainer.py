@@ -16,7 +16,8 @@ from trl import SFTTrainer
 
 from ...hub import HubMixin
 from ...teachers.cache import CACHE_ROW_COLUMN, TeacherOutputs
-from .common import PIOT_CITATION, STEP_BY_STEP_CITATION, _RationaleTrainerMixin
+from ..citations import PIOT_CITATION, STEP_BY_STEP_CITATION
+from .common import _RationaleTrainerMixin
 from .config import RationaleSFTConfig
 from .loss import LABEL_VIEW, RATIONALE_VIEW
 from .teacher_kd import _resolve_topk_cache, _TopKCacheMixin
