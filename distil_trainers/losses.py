@@ -223,7 +223,8 @@ def reduce_per_item(
             if num_items_in_batch.numel() != 1:
                 raise ValueError(
                     "num_items_in_batch must be an int or a single-element tensor, got shape "
-                    f"{tuple(num_items_in_batch.shape)}"
+                    f"{tuple(num_items_in_batch.shape)} (Trainer passes one count per GPU under nn.DataParallel, "
+                    "which is not supported: launch one process per GPU with `accelerate launch` or `torchrun`)"
                 )
             denom = num_items_in_batch.detach().reshape(()).to(device=per_item.device, dtype=per_item.dtype)
         else:

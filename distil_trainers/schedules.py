@@ -43,10 +43,17 @@ def _clip_progress(p: float) -> float:
     return min(max(value, 0.0), 1.0)
 
 
-def progress(global_step: int, max_steps: int) -> float:
-    """Training progress ``global_step / max_steps`` clipped to ``[0, 1]``; ``0.0`` if ``max_steps <= 0``."""
+def progress(global_step: int, max_steps: int, inclusive: bool = False) -> float:
+    """Training progress ``global_step / max_steps`` clipped to ``[0, 1]``; ``0.0`` if ``max_steps <= 0``.
+
+    ``global_step`` is the number of optimizer steps done, so the loss of the last step (``global_step =
+    max_steps - 1``) sees ``(max_steps - 1) / max_steps`` and a schedule never reaches its ``p = 1`` value. With
+    ``inclusive=True`` the progress is ``global_step / (max_steps - 1)`` instead: ``0`` at the first step and ``1``
+    at the last (``1.0`` when there is a single step)."""
     if max_steps <= 0:
         return 0.0
+    if inclusive:
+        return min(max(global_step / (max_steps - 1), 0.0), 1.0) if max_steps > 1 else 1.0
     return min(max(global_step / max_steps, 0.0), 1.0)
 
 

@@ -166,6 +166,12 @@ def test_pipeline_end_to_end(tiny_base, tmp_path, capsys):
     card = (tmp_path / "run" / "gradual" / "stage2" / "README.md").read_text()
     assert "# ro-gradual" in card and "| target only |" in card  # compared with the other variant
     assert "teacher-annealing" not in metadata_load(tmp_path / "run" / "gradual" / "stage2" / "README.md")["tags"]
+    # the MTKD generations distil with --annealing (bam by default, the paper's), never a method of their own
+    recipe_args.variants, recipe_args.born_again_generations = ["target_only", "mtkd"], 1
+    recipe.main(recipe_args, dataclasses.replace(args, output_dir=str(tmp_path / "kd"), annealing="kd"))
+    done = json.loads((tmp_path / "kd" / "mtkd" / "g1" / "training_complete.json").read_text())
+    history = json.loads((tmp_path / "kd" / "mtkd" / "g1" / "log_history.json").read_text())
+    assert "kd" in json.dumps(done) and any("loss_kd" in e for e in history) and not any("lambda" in e for e in history)
 
 
 def test_pipeline_arguments_are_checked():

@@ -54,8 +54,11 @@ class DiscriminatorOutput:
 class LanguageDiscriminator(nn.Module):
     """A small MLP predicting the language from pooled encoder features, behind a gradient-reversal layer.
 
-    ``forward(features, languages)`` returns the logits and, with ``languages`` (ids, ``-100`` = unknown), the summed
-    cross-entropy divided by ``num_items_in_batch`` (or the mean without it) and the accuracy. Minimising that loss
+    ``forward(features, languages)`` returns the logits and, with ``languages`` (ids, ``-100`` = unknown), the
+    cross-entropy summed over the rows with a language id divided by ``num_items_in_batch`` and the accuracy.
+    ``num_items_in_batch`` is the number of rows WITH A LANGUAGE ID over the whole accumulated batch (labelled or not;
+    not the labelled count the label losses use), so the micro-batch losses add up to the mean over those rows;
+    without it the loss is the mean over this batch's rows with a language id. Minimising that loss
     trains the discriminator to separate the languages and, through the reversed gradient scaled by
     ``reversal_scale``, trains the encoder to confuse it."""
 
@@ -86,7 +89,8 @@ class LanguageDiscriminator(nn.Module):
         self, features: torch.Tensor | Any, languages: torch.Tensor | None = None, num_items_in_batch: Any = None
     ) -> DiscriminatorOutput:
         """``features``: the pooled encoder output ``(batch, hidden)``, or the model's outputs (with hidden states),
-        whose :func:`pooled_features` are read."""
+        whose :func:`pooled_features` are read. ``num_items_in_batch``: the rows with a language id over the whole
+        accumulated batch (``None``: those of this batch)."""
         if not torch.is_tensor(features):
             features = pooled_features(features)
         logits = self.net(grad_reverse(features, self.reversal_scale))
@@ -100,10 +104,12 @@ class LanguageDiscriminator(nn.Module):
                 f"Language ids must be in 0..{self.num_languages - 1} (or -100), got {languages.tolist()}."
             )
         summed = nn.functional.cross_entropy(logits.float(), languages, ignore_index=-100, reduction="sum")
-        denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
+        denominator = num_items_in_batch if num_items_in_batch is not None else count
         if torch.is_tensor(denominator):
-            denominator = denominator.to(summed.device)
-        loss = summed / denominator
+            denominator = denominator.detach().reshape(()).to(summed.device, summed.dtype)
+        else:
+            denominator = torch.tensor(float(denominator), device=summed.device, dtype=summed.dtype)
+        loss = summed / denominator.clamp(min=1)
         correct = ((logits.argmax(-1) == languages) & valid).sum()
         accuracy = correct.float() / count.clamp(min=1).float()
         return DiscriminatorOutput(logits=logits, loss=loss, accuracy=accuracy, count=count)

@@ -15,7 +15,8 @@ has none, said in the report; accuracy, macro P/R/F1):
 3. ``adversarial``: the same stages plus an ADAN-style language discriminator behind a gradient-reversal layer
    (``adversarial_weight``, ``reversal_scale``, ``reversal_schedule``; ``AdversarialTrainer``); target-only stages
    have no second language and train without it.
-4. ``mtkd``: born-again multi-task distillation with teacher annealing (BAM, Clark et al. 2019): single-task teachers
+4. ``mtkd``: born-again multi-task distillation with teacher annealing (BAM, Clark et al. 2019; another method with
+   ``--annealing``): single-task teachers
    (the last cross-lingual model above for the target, a fine-tuned model per other task) teach a multi-task student of
    the same size (one encoder, one head per task), λ going 0 -> 1; ``born_again_generations`` > 1 distils each further
    generation from the previous multi-task one. Reported per task.
@@ -321,8 +322,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 args,
                 output_dir=str(gen_dir),
                 num_train_epochs=recipe.mtkd_epochs,
-                annealing="bam",
-                adversarial_weight=0.0,
+                adversarial_weight=0.0,  # the method is --annealing (default bam, the paper's), never overwritten
             )
             key = fingerprint(key, generation)
             with args.main_process_first(desc=f"mtkd g{generation}"):
@@ -344,7 +344,8 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 trainer.save_model(str(gen_dir))
                 if args.process_index == 0:
                     (gen_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-                    mark_complete(gen_dir, {"method": "bam", "generation": generation, "tasks": multi.label_spec()})
+                    mark_complete(gen_dir, {"method": args.annealing, "generation": generation,
+                                            "tasks": multi.label_spec()})
                 trainer.accelerator.wait_for_everyone()
                 student = trainer.model
             metrics = evaluate_model(
@@ -420,7 +421,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         if final == "mtkd":
             gen_args, multi, label, teacher_text = mtkd
             card = card_context(
-                models[final], gen_args, method="bam", teacher=teacher_text, datasets=datasets_of(multi),
+                models[final], gen_args, method=gen_args.annealing, teacher=teacher_text, datasets=datasets_of(multi),
                 metrics=rows_to_card_metrics(rows, label, split=report_split_name(report_splits),
                                              compare=("single-task teacher",)),
                 base_model=hub_id_of(recipe.base),

@@ -113,7 +113,8 @@ class AdversarialTrainer(AnnealingTrainer):
 
     Batches carry ``language_ids`` (``-100`` where unknown); the discriminator loss is skipped for batches without
     it (evaluation on one language). Logged: the method's components (``loss_ce`` without a teacher),
-    ``loss_adversarial`` (the discriminator's cross-entropy, before ``adversarial_weight``) and
+    ``loss_adversarial`` (the discriminator's cross-entropy, before ``adversarial_weight``: in training, the mean over
+    the rows of the accumulated batch that have a language id, labelled or not) and
     ``discriminator_accuracy`` and ``reversal_scale`` (the factor of the gradient-reversal layer, which
     ``reversal_schedule`` may ramp up from 0 as in DANN; a function of the step, so a resumed run goes on exactly).
 
@@ -143,6 +144,7 @@ class AdversarialTrainer(AnnealingTrainer):
             raise TypeError(f"AdversarialTrainer needs AdversarialArguments, got {type(args).__name__}.")
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.reversal_fn = args.reversal_fn
+        self._language_items = None  # rows with a language id in the current accumulated batch (get_batch_samples)
 
     # ---- construction hooks --------------------------------------------------------------------------------------
 
@@ -189,6 +191,18 @@ class AdversarialTrainer(AnnealingTrainer):
 
     # ---- loss ----------------------------------------------------------------------------------------------------
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also count the rows with a language id over the whole accumulated batch (over every process when
+        ``average_tokens_across_devices``, as Trainer counts the labelled items): the discriminator's loss is the
+        mean over those rows, whether or not they have a label."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = [batch[LANGUAGE_COLUMN].ne(-100).sum() for batch in batch_samples if LANGUAGE_COLUMN in batch]
+        language_items = sum(counts).to(device) if counts else None
+        if language_items is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            language_items = self.accelerator.gather(language_items).sum()
+        self._language_items = language_items
+        return batch_samples, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
@@ -207,7 +221,10 @@ class AdversarialTrainer(AnnealingTrainer):
             output_kwargs["output_hidden_states"] = True
             if model.training:
                 self.discriminator.reversal_scale = self.reversal_fn(self.training_progress())
-            extra_inputs["discriminator"] = {"languages": languages, "num_items_in_batch": num_items_in_batch}
+            # the mean over the accumulated batch's rows with a language id (labelled or not); outside a training
+            # step Trainer prepared (evaluation, a direct call), the mean over this batch's rows with one
+            language_items = self._language_items if model.training and num_items_in_batch is not None else None
+            extra_inputs["discriminator"] = {"languages": languages, "num_items_in_batch": language_items}
         # the wrapped model: the student, its feature projections and the discriminator in one forward
         outputs, extra = self.forward_student(model, {**student_inputs, **output_kwargs}, extra_inputs)
 
@@ -223,8 +240,15 @@ class AdversarialTrainer(AnnealingTrainer):
         if adversarial:
             result = extra["discriminator"]
             loss = loss + self.args.adversarial_weight * result.loss
-            logged["loss_adversarial"] = result.loss
             logged["reversal_scale"] = self.discriminator.reversal_scale
+            # logged as the mean over rows with a language id (weighted as record_components weights the label losses)
+            count = float(result.count)
+            if language_items is not None:
+                total = float(language_items)
+                rescale, weight = total / max(count, 1.0), count / max(total, 1.0)
+            else:
+                rescale, weight = 1.0, count
+            self.record_metric("loss_adversarial", result.loss * rescale, weight)
             self.record_metric("discriminator_accuracy", result.accuracy, result.count)
 
         self.record_components(logged, labels, num_items_in_batch)

@@ -32,7 +32,9 @@ class AnnealingArguments(DistillationArguments):
     Arguments of [`AnnealingTrainer`], on top of [`~transformers.TrainingArguments`].
 
     - `annealing="bam"`: loss = CE(student, λ·onehot(y) + (1−λ)·softmax(z_T / T)), λ following `lambda_schedule` from
-      `lambda_start` to `lambda_end` over the optimizer steps (Clark et al. 2019: linear, 0 → 1).
+      `lambda_start` to `lambda_end` over the optimizer steps (Clark et al. 2019: linear, 0 → 1). By default
+      (`lambda_progress="steps_done"`) step k of N reads p = k/N, so the last step's λ is the schedule at
+      (N−1)/N, not `lambda_end`; `lambda_progress="inclusive"` reads p = k/(N−1), ending exactly at `lambda_end`.
     - `annealing="jafari"`: Annealing-KD. Phase 1 (the first `phase1_fraction` of the steps):
       MSE(z_S, Φ·z_T) with Φ = 1 − (τ−1)/τ_max rising from 1/τ_max to 1 in `max_temperature` equal stages; phase 2:
       CE on the labels only.
@@ -62,6 +64,13 @@ class AnnealingArguments(DistillationArguments):
     )
     lambda_start: float = field(default=0.0, metadata={"help": "λ at the start of training (bam; linear/cosine)."})
     lambda_end: float = field(default=1.0, metadata={"help": "λ at the end of training (bam; linear/cosine)."})
+    lambda_progress: str = field(
+        default="steps_done",
+        metadata={"help": "The progress p that λ's schedule reads (bam). 'steps_done': p = k / N at optimizer step k "
+                  "(0-based) of N, so the last step uses λ(1 - 1/N), never lambda_end; 'inclusive': p = k / (N - 1), "
+                  "so the first step uses λ(0) = lambda_start and the last λ(1) = lambda_end.",
+                  "choices": ["steps_done", "inclusive"]},
+    )
     lambda_value: float = field(default=1.0, metadata={"help": "λ of the constant schedule (bam)."})
     lambda_milestones: list[float] | None = field(
         default=None, metadata={"help": "Step schedule: progress points in (0, 1) where λ changes (bam)."}
@@ -91,6 +100,8 @@ class AnnealingArguments(DistillationArguments):
             raise ValueError(f"annealing must be one of {ANNEALING_MODES}, got {self.annealing!r}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.lambda_progress not in ("steps_done", "inclusive"):
+            raise ValueError(f"lambda_progress must be 'steps_done' or 'inclusive', got {self.lambda_progress!r}.")
         for name in ("lambda_start", "lambda_end", "lambda_value"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
@@ -128,6 +139,9 @@ class AnnealingTrainer(DistillationTrainer):
     Logged: ``loss_ta`` and ``lambda`` (bam); ``loss_mse``, ``annealing_factor``, ``loss_ce`` and ``phase`` (jafari);
     ``loss_ce`` and ``loss_kd`` (kd); ``loss_mse`` (mse); with ``feature_matches`` also ``loss_feature`` (the weighted
     sum over the matches, before ``feature_loss_weight``) and ``loss_feature/<match>`` per match.
+
+    Evaluation scores the objective training ends with (progress 1: λ at p = 1 for bam, the label CE of phase 2 for
+    jafari), so ``eval_loss`` depends on the weights only, never on where the schedule stands.
     """
 
     _tag_names = ["distil-trainers", "knowledge-distillation", "teacher-annealing"]
@@ -146,13 +160,30 @@ class AnnealingTrainer(DistillationTrainer):
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.lambda_fn = args.lambda_fn
 
+    def evaluating(self) -> bool:
+        """Whether the loss is computed for evaluation (the model in eval mode): it then scores the objective that
+        training ends with, progress 1 (λ = its value at p = 1 for bam, phase 2's label CE for jafari), so that
+        ``eval_loss`` compares weights, not points of the schedule, and ``load_best_model_at_end`` with
+        ``metric_for_best_model="loss"`` compares one objective throughout."""
+        return not self.model.training
+
+    def lambda_progress(self) -> float:
+        """The progress λ's schedule reads: :meth:`training_progress` (``k / N`` at optimizer step ``k`` of ``N``),
+        or ``k / (N - 1)`` with ``lambda_progress="inclusive"`` (the last step then uses ``lambda_end``); 1 when
+        :meth:`evaluating`."""
+        if self.evaluating():
+            return 1.0
+        if self.args.lambda_progress == "inclusive":
+            return schedules.progress(self.state.global_step, self.state.max_steps or 0, inclusive=True)
+        return self.training_progress()
+
     def distillation_loss(self, student_logits, teacher_logits, labels, num_items_in_batch=None) -> tuple[Any, dict]:
         """The loss of the configured method and the values to log (each an average over the labelled items)."""
         args = self.args
-        p = self.training_progress()
+        p = 1.0 if self.evaluating() else self.training_progress()
         mask = losses.label_mask(labels)
         if args.annealing == "bam":
-            lam = self.lambda_fn(p)
+            lam = self.lambda_fn(self.lambda_progress())
             loss = losses.teacher_annealing_loss(
                 student_logits, teacher_logits, labels, lam, temperature=args.temperature,
                 num_items_in_batch=num_items_in_batch,

@@ -93,3 +93,15 @@ class DistillationArguments(TrainingArguments):
             raise ValueError(f"task_sampling must be one of {SAMPLING_MODES}, got {self.task_sampling!r}.")
         if self.task_sampling_temperature <= 0:
             raise ValueError(f"task_sampling_temperature must be > 0, got {self.task_sampling_temperature}.")
+
+
+def refuse_data_parallel(args, trainer_name: str) -> None:
+    """One error, before anything is built, when ``args`` would make Trainer wrap the model in ``nn.DataParallel``
+    (several GPUs visible to one process): Trainer then passes ``num_items_in_batch`` as one count per GPU (the whole
+    batch's count repeated, or floor-divided by the GPUs), from which no loss can recover the exact total."""
+    if args is not None and args.n_gpu > 1:
+        raise ValueError(
+            f"{trainer_name} does not support nn.DataParallel ({args.n_gpu} GPUs visible to one process): launch one "
+            "process per GPU (DDP) with `accelerate launch` or `torchrun --nproc_per_node N`, or expose one GPU "
+            "(CUDA_VISIBLE_DEVICES=0)."
+        )

@@ -27,7 +27,7 @@ from ..data.processing import TEACHER_PREFIX, MultiTokenizerCollator
 from ..features import FeatureDistiller, StudentFeatureDistillers, parse_feature_matches, parse_student_feature_matches
 from ..hub import HubMixin
 from ..teachers.cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
-from .arguments import DistillationArguments  # noqa: F401  (imported from here too)
+from .arguments import DistillationArguments, refuse_data_parallel  # noqa: F401  (imported from here too)
 from .citations import HINTON_CITATION
 from .inputs import (
     ROW_COLUMN,
@@ -155,6 +155,7 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         **kwargs,
     ):
         self.check_models_given(model, teacher_model, teacher_outputs)
+        refuse_data_parallel(args, type(self).__name__)
         self.extra_modules: dict[str, nn.Module] = {}
         self._with_teacher = teacher_model is not None or teacher_outputs is not None
         if isinstance(processing_class, (str, os.PathLike)):
@@ -355,7 +356,17 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
                 f"feature_matches given per student ({sorted(spec)}) only apply to MutualLearningTrainer; "
                 f"{type(self).__name__} has one student: pass a list of matches."
             )
-        return FeatureDistiller(parse_feature_matches(spec), student, teacher), [("student", student)]
+        matches = parse_feature_matches(spec)
+        token_level = [m.name for m in matches if m.token_level]
+        # the teacher's tokenizer differs from the student's (as MutualLearningTrainer checks per student); a dataset
+        # tokenised beforehand with `teacher_input_ids` is checked per batch (sequence lengths) by the distiller
+        if token_level and TEACHER_PREFIX in self._input_prep["tokenizers"]:
+            raise ValueError(
+                "The student reads a different tokenization than the teacher (the teacher has its own "
+                f"`{TEACHER_PREFIX}input_ids`), so their token positions do not line up: the token-level feature "
+                f"matches {token_level} cannot apply. Match feature 'cls' only, or give both models the same tokenizer."
+            )
+        return FeatureDistiller(matches, student, teacher), [("student", student)]
 
     @staticmethod
     def learns_from_labels(args: DistillationArguments) -> bool:

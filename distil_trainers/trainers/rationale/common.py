@@ -10,6 +10,7 @@ import datasets
 import torch
 
 from ...teachers.cache import CACHE_ROW_COLUMN, TeacherOutputs
+from ..arguments import refuse_data_parallel
 from .evaluation import _LabelScoringMixin
 from .loss import LABEL_VIEW, RATIONALE_VIEW, alpha_weighted_view_mean, rationale_multitask_loss
 from .views import VIEW_COLUMN, _is_view_dataset
@@ -27,6 +28,7 @@ class _RationaleTrainerMixin(_LabelScoringMixin):
         name = type(self).__name__
         if args is None or not isinstance(args, config_class):
             raise TypeError(f"{name} needs `args`, a {config_class.__name__}.")
+        refuse_data_parallel(args, name)
         if data_collator is not None:
             raise ValueError(f"{name} builds its own collator (it must carry the `view` column).")
         if processing_class is None:
