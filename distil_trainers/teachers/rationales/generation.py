@@ -17,6 +17,7 @@ temperature. Opening a cache whose fingerprint differs raises :class:`CacheMisma
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -184,9 +185,38 @@ class RationaleCache:
         if not lines:
             return
         with open(self.path, "a", encoding="utf-8") as f:
+            _lock(f)  # one writer at a time, whatever else appends to this file; released when it is closed
             f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
+
+
+def _lock(file) -> None:
+    """An exclusive advisory lock on an open file (POSIX ``flock``; a no-op where it does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Under ``torch.distributed`` with several processes (``accelerate launch`` / ``torchrun``): process 0 runs the
+    block first, the others after it; a no-op in a single process. Around a resumable generation, the others then
+    find every answer in the cache and ask the teacher nothing. (If process 0 fails, it exits before the barrier and
+    the launcher stops the others.)"""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield
+        return
+    first = dist.get_rank() == 0
+    if not first:
+        dist.barrier()  # wait for process 0 to finish the block
+    yield
+    if first:
+        dist.barrier()  # let the others in
 
 
 def _validate(dataset: datasets.Dataset, id_column: str, text_column: str, label_column: str, prompt: RationalePrompt):
@@ -251,6 +281,9 @@ def generate_rationales(
         show_progress: tqdm bar over examples with the generated tokens/s.
         temperature: 0 for greedy decoding.
 
+    Under ``accelerate launch`` / ``torchrun`` with several processes, the main process generates and the others wait,
+    then read the finished cache (they ask the teacher nothing); appends to the cache file are locked.
+
     Returns:
         A dataset in the order of ``dataset`` with columns ``id`` (str), ``text`` (str), ``label`` (int, gold),
         ``teacher_label`` (int, -1 when the answer could not be parsed), ``rationale`` (str, "" when unparseable),
@@ -261,6 +294,13 @@ def generate_rationales(
     if not isinstance(backend, TeacherBackend):
         raise TypeError(f"backend must be a TeacherBackend, got {type(backend).__name__}")
     ids, texts, labels = _validate(dataset, id_column, text_column, label_column, prompt)
+    with main_process_first():  # several processes: the main one asks the teacher, the others read its cache
+        return _generate(dataset, backend, prompt, cache_path, ids, texts, labels, batch_size, max_new_tokens,
+                         show_progress, temperature)
+
+
+def _generate(dataset, backend, prompt, cache_path, ids, texts, labels, batch_size, max_new_tokens, show_progress,
+              temperature) -> datasets.Dataset:
     cache = RationaleCache(cache_path, cache_fingerprint(prompt, backend, max_new_tokens, temperature))
     for example_id, text in zip(ids, texts):
         record = cache.records.get(example_id)
