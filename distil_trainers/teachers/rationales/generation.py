@@ -201,22 +201,16 @@ def _lock(file) -> None:
 
 
 @contextlib.contextmanager
-def main_process_first():
-    """Under ``torch.distributed`` with several processes (``accelerate launch`` / ``torchrun``): process 0 runs the
-    block first, the others after it; a no-op in a single process. Around a resumable generation, the others then
-    find every answer in the cache and ask the teacher nothing. (If process 0 fails, it exits before the barrier and
-    the launcher stops the others.)"""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+def one_writer(cache_path: str | os.PathLike):
+    """Hold an exclusive lock on ``<cache_path>.lock`` for the block: of several processes generating into the same
+    cache (``accelerate launch`` / ``torchrun`` ranks, two runs sharing a folder), one generates while the others wait,
+    then find its answers in the cache and ask the teacher nothing. A file lock rather than a process-group barrier,
+    so it composes with any ``main_process_first`` around it. A no-op where ``flock`` does not exist."""
+    lock_path = Path(f"{os.fspath(cache_path)}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        _lock(lock)
         yield
-        return
-    first = dist.get_rank() == 0
-    if not first:
-        dist.barrier()  # wait for process 0 to finish the block
-    yield
-    if first:
-        dist.barrier()  # let the others in
 
 
 def _validate(dataset: datasets.Dataset, id_column: str, text_column: str, label_column: str, prompt: RationalePrompt):
@@ -281,8 +275,8 @@ def generate_rationales(
         show_progress: tqdm bar over examples with the generated tokens/s.
         temperature: 0 for greedy decoding.
 
-    Under ``accelerate launch`` / ``torchrun`` with several processes, the main process generates and the others wait,
-    then read the finished cache (they ask the teacher nothing); appends to the cache file are locked.
+    Under ``accelerate launch`` / ``torchrun`` with several processes, one process generates while the others wait on a
+    file lock beside the cache, then read the finished cache (they ask the teacher nothing).
 
     Returns:
         A dataset in the order of ``dataset`` with columns ``id`` (str), ``text`` (str), ``label`` (int, gold),
@@ -294,7 +288,7 @@ def generate_rationales(
     if not isinstance(backend, TeacherBackend):
         raise TypeError(f"backend must be a TeacherBackend, got {type(backend).__name__}")
     ids, texts, labels = _validate(dataset, id_column, text_column, label_column, prompt)
-    with main_process_first():  # several processes: the main one asks the teacher, the others read its cache
+    with one_writer(cache_path):  # several processes: one asks the teacher, the others then read its cache
         return _generate(dataset, backend, prompt, cache_path, ids, texts, labels, batch_size, max_new_tokens,
                          show_progress, temperature)
 
