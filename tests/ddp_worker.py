@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import random_classification_dataset, tiny_classifier  # noqa: E402
+from conftest import random_classification_dataset, tiny_bert_config, tiny_classifier  # noqa: E402
 
 from distil_trainers import (  # noqa: E402
     AnnealingArguments,
@@ -45,6 +45,20 @@ def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -
             args=MutualLearningArguments(temperature=2.0, **common), train_dataset=data,
             data_collator=lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]},
         )
+    elif kind == "multitask":  # two tasks of unequal sizes, one task per optimizer step on every process
+        from distil_trainers.data import concatenate_tasks
+        from distil_trainers.models import MultiTaskConfig, MultiTaskModel
+
+        def model(seed):
+            torch.manual_seed(seed)
+            config = MultiTaskConfig(encoder=tiny_bert_config(layers=1).to_dict(), tasks={"sentiment": 2, "hate": 3},
+                                     classifier_dropout=0.0)  # no dropout: the same forward in 1 and 2 processes
+            return MultiTaskModel(config)
+
+        data = concatenate_tasks({"sentiment": random_classification_dataset(n=16, num_labels=2, seed=3),
+                                  "hate": random_classification_dataset(n=8, num_labels=3, seed=4)})
+        trainer = AnnealingTrainer(model=model(1), teacher_model=model(0), train_dataset=data,
+                                   args=AnnealingArguments(annealing="bam", **{**common, "max_steps": 6}))
     else:
         teacher = dict(teacher_outputs=cache) if kind == "annealing_cached" else dict(teacher_model=tiny_classifier(0))
         trainer = AnnealingTrainer(
@@ -56,7 +70,8 @@ def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -
         weights = {k: v.detach().contiguous() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
         save_file(weights, os.path.join(out, "final.safetensors"))
         with open(os.path.join(out, "log.json"), "w") as f:
-            json.dump({"world_size": trainer.args.world_size, "logs": trainer.state.log_history}, f)
+            json.dump({"world_size": trainer.args.world_size, "logs": trainer.state.log_history,
+                       "tasks": getattr(trainer, "seen_tasks", None)}, f)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,14 @@ def test_two_processes_on_the_cache_match_one_with_the_live_teacher(tmp_path):
     assert_same_run(single_weights, single_log, ddp_weights, ddp_log)
 
 
-def assert_same_run(single_weights, single_log, ddp_weights, ddp_log):
+def test_two_processes_match_one_on_two_tasks_of_unequal_sizes(tmp_path):
+    # 16 + 8 examples, 4 per optimizer step: six single-task steps, every example once, in one process and in two
+    single_weights, single_log = run(tmp_path, "multitask", 1)
+    ddp_weights, ddp_log = run(tmp_path, "multitask", 2)
+    assert_same_run(single_weights, single_log, ddp_weights, ddp_log, steps=6)
+
+
+def assert_same_run(single_weights, single_log, ddp_weights, ddp_log, steps: int = 4):
     assert single_log["world_size"] == 1 and ddp_log["world_size"] == 2
     for name, value in single_weights.items():
         assert (ddp_weights[name] - value).abs().max() < 1e-5, name
@@ -66,7 +73,7 @@ def assert_same_run(single_weights, single_log, ddp_weights, ddp_log):
         return [{k: v for k, v in h.items() if "loss" in k} for h in log["logs"] if "loss" in h]
 
     single, ddp = losses(single_log), losses(ddp_log)
-    assert len(single) == len(ddp) == 4
+    assert len(single) == len(ddp) == steps
     for a, b in zip(single, ddp):
         assert a.keys() == b.keys()
         for key in a:

@@ -310,3 +310,51 @@ def test_concatenate_then_sample():
     for batch in sampler:
         texts = merged.select(batch)["text"]
         assert len({t[0] for t in texts}) == 1
+
+
+# ---- several processes: the sampler shards itself -----------------------------------------------------------------
+
+
+def shards(task_ids, processes, **kwargs):
+    return [list(MultiTaskBatchSampler(task_ids, num_replicas=processes, rank=r, **kwargs)) for r in range(processes)]
+
+
+@pytest.mark.parametrize("sampling", ["proportional", "temperature"])
+def test_every_step_has_one_task_on_every_process_and_full_batches(sampling):
+    task_ids = make_task_ids(70, 45)  # the sizes that lost examples and mixed tasks under accelerate's own sharding
+    per_rank = shards(task_ids, 2, batch_size=32, sampling=sampling, temperature=2.0, seed=3)
+    assert len(per_rank[0]) == len(per_rank[1]) == len(MultiTaskBatchSampler(task_ids, 32, num_replicas=2, rank=0))
+    for step in zip(*per_rank):
+        tasks = {task_ids[i] for batch in step for i in batch}
+        assert len(tasks) == 1, tasks  # one task per optimizer step, the same on both processes
+        assert [len(batch) for batch in step] == [32, 32]
+
+
+def test_one_epoch_serves_every_example_and_pads_by_repetition_within_the_task():
+    task_ids = make_task_ids(70, 45)
+    sampler = MultiTaskBatchSampler(task_ids, batch_size=32, num_replicas=2, rank=0, seed=3)
+    served = Counter(i for rank in shards(task_ids, 2, batch_size=32, seed=3) for batch in rank for i in batch)
+    assert set(served) == set(range(115))  # every example at least once
+    # 70 -> 2 global batches of 64 (58 repeats), 45 -> 1 (19 repeats): the repeats are counted, per task
+    assert sampler.padded == {0: 58, 1: 19}
+    assert sum(served.values()) == 115 + 58 + 19
+    for task, n_repeats in sampler.padded.items():
+        extra = sum(c - 1 for i, c in served.items() if task_ids[i] == task)
+        assert extra == n_repeats
+
+
+def test_drop_last_across_processes_drops_incomplete_global_batches():
+    task_ids = make_task_ids(70, 45)
+    per_rank = shards(task_ids, 2, batch_size=16, drop_last=True, seed=0)
+    served = [i for rank in per_rank for batch in rank for i in batch]
+    assert len(served) == len(set(served)) == 64 + 32  # 70 -> 2 x 32, 45 -> 1 x 32, nothing repeated
+    with pytest.raises(ValueError, match=r"fewer examples than one batch \(32 x 2 processes\)"):
+        MultiTaskBatchSampler(make_task_ids(70, 45), batch_size=32, drop_last=True, num_replicas=2, rank=1)
+
+
+def test_one_process_is_unchanged_by_the_sharding_arguments():
+    task_ids = make_task_ids(10, 7, 3)
+    assert list(MultiTaskBatchSampler(task_ids, 4, seed=2)) == list(MultiTaskBatchSampler(task_ids, 4, seed=2,
+                                                                                           num_replicas=1, rank=0))
+    with pytest.raises(ValueError, match="rank must be in"):
+        MultiTaskBatchSampler(task_ids, 4, num_replicas=2, rank=2)

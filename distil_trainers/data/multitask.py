@@ -59,6 +59,14 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     task then appears in proportion to its size). With ``sampling="temperature"`` an epoch has the same number of
     batches, but the task of each batch is drawn from ``task_probabilities(..., "temperature", T)``; a task whose
     examples run out starts a new shuffled pass over them.
+
+    **Several processes** (``num_replicas`` > 1, ``rank``): the sampler shards itself, so the data loader must not be
+    sharded again (``TaskAwareTrainer`` prepares it that way). Every optimizer step has one task on every process:
+    each task's shuffled examples are cut into global batches of ``batch_size × num_replicas`` and process ``rank``
+    takes its ``batch_size`` slice of each; all processes draw the same order of global batches (same seed and epoch).
+    Without ``drop_last`` a task's last global batch is filled by repeating examples from the start of that task's
+    shuffled order (:attr:`padded` counts them per task), so every example is served once per epoch and every process
+    gets a full batch of the same task; with ``drop_last`` a task's incomplete last global batch is dropped.
     """
 
     def __init__(
@@ -69,9 +77,13 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         temperature: float = 1.0,
         seed: int = 0,
         drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got rank={rank}, num_replicas={num_replicas}.")
         task_ids = np.asarray(task_ids, dtype=np.int64)
         self.tasks = sorted(int(t) for t in np.unique(task_ids))
         self.indices = {t: np.flatnonzero(task_ids == t) for t in self.tasks}
@@ -80,28 +92,42 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.temperature = temperature
         self.seed = seed
         self.drop_last = drop_last
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        global_batch = batch_size * num_replicas
         if drop_last:
-            small = [t for t in self.tasks if len(self.indices[t]) < batch_size]
+            small = [t for t in self.tasks if len(self.indices[t]) < global_batch]
             if small:
-                raise ValueError(f"Tasks {small} have fewer examples than one batch ({batch_size}) with drop_last=True.")
+                size = f"{batch_size}" if num_replicas == 1 else f"{batch_size} x {num_replicas} processes"
+                raise ValueError(f"Tasks {small} have fewer examples than one batch ({size}) with drop_last=True.")
+        # examples repeated per epoch to fill each task's last global batch (several processes, no drop_last)
+        self.padded = {
+            t: 0 if drop_last or num_replicas == 1 else -len(self.indices[t]) % global_batch for t in self.tasks
+        }
         self.probabilities = task_probabilities([len(self.indices[t]) for t in self.tasks], sampling, temperature)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _num_batches(self, n: int) -> int:
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        """Batches per process (= optimizer steps without accumulation) of a task of ``n`` examples."""
+        size = self.batch_size * self.num_replicas
+        return n // size if self.drop_last else math.ceil(n / size)
 
     def __len__(self) -> int:
         return sum(self._num_batches(len(idx)) for idx in self.indices.values())
 
     def _chunks(self, rng: np.random.Generator, task: int) -> list[list[int]]:
+        """This process's batches of one shuffled pass over ``task``: its slice of every global batch."""
         order = rng.permutation(self.indices[task])
-        chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
+        if self.padded[task]:
+            order = np.concatenate([order, np.resize(order, self.padded[task])])  # repeat from the start
+        size = self.batch_size * self.num_replicas
+        chunks = [order[i : i + size] for i in range(0, len(order), size)]
+        if self.drop_last and chunks and len(chunks[-1]) < size:
             chunks.pop()
-        return chunks
+        start = self.rank * self.batch_size
+        return [chunk[start : start + self.batch_size].tolist() for chunk in chunks]
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])

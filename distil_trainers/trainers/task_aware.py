@@ -45,7 +45,9 @@ class TaskAwareTrainer(Trainer):
             self._signature_columns += [c for c in keep if c not in self._signature_columns]
 
     def get_train_dataloader(self) -> DataLoader:
-        """Single-task batches when the training set mixes tasks (a ``task_ids`` column)."""
+        """Single-task batches when the training set mixes tasks (a ``task_ids`` column); with several processes every
+        optimizer step has one task on every process and each example is served once per epoch (the sampler shards
+        itself, see :class:`~distil_trainers.data.multitask.MultiTaskBatchSampler`)."""
         dataset = self.train_dataset
         if not isinstance(dataset, datasets.Dataset) or TASK_COLUMN not in dataset.column_names:
             return super().get_train_dataloader()
@@ -57,6 +59,8 @@ class TaskAwareTrainer(Trainer):
             temperature=getattr(self.args, "task_sampling_temperature", 1.0),
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             drop_last=self.args.dataloader_drop_last,
+            num_replicas=self.args.world_size,
+            rank=self.args.process_index,
         )
         loader = DataLoader(
             dataset,
@@ -70,4 +74,16 @@ class TaskAwareTrainer(Trainer):
                 seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
             ),
         )
-        return self.accelerator.prepare(loader)
+        if self.args.world_size == 1:
+            return self.accelerator.prepare(loader)
+        # The sampler shards itself (one task per step on every process): accelerate must place the batches on the
+        # device but not shard them again (its BatchSamplerShard would skip a task's short last batch and fill the
+        # epoch's last step with batches of other tasks).
+        from accelerate.data_loader import prepare_data_loader
+
+        loader = prepare_data_loader(
+            loader, device=self.accelerator.device, num_processes=1, process_index=0,
+            put_on_device=self.accelerator.device_placement, non_blocking=getattr(self.accelerator, "non_blocking", False),
+        )
+        self.accelerator._dataloaders.append(loader)
+        return loader
