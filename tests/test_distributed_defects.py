@@ -236,3 +236,22 @@ def test_eval_loss_scores_the_final_objective_whatever_the_step(tmp_path, anneal
         trainer.state.global_step = step
         seen.append(trainer.evaluate()["eval_loss"])
     assert seen == pytest.approx([expected] * 3, rel=1e-5)
+
+
+# ---- logging without a host-device synchronisation per micro-batch --------------------------------------------------
+
+
+def test_logged_components_stay_tensors_until_the_log_and_average_by_hand(tmp_path):
+    args = small_run_args(AnnealingArguments, tmp_path)
+    trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=args,
+                               train_dataset=random_classification_dataset(n=8))
+    trainer.model.train()
+    labels = torch.tensor([0, 1, -100, 2])  # 3 labelled items in this micro-batch of an 8-item optimizer step
+    trainer.record_components({"loss_x": torch.tensor(0.3), "lambda": 0.25}, labels, torch.tensor(8))
+    trainer.record_components({"loss_x": torch.tensor(0.5), "lambda": 0.25}, torch.tensor([1, 1, 0, 0, 2]), 8)
+    assert torch.is_tensor(trainer._metric_sums["train"]["loss_x"])  # nothing synchronised yet
+    logged = trainer._flush_metrics("train")
+    # per-item means 0.3 * 8/3 and 0.5 * 8/5, weighted by the micro-batches' shares 3/8 and 5/8 of the step
+    assert logged["loss_x"] == pytest.approx((0.3 * 8 / 3 * 3 / 8 + 0.5 * 8 / 5 * 5 / 8) / (3 / 8 + 5 / 8))
+    assert logged["lambda"] == pytest.approx(0.25)
+    assert trainer._flush_metrics("train") == {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import losses, schedules
@@ -242,10 +243,10 @@ class AdversarialTrainer(AnnealingTrainer):
             loss = loss + self.args.adversarial_weight * result.loss
             logged["reversal_scale"] = self.discriminator.reversal_scale
             # logged as the mean over rows with a language id (weighted as record_components weights the label losses)
-            count = float(result.count)
+            count = result.count.double()
             if language_items is not None:
-                total = float(language_items)
-                rescale, weight = total / max(count, 1.0), count / max(total, 1.0)
+                total = torch.as_tensor(language_items, device=count.device).double().reshape(())
+                rescale, weight = total / count.clamp(min=1.0), count / total.clamp(min=1.0)
             else:
                 rescale, weight = 1.0, count
             self.record_metric("loss_adversarial", result.loss * rescale, weight)

@@ -245,8 +245,9 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         self.model_accepts_loss_kwargs = True
         self.label_space = space
         self.teacher = self._prepare_frozen(teacher) if teacher is not None else None
-        self._metric_sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
-        self._metric_counts: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        # per mode and name: sums of value × count and of count, tensors on the device until the next log
+        self._metric_sums: dict[str, dict[str, Any]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._metric_counts: dict[str, dict[str, Any]] = {"train": defaultdict(float), "eval": defaultdict(float)}
 
     # ---- construction hooks --------------------------------------------------------------------------------------
 
@@ -671,12 +672,13 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         return min(max(self.state.global_step / max_steps, 0.0), 1.0) if max_steps > 0 else 0.0
 
     def record_metric(self, name: str, value: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
-        """Accumulate ``value`` (an average over ``count`` items) for logging under ``name``."""
+        """Accumulate ``value`` (an average over ``count`` items) for logging under ``name``. Tensors stay on their
+        device until the next log (no host-device synchronisation per micro-batch)."""
         mode = "train" if self.model.training else "eval"
-        value = float(value.detach().float().item()) if torch.is_tensor(value) else float(value)
-        count = float(count.item()) if torch.is_tensor(count) else float(count)
-        self._metric_sums[mode][name] += value * count
-        self._metric_counts[mode][name] += count
+        value = value.detach().double() if torch.is_tensor(value) else float(value)
+        count = count.detach().double() if torch.is_tensor(count) else float(count)
+        self._metric_sums[mode][name] = self._metric_sums[mode][name] + value * count
+        self._metric_counts[mode][name] = self._metric_counts[mode][name] + count
 
     def record_components(
         self, components: dict[str, Any], labels: torch.Tensor, num_items_in_batch=None, prefix: str = ""
@@ -687,11 +689,11 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         its share of the optimizer step's labelled items, so every optimizer step counts once over a logging window,
         exactly as Trainer averages ``loss`` (the logged components then add up to the logged ``loss``). In
         evaluation they are averaged over the labelled items."""
-        count = float(losses.label_mask(labels).sum())
+        count = losses.label_mask(labels).sum().double()
         if num_items_in_batch is not None:
-            total = float(num_items_in_batch)
-            rescale = total / max(count, 1.0)
-            weight = count / max(total, 1.0) if self.model.training else count
+            total = torch.as_tensor(num_items_in_batch, device=count.device).double().reshape(())
+            rescale = total / count.clamp(min=1.0)
+            weight = count / total.clamp(min=1.0) if self.model.training else count
         else:
             rescale, weight = 1.0, count
         for name, value in components.items():
@@ -699,15 +701,21 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
 
     def _flush_metrics(self, mode: str) -> dict[str, float]:
         """Averages since the last flush, over the items of every process (all ranks call this: in ``log`` and
-        after the evaluation loop)."""
+        after the evaluation loop). The one host-device synchronisation of the logged components."""
         sums, counts = self._metric_sums[mode], self._metric_counts[mode]
         keys = sorted(sums)
-        if self.accelerator.num_processes > 1 and keys:
-            packed = torch.tensor([[sums[k], counts[k]] for k in keys], dtype=torch.float64, device=self.args.device)
-            packed = self.accelerator.reduce(packed, reduction="sum").cpu()
-            out = {k: float(packed[i, 0] / packed[i, 1]) for i, k in enumerate(keys) if packed[i, 1] > 0}
-        else:
-            out = {k: sums[k] / counts[k] for k in keys if counts[k] > 0}
+        if not keys:
+            return {}
+        device = self.args.device
+
+        def as_float64(x):
+            return x.to(device) if torch.is_tensor(x) else torch.tensor(float(x), dtype=torch.float64, device=device)
+
+        packed = torch.stack([torch.stack([as_float64(sums[k]), as_float64(counts[k])]) for k in keys])
+        if self.accelerator.num_processes > 1:
+            packed = self.accelerator.reduce(packed, reduction="sum")
+        packed = packed.cpu()
+        out = {k: float(packed[i, 0] / packed[i, 1]) for i, k in enumerate(keys) if packed[i, 1] > 0}
         sums.clear()
         counts.clear()
         return out
