@@ -508,4 +508,3 @@ class HubMixin:
             self.push_in_progress.jobs.extend(jobs)
 
 
-HubPushMixin = HubMixin  # the former name, until every trainer uses HubMixin
