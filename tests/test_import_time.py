@@ -1,6 +1,7 @@
 """The package namespace is lazy: importing it, or a classifier trainer, does not pull in TRL, PEFT, scikit-learn,
 matplotlib, jinja2 or the LLM backends beyond what transformers' Trainer loads itself (the import-time figures are in benchmarks/import_time.py)."""
 
+import functools
 import subprocess
 import sys
 
@@ -9,10 +10,11 @@ import pytest
 HEAVY = ("trl", "peft", "sklearn", "pandas", "llama_cpp", "matplotlib", "jinja2")
 
 
-def modules_after(statement: str) -> set[str]:
+@functools.cache  # the baseline is the same for every statement: one interpreter for it, not one per test
+def modules_after(statement: str) -> frozenset[str]:
     code = f"import sys\n{statement}\nprint(' '.join(sorted(m for m in sys.modules if '.' not in m)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+    return frozenset(out.stdout.split())
 
 
 @pytest.mark.parametrize(
