@@ -358,10 +358,13 @@ class FeatureDistiller(nn.Module):
         teacher_outputs: Any,
         mask: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        reduction: str = "mean",
+    ) -> tuple[Any, dict[str, Any]]:
         """``mask``: ``(B, L)`` valid tokens of the sequences to count (the attention mask; rows of sequences that
         should not count, e.g. unlabelled ones, all False). ``num_items_in_batch``: the number of counted sequences
-        over all accumulation micro-batches (see :func:`distil_trainers.losses.reduce_per_item`)."""
+        over all accumulation micro-batches (see :func:`distil_trainers.losses.reduce_per_item`). With
+        ``reduction="sum"`` the total and the components are :class:`~distil_trainers.losses.LossSum` (every match
+        counts the same sequences: those with at least one valid token)."""
         s_hidden = self._collect(student_outputs, "student", "hidden_states") if self.needs_hidden_states else None
         t_hidden = self._collect(teacher_outputs, "teacher", "hidden_states") if self.needs_hidden_states else None
         s_attn = self._collect(student_outputs, "student", "attentions") if self.needs_attentions else None
@@ -385,26 +388,30 @@ class FeatureDistiller(nn.Module):
                     )
             if name in self.projections:
                 s = self.projections[name](s)
-            value = self._loss(match, s, t, mask, seq_mask, num_items_in_batch)
+            value = self._loss(match, s, t, mask, seq_mask, num_items_in_batch, reduction)
             components[name] = value
-            total = match.weight * value if total is None else total + match.weight * value
+            weighted = value.total * match.weight if reduction == "sum" else value * match.weight
+            total = weighted if total is None else total + weighted
+        if reduction == "sum":
+            return losses.LossSum(total, next(iter(components.values())).count), components
         return total, components
 
     @staticmethod
-    def _loss(match: FeatureMatch, s, t, mask, seq_mask, num_items_in_batch) -> torch.Tensor:
+    def _loss(match: FeatureMatch, s, t, mask, seq_mask, num_items_in_batch, reduction: str = "mean"):
+        n, r = num_items_in_batch, reduction
         if match.feature == "attention":
             # TinyBERT matches head by head; with different head counts the head-averaged maps are compared
             average = s.shape[1] != t.shape[1]
-            return losses.attention_mse_loss(s, t, mask, num_items_in_batch, average_heads=average)
+            return losses.attention_mse_loss(s, t, mask, n, r, average_heads=average)
         if match.feature == "cls":
-            return losses.cls_vector_loss(s, t, match.loss, match.temperature, seq_mask, num_items_in_batch)
+            return losses.cls_vector_loss(s, t, match.loss, match.temperature, seq_mask, n, r)
         if match.loss == "kl":
-            return losses.hidden_kl_loss(s, t, mask, match.temperature, num_items_in_batch)
+            return losses.hidden_kl_loss(s, t, mask, match.temperature, n, r)
         if match.loss == "similarity_kl":
-            return losses.similarity_kl_loss(s, t, mask, match.temperature, num_items_in_batch)
+            return losses.similarity_kl_loss(s, t, mask, match.temperature, n, r)
         if match.loss == "mse":
-            return losses.hidden_mse_loss(s, t, mask, num_items_in_batch)
-        return losses.hidden_cosine_loss(s, t, mask, num_items_in_batch)
+            return losses.hidden_mse_loss(s, t, mask, n, r)
+        return losses.hidden_cosine_loss(s, t, mask, n, r)
 
     def _collect(self, outputs: Any, role: str, key: str) -> tuple[torch.Tensor, ...]:
         value = outputs.get(key) if isinstance(outputs, Mapping) else getattr(outputs, key, None)
@@ -499,9 +506,10 @@ class StudentFeatureDistillers(nn.Module):
         teacher_outputs: Any,
         masks: Mapping[str, torch.Tensor | None],
         num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        reduction: str = "mean",
+    ) -> dict[str, tuple[Any, dict[str, Any]]]:
         return {
-            name: distiller(student_outputs[name], teacher_outputs, masks.get(name), num_items_in_batch)
+            name: distiller(student_outputs[name], teacher_outputs, masks.get(name), num_items_in_batch, reduction)
             for name, distiller in self.distillers.items()
         }
 

@@ -21,6 +21,10 @@ where "valid" means ``mask`` is True (labels != ``ignore_index`` for the label-b
   loss (and gradient) of one big batch, however unevenly the valid items are spread over the micro-batches;
 * otherwise the number of valid items in this batch (clamped to >= 1, so an all-masked batch gives 0).
 
+With ``reduction="sum"`` every loss returns the :class:`LossSum` ``(sum over valid items, number of valid items)``
+instead, and the caller divides: the trainers add their terms this way and divide each by the count of its own kind of
+item (gold labels, teacher-scored rows, rows with a language id) over the whole optimizer step, once.
+
 Masked items never contribute NaN/inf to the value or the gradient: they are zero-filled with ``torch.where``
 and label gathers use a safe index.
 
@@ -32,6 +36,7 @@ always detached.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +47,8 @@ __all__ = [
     "UNLABELLED",
     "gold_labels",
     "label_mask",
+    "LossSum",
+    "sum_per_item",
     "reduce_per_item",
     "cross_entropy_loss",
     "soft_target_cross_entropy",
@@ -141,7 +148,13 @@ def _check_labels(labels: Tensor, logits: Tensor, logits_name: str = "logits") -
 
 
 def _check_label_range(labels: Tensor, mask: Tensor, num_classes: int) -> None:
+    """A clear error for labels outside ``[0, C)``. On an accelerator the check is asynchronous (no host-device
+    synchronisation per call): a bad label fails the next synchronisation with a device-side assertion. The trainers
+    check every label of their datasets before training, so there it cannot fire."""
     bad = mask & ((labels < 0) | (labels >= num_classes))
+    if labels.device.type != "cpu":
+        torch._assert_async(~bad.any(), f"labels must be in [0, {num_classes}) or equal to ignore_index")
+        return
     if bool(bad.any()):
         offending = labels[bad].unique()[:10].tolist()
         raise ValueError(
@@ -183,11 +196,89 @@ def gold_labels(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     return labels.masked_fill(labels == UNLABELLED, ignore_index)
 
 
+class LossSum(NamedTuple):
+    """A loss before normalisation: ``total``, the (weighted) sum of the per-item values, and ``count``, the (weighted)
+    number of items summed, both 0-d tensors on the loss's device (``total`` attached to the graph).
+
+    Every loss below returns one with ``reduction="sum"``. The trainers add the terms of an objective this way and
+    divide each ``total`` once, by the count of its own kind of item over the whole optimizer step (every
+    gradient-accumulation micro-batch and every process), so no host-device synchronisation is needed per micro-batch.
+    """
+
+    total: Tensor
+    count: Tensor
+
+    def mean(self) -> Tensor:
+        """``total / count`` (0 when nothing was counted)."""
+        return self.total / self.count.clamp(min=1)
+
+    def scaled(self, factor: float | Tensor) -> LossSum:
+        """The same items, every value multiplied by ``factor``."""
+        return LossSum(self.total * factor, self.count)
+
+
+def sum_per_item(per_item: Tensor, mask: Tensor | None = None, weights: Tensor | None = None) -> LossSum:
+    """Sum a per-item loss over the valid items: ``LossSum(sum_i w_i * per_item[i], sum_i w_i)`` over the items where
+    ``mask`` is True (every item when ``mask`` is None), with ``w_i = 1`` without ``weights``.
+
+    Masked items are zero-filled with ``torch.where`` before summing, so NaN/inf values at masked positions leak
+    into neither the sum nor the gradient.
+    """
+    dtype, device = per_item.dtype, per_item.device
+    if mask is not None:
+        if mask.shape != per_item.shape:
+            raise ValueError(
+                f"shape mismatch: mask has shape {tuple(mask.shape)} but per_item has shape {tuple(per_item.shape)}"
+            )
+        mask = mask.to(device=device, dtype=torch.bool)
+    if weights is not None:
+        if weights.shape != per_item.shape:
+            raise ValueError(
+                f"shape mismatch: weights has shape {tuple(weights.shape)} but per_item has shape "
+                f"{tuple(per_item.shape)}"
+            )
+        weights = weights.to(device=device, dtype=dtype)
+        per_item = per_item * weights
+    zero = torch.zeros((), device=device, dtype=dtype)
+    if mask is None:
+        total = per_item.sum()
+        count = weights.sum() if weights is not None else torch.tensor(per_item.numel(), device=device, dtype=dtype)
+    else:
+        total = torch.where(mask, per_item, zero).sum()
+        count = torch.where(mask, weights, zero).sum() if weights is not None else mask.sum().to(dtype)
+    return LossSum(total, count)
+
+
+def _denominator(num_items_in_batch: int | Tensor, like: Tensor) -> Tensor:
+    if isinstance(num_items_in_batch, Tensor):
+        if num_items_in_batch.numel() != 1:
+            raise ValueError(
+                "num_items_in_batch must be an int or a single-element tensor, got shape "
+                f"{tuple(num_items_in_batch.shape)} (Trainer passes one count per GPU under nn.DataParallel, "
+                "which is not supported: launch one process per GPU with `accelerate launch` or `torchrun`)"
+            )
+        return num_items_in_batch.detach().reshape(()).to(device=like.device, dtype=like.dtype)
+    return torch.tensor(float(num_items_in_batch), device=like.device, dtype=like.dtype)
+
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _finish(summed: LossSum, num_items_in_batch: int | Tensor | None, reduction: str) -> Tensor | LossSum:
+    if reduction == "sum":
+        return summed
+    if reduction != "mean":
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    denom = summed.count if num_items_in_batch is None else _denominator(num_items_in_batch, summed.total)
+    return summed.total / denom.clamp(min=1)
+
+
 def reduce_per_item(
     per_item: Tensor,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """Reduce a per-item loss to a scalar: ``sum_{valid i} per_item[i] / N``.
 
     Args:
@@ -199,39 +290,16 @@ def reduce_per_item(
             moved to ``per_item``'s device/dtype. When given, ``N = max(num_items_in_batch, 1)``; otherwise ``N`` is
             the number of valid items in this batch, clamped to >= 1 (an all-masked batch gives 0, and the result is
             still attached to the graph so ``backward()`` works and yields zero gradients).
+        reduction: ``"mean"`` (the above) or ``"sum"``: the :class:`LossSum` ``(sum, count)`` before any division
+            (``num_items_in_batch`` is then not used).
 
     Returns:
-        0-d tensor.
+        0-d tensor (``"mean"``) or :class:`LossSum` (``"sum"``).
 
     Masked items are zero-filled with ``torch.where`` before summing, so NaN/inf values at masked positions leak
     into neither the result nor the gradient.
     """
-    if mask is None:
-        total = per_item.sum()
-        count = torch.tensor(per_item.numel(), device=per_item.device, dtype=per_item.dtype)
-    else:
-        if mask.shape != per_item.shape:
-            raise ValueError(
-                f"shape mismatch: mask has shape {tuple(mask.shape)} but per_item has shape {tuple(per_item.shape)}"
-            )
-        mask = mask.to(device=per_item.device, dtype=torch.bool)
-        total = torch.where(mask, per_item, torch.zeros((), device=per_item.device, dtype=per_item.dtype)).sum()
-        count = mask.sum().to(per_item.dtype)
-
-    if num_items_in_batch is not None:
-        if isinstance(num_items_in_batch, Tensor):
-            if num_items_in_batch.numel() != 1:
-                raise ValueError(
-                    "num_items_in_batch must be an int or a single-element tensor, got shape "
-                    f"{tuple(num_items_in_batch.shape)} (Trainer passes one count per GPU under nn.DataParallel, "
-                    "which is not supported: launch one process per GPU with `accelerate launch` or `torchrun`)"
-                )
-            denom = num_items_in_batch.detach().reshape(()).to(device=per_item.device, dtype=per_item.dtype)
-        else:
-            denom = torch.tensor(float(num_items_in_batch), device=per_item.device, dtype=per_item.dtype)
-    else:
-        denom = count
-    return total / denom.clamp(min=1)
+    return _finish(sum_per_item(per_item, mask), num_items_in_batch, reduction)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,24 +310,30 @@ def cross_entropy_loss(
     labels: Tensor,
     ignore_index: int = IGNORE_INDEX,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+    class_weights: Tensor | None = None,
+) -> Tensor | LossSum:
     """Hard-label cross-entropy.
 
-    Per item: ``-log_softmax(logits)[y] = logsumexp_c(z_c) - z_y``.
+    Per item: ``-log_softmax(logits)[y] = logsumexp_c(z_c) - z_y``, times ``class_weights[y]`` when given.
 
     Args:
         logits: ``(..., C)`` floating tensor.
         labels: ``(...)`` integer tensor with values in ``[0, C)`` or ``ignore_index``.
         ignore_index: label value whose items are masked out.
-        num_items_in_batch: see :func:`reduce_per_item`.
+        num_items_in_batch: see :func:`reduce_per_item`. With ``class_weights`` it must be the weighted count
+            ``sum_i class_weights[y_i]`` over the whole batch, as ``F.cross_entropy(weight=...)`` divides by it.
+        reduction: ``"mean"`` or ``"sum"`` (a :class:`LossSum`), see :func:`reduce_per_item`.
+        class_weights: optional ``(C,)`` non-negative weights; the count is then the sum of the items' weights.
 
     Returns:
-        0-d tensor ``sum_{labels != ignore_index} CE_i / N`` (see :func:`reduce_per_item`). Without
-        ``num_items_in_batch`` this equals ``F.cross_entropy(..., ignore_index=ignore_index)`` (mean over valid
-        items), except that an all-ignored batch gives 0 instead of NaN.
+        0-d tensor ``sum_{labels != ignore_index} w_y CE_i / N`` (see :func:`reduce_per_item`). Without
+        ``num_items_in_batch`` this equals ``F.cross_entropy(..., weight=class_weights, ignore_index=ignore_index)``
+        (the weighted mean over valid items), except that an all-ignored batch gives 0 instead of NaN.
 
     Raises:
-        ValueError: labels shape != ``logits.shape[:-1]``, non-integer labels, or a valid label outside ``[0, C)``.
+        ValueError: labels shape != ``logits.shape[:-1]``, non-integer labels, a valid label outside ``[0, C)``,
+            or class weights not of shape ``(C,)``.
     """
     _check_logits(logits, "logits")
     _check_labels(labels, logits, "logits")
@@ -268,7 +342,16 @@ def cross_entropy_loss(
     log_probs = F.log_softmax(_upcast(logits), dim=-1)
     safe_labels = torch.where(mask, labels, torch.zeros_like(labels)).long()
     per_item = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    weights = item_weights(class_weights, safe_labels, logits.shape[-1]) if class_weights is not None else None
+    return _finish(sum_per_item(per_item, mask, weights), num_items_in_batch, reduction)
+
+
+def item_weights(class_weights: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """``class_weights[labels]``: each item's weight from its class (``labels`` already in ``[0, C)``)."""
+    if not isinstance(class_weights, Tensor) or class_weights.shape != (num_classes,):
+        got = tuple(class_weights.shape) if isinstance(class_weights, Tensor) else type(class_weights).__name__
+        raise ValueError(f"class_weights must be a tensor of shape ({num_classes},), got {got}")
+    return class_weights.to(labels.device)[labels]
 
 
 def soft_target_cross_entropy(
@@ -277,7 +360,9 @@ def soft_target_cross_entropy(
     temperature: float = 1.0,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+    weights: Tensor | None = None,
+) -> Tensor | LossSum:
     """Cross-entropy against soft targets.
 
     Per item: ``-sum_c target_c * log_softmax(logits / T)_c`` (no ``T^2`` factor; terms with ``target_c == 0``
@@ -289,7 +374,8 @@ def soft_target_cross_entropy(
         target_probs: ``(..., C)`` target distribution, used as given (not renormalised) and detached.
         temperature: ``T > 0`` applied to ``logits`` only.
         mask: optional ``(...)`` bool tensor of valid items (None = all valid).
-        num_items_in_batch: see :func:`reduce_per_item`.
+        num_items_in_batch, reduction: see :func:`reduce_per_item`.
+        weights: optional ``(...)`` per-item weights (see :func:`sum_per_item`).
 
     Returns:
         0-d tensor, reduced with :func:`reduce_per_item`.
@@ -306,7 +392,7 @@ def soft_target_cross_entropy(
         target == 0, torch.zeros((), dtype=log_probs.dtype, device=log_probs.device), target * log_probs
     )
     per_item = -terms.sum(-1)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    return _finish(sum_per_item(per_item, mask, weights), num_items_in_batch, reduction)
 
 
 def kd_kl_loss(
@@ -315,7 +401,8 @@ def kd_kl_loss(
     temperature: float = 1.0,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """Soft distillation loss of Hinton et al. (2015).
 
     Per item: ``T^2 * KL(p_t || p_s) = T^2 * sum_c p_t,c (log p_t,c - log p_s,c)`` with
@@ -346,7 +433,7 @@ def kd_kl_loss(
     zero = torch.zeros((), dtype=log_p_s.dtype, device=log_p_s.device)
     terms = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), zero)
     per_item = terms.sum(-1) * (t * t)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    return reduce_per_item(per_item, mask, num_items_in_batch, reduction)
 
 
 def annealing_targets(
@@ -403,7 +490,9 @@ def teacher_annealing_loss(
     temperature: float = 1.0,
     ignore_index: int = IGNORE_INDEX,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+    class_weights: Tensor | None = None,
+) -> Tensor | LossSum:
     """Teacher-annealing loss of BAM (Clark et al., 2019).
 
     Per item: ``-sum_c target_c * log_softmax(student)_c`` (student at ``T = 1``) with
@@ -419,7 +508,10 @@ def teacher_annealing_loss(
         lam: gold-label weight in ``[0, 1]``.
         temperature: ``T > 0`` applied to the teacher only.
         ignore_index: label value of ignored items.
-        num_items_in_batch: see :func:`reduce_per_item`.
+        num_items_in_batch, reduction: see :func:`reduce_per_item`.
+        class_weights: optional ``(C,)`` weights: each item's loss is weighted by its gold class's weight (the
+            label and the teacher part alike) and the count is the sum of those weights, as in
+            :func:`cross_entropy_loss`.
 
     Returns:
         0-d tensor, reduced with :func:`reduce_per_item` over items with ``labels != ignore_index``.
@@ -430,8 +522,13 @@ def teacher_annealing_loss(
     _check_same_shape(student_logits, teacher_logits)
     targets = annealing_targets(labels, teacher_logits, lam, temperature, ignore_index)
     mask = label_mask(labels, ignore_index)
+    weights = None
+    if class_weights is not None:
+        safe_labels = torch.where(mask, labels, torch.zeros_like(labels)).long()
+        weights = item_weights(class_weights, safe_labels, student_logits.shape[-1])
     return soft_target_cross_entropy(
-        student_logits, targets, temperature=1.0, mask=mask, num_items_in_batch=num_items_in_batch
+        student_logits, targets, temperature=1.0, mask=mask, num_items_in_batch=num_items_in_batch,
+        reduction=reduction, weights=weights,
     )
 
 
@@ -441,7 +538,8 @@ def logits_mse_loss(
     scale: float | Tensor = 1.0,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """Logit-matching MSE of Annealing-KD phase 1 (Jafari et al., 2021).
 
     Per item: ``mean_c (s_c - scale * t_c)^2`` with the teacher detached; ``scale`` is the annealing factor
@@ -466,7 +564,7 @@ def logits_mse_loss(
     s = _upcast(student_logits)
     t = _upcast(teacher_logits.detach()).to(s.dtype)
     per_item = (s - scale_f * t).pow(2).mean(-1)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    return reduce_per_item(per_item, mask, num_items_in_batch, reduction)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -483,7 +581,8 @@ def mutual_kl_loss(
     direction: str = "student_peer",
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """KL divergence between a student's and a peer's temperature-softened distributions, the peer held fixed.
 
     With ``P_i = softmax(student / T)`` and ``P_k = softmax(peer / T)`` (peer detached), per item:
@@ -509,7 +608,7 @@ def mutual_kl_loss(
     else:
         p_k = log_p_k.exp()
         terms = torch.where(p_k > 0, p_k * (log_p_k - log_p_i), zero)
-    return reduce_per_item(terms.sum(-1), mask, num_items_in_batch)
+    return reduce_per_item(terms.sum(-1), mask, num_items_in_batch, reduction)
 
 
 def ddml_loss(
@@ -524,7 +623,9 @@ def ddml_loss(
     direction: str = "student_peer",
     ignore_index: int = IGNORE_INDEX,
     num_items_in_batch: int | Tensor | None = None,
-) -> dict[str, Tensor]:
+    reduction: str = "mean",
+    class_weights: Tensor | None = None,
+) -> dict[str, Tensor] | dict[str, LossSum]:
     """The loss of one student in DDML (equation 11):
 
     ``L_i = a * L_hard + b * L_soft + c / (K - 1) * sum_{k != i} D_KL(P_i^soft || P_k^soft)``
@@ -536,7 +637,9 @@ def ddml_loss(
 same ``N``).
 
     Returns ``{"loss", "loss_hard", "loss_soft", "loss_mutual"}`` (``loss_mutual`` already averaged over the peers,
-    before the weight ``c``).
+    before the weight ``c``). With ``reduction="sum"``: ``{"loss_hard", "loss_soft", "loss_mutual"}`` as
+    :class:`LossSum` (the hard term counts gold labels, weighted by ``class_weights`` if given; the other two count
+    every item), to be weighted and normalised by the caller.
     """
     if not peer_logits:
         raise ValueError("DDML needs at least one peer student (K >= 2).")
@@ -546,15 +649,21 @@ same ``N``).
     mask = label_mask(labels, ignore_index)
     hard = cross_entropy_loss(
         student_logits, gold_labels(labels, ignore_index), ignore_index=ignore_index,
-        num_items_in_batch=num_items_in_batch,
+        num_items_in_batch=num_items_in_batch, reduction=reduction, class_weights=class_weights,
     )
     teacher_probs = F.softmax(_upcast(teacher_logits.detach()) / _check_temperature(temperature), dim=-1)
     soft = soft_target_cross_entropy(
-        student_logits, teacher_probs, temperature=temperature, mask=mask, num_items_in_batch=num_items_in_batch
+        student_logits, teacher_probs, temperature=temperature, mask=mask, num_items_in_batch=num_items_in_batch,
+        reduction=reduction,
     )
-    mutual = sum(
-        mutual_kl_loss(student_logits, peer, temperature, direction, mask, num_items_in_batch) for peer in peer_logits
-    ) / len(peer_logits)
+    mutuals = [
+        mutual_kl_loss(student_logits, peer, temperature, direction, mask, num_items_in_batch, reduction)
+        for peer in peer_logits
+    ]
+    if reduction == "sum":
+        mutual = LossSum(sum(m.total for m in mutuals) / len(mutuals), mutuals[0].count)
+        return {"loss_hard": hard, "loss_soft": soft, "loss_mutual": mutual}
+    mutual = sum(mutuals) / len(peer_logits)
     loss = hard_weight * hard + soft_weight * soft + mutual_weight * mutual
     return {"loss": loss, "loss_hard": hard, "loss_soft": soft, "loss_mutual": mutual}
 
@@ -614,8 +723,8 @@ def _zero_masked(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def reduce_tokens(
-    per_token: Tensor, mask: Tensor | None = None, num_items_in_batch: int | Tensor | None = None
-) -> Tensor:
+    per_token: Tensor, mask: Tensor | None = None, num_items_in_batch: int | Tensor | None = None, reduction: str = "mean"
+) -> Tensor | LossSum:
     """Reduce per-token values ``(B, L)`` (or per-sequence values ``(B,)``) to a scalar.
 
     ``(B, L)``: each sequence's value is the mean over its valid tokens (``mask`` True), then sequences with at least
@@ -623,13 +732,13 @@ def reduce_tokens(
     Masked positions are zero-filled, so NaN/inf there leak neither into the value nor into the gradient.
     """
     if per_token.dim() == 1:
-        return reduce_per_item(per_token, mask, num_items_in_batch)
+        return reduce_per_item(per_token, mask, num_items_in_batch, reduction)
     if mask is None:
-        return reduce_per_item(per_token.mean(-1), None, num_items_in_batch)
+        return reduce_per_item(per_token.mean(-1), None, num_items_in_batch, reduction)
     zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
     counts = mask.sum(-1)
     per_seq = torch.where(mask, per_token, zero).sum(-1) / counts.clamp(min=1).to(per_token.dtype)
-    return reduce_per_item(per_seq, counts > 0, num_items_in_batch)
+    return reduce_per_item(per_seq, counts > 0, num_items_in_batch, reduction)
 
 
 def _kl_rows(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -647,7 +756,8 @@ def hidden_kl_loss(
     mask: Tensor | None = None,
     temperature: float = 1.0,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """KL divergence between softmax-normalised feature vectors (MKD-BERT's embedding-layer loss, Breazu and Virlan's (2025) loss
     on the hidden layers).
 
@@ -667,7 +777,7 @@ def hidden_kl_loss(
     mask = _feature_mask(mask, student_hidden.shape[:-1], student_hidden.device, "hidden_kl_loss")
     s = _zero_masked(_upcast(student_hidden), mask) / t
     per_token = _kl_rows(s, _zero_masked(_upcast(teacher_hidden.detach()), mask) / t)
-    return reduce_tokens(per_token, mask, num_items_in_batch)
+    return reduce_tokens(per_token, mask, num_items_in_batch, reduction)
 
 
 def similarity_kl_loss(
@@ -676,7 +786,8 @@ def similarity_kl_loss(
     mask: Tensor | None = None,
     temperature: float = 1.0,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """KL divergence between token-similarity matrices (MKD-BERT's prediction-layer loss).
 
     For each model, ``S = H Hᵀ / sqrt(d)`` (``(B, L, L)``, ``d`` that model's own hidden size, so the widths may
@@ -705,7 +816,7 @@ def similarity_kl_loss(
 
     s = _zero_masked(_upcast(student_hidden), mask)
     per_token = _kl_rows(row_logits(s), row_logits(_zero_masked(_upcast(teacher_hidden.detach()).to(s.dtype), mask)))
-    return reduce_tokens(per_token, mask, num_items_in_batch)
+    return reduce_tokens(per_token, mask, num_items_in_batch, reduction)
 
 
 def hidden_mse_loss(
@@ -713,14 +824,15 @@ def hidden_mse_loss(
     teacher_hidden: Tensor,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """Mean squared error between feature vectors: per token ``mean_h (s_h - t_h)^2``, averaged over each sequence's
     valid tokens, then over sequences. Shapes as in :func:`hidden_kl_loss` (same width)."""
     _check_features(student_hidden, teacher_hidden, "hidden_mse_loss")
     mask = _feature_mask(mask, student_hidden.shape[:-1], student_hidden.device, "hidden_mse_loss")
     s = _zero_masked(_upcast(student_hidden), mask)
     per_token = (s - _zero_masked(_upcast(teacher_hidden.detach()).to(s.dtype), mask)).pow(2).mean(-1)
-    return reduce_tokens(per_token, mask, num_items_in_batch)
+    return reduce_tokens(per_token, mask, num_items_in_batch, reduction)
 
 
 def hidden_cosine_loss(
@@ -728,8 +840,9 @@ def hidden_cosine_loss(
     teacher_hidden: Tensor,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
+    reduction: str = "mean",
     eps: float = 1e-8,
-) -> Tensor:
+) -> Tensor | LossSum:
     """Cosine distance between feature vectors: per token ``1 - s·t / max(|s| |t|, eps)``, averaged over each
     sequence's valid tokens, then over sequences. Shapes as in :func:`hidden_kl_loss` (same width)."""
     _check_features(student_hidden, teacher_hidden, "hidden_cosine_loss")
@@ -738,7 +851,7 @@ def hidden_cosine_loss(
     t = _zero_masked(_upcast(teacher_hidden.detach()).to(s.dtype), mask)
     norms = (s.norm(dim=-1) * t.norm(dim=-1)).clamp(min=eps)
     per_token = 1.0 - (s * t).sum(-1) / norms
-    return reduce_tokens(per_token, mask, num_items_in_batch)
+    return reduce_tokens(per_token, mask, num_items_in_batch, reduction)
 
 
 CLS_LOSSES = ("mse", "cosine", "kl")
@@ -751,7 +864,8 @@ def cls_vector_loss(
     temperature: float = 1.0,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """A loss on the first-token ([CLS]) vectors only: ``kind`` = ``"mse"`` (:func:`hidden_mse_loss`), ``"cosine"``
     (:func:`hidden_cosine_loss`) or ``"kl"`` (:func:`hidden_kl_loss`) on ``h[:, 0]``.
 
@@ -769,10 +883,10 @@ def cls_vector_loss(
     if isinstance(mask, Tensor) and mask.dim() == 2:
         mask = mask[:, 0]
     if kind == "mse":
-        return hidden_mse_loss(student_hidden, teacher_hidden, mask, num_items_in_batch)
+        return hidden_mse_loss(student_hidden, teacher_hidden, mask, num_items_in_batch, reduction)
     if kind == "cosine":
-        return hidden_cosine_loss(student_hidden, teacher_hidden, mask, num_items_in_batch)
-    return hidden_kl_loss(student_hidden, teacher_hidden, mask, temperature, num_items_in_batch)
+        return hidden_cosine_loss(student_hidden, teacher_hidden, mask, num_items_in_batch, reduction)
+    return hidden_kl_loss(student_hidden, teacher_hidden, mask, temperature, num_items_in_batch, reduction)
 
 
 def attention_mse_loss(
@@ -780,8 +894,9 @@ def attention_mse_loss(
     teacher_attentions: Tensor,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
+    reduction: str = "mean",
     average_heads: bool = False,
-) -> Tensor:
+) -> Tensor | LossSum:
     """TinyBERT's attention loss: mean squared error between attention maps (Jiao et al. 2020).
 
     Per sequence: the mean over heads and over valid (query, key) pairs of ``(A_s - A_t)^2``; then reduced over
@@ -814,13 +929,13 @@ def attention_mse_loss(
     batch, heads, length = s.shape[0], s.shape[1], s.shape[-1]
     mask = _feature_mask(mask, (batch, length), s.device, "attention_mse_loss")
     if mask is None:
-        return reduce_per_item((s - t).pow(2).mean(dim=(1, 2, 3)), None, num_items_in_batch)
+        return reduce_per_item((s - t).pow(2).mean(dim=(1, 2, 3)), None, num_items_in_batch, reduction)
     pairs = (mask[:, :, None] & mask[:, None, :])[:, None]  # (B, 1, L, L)
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
     sq = (torch.where(pairs, s, zero) - torch.where(pairs, t, zero)).pow(2)  # NaN/inf at padding cannot leak
     total = sq.sum(dim=(1, 2, 3))
     count = pairs.sum(dim=(1, 2, 3)).to(sq.dtype) * heads
-    return reduce_per_item(total / count.clamp(min=1), count > 0, num_items_in_batch)
+    return reduce_per_item(total / count.clamp(min=1), count > 0, num_items_in_batch, reduction)
 
 
 # ---- top-k teacher log-probabilities (a cache of an LLM teacher's top-k tokens) -------------------------------
@@ -834,7 +949,8 @@ def topk_kl_loss(
     temperature: float = 1.0,
     mask: Tensor | None = None,
     num_items_in_batch: int | Tensor | None = None,
-) -> Tensor:
+    reduction: str = "mean",
+) -> Tensor | LossSum:
     """``T^2 * KL(p_t || p_s)`` over the ``k + 1`` outcomes "one of the teacher's top-k tokens" and "any other token".
 
     ``p_t`` is the cached teacher distribution (top-k log-probabilities and the log of the remaining mass);
@@ -848,10 +964,10 @@ def topk_kl_loss(
         topk_logprobs: ``(..., k)`` teacher log-probabilities; ``topk_indices``: ``(..., k)`` token ids;
             ``rest_logprob``: ``(...)`` log of the teacher's remaining mass.
         temperature: the temperature the cache was built with (the student is softened by the same).
-        mask, num_items_in_batch: as in :func:`kd_kl_loss`.
+        mask, num_items_in_batch, reduction: as in :func:`kd_kl_loss`.
     """
     per_item = topk_kl_per_item(student_logits, topk_logprobs, topk_indices, rest_logprob, temperature)
-    return reduce_per_item(per_item, mask, num_items_in_batch)
+    return reduce_per_item(per_item, mask, num_items_in_batch, reduction)
 
 
 def topk_kl_per_item(

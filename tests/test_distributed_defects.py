@@ -15,9 +15,11 @@ from torch import nn
 from transformers import BertForSequenceClassification, BertTokenizerFast
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer, losses, schedules
+from distil_trainers.losses import LossSum
 from distil_trainers.models.discriminator import LANGUAGE_COLUMN
 from distil_trainers.teachers.cache import model_fingerprint
 from distil_trainers.trainers.adversarial import AdversarialArguments, AdversarialTrainer
+from distil_trainers.trainers.objective import Objective
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +131,8 @@ def test_discriminator_loss_is_the_mean_over_language_rows_of_the_accumulated_ba
     first, second = _language_batches(trainer)
     trainer.model.train()  # dropout is 0: the forward is deterministic
     samples, num_items = trainer.get_batch_samples(iter([first, second]), 2, torch.device("cpu"))
-    assert int(num_items) == 5 and int(trainer._language_items) == 6  # labelled rows vs rows with a language id
+    counts = trainer._step_counts  # labelled rows vs rows with a language id, over the accumulated batch
+    assert int(num_items) == 5 and int(counts["labelled"]) == 5 and int(counts["languages"]) == 6
     total = sum(trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items) for batch in samples)
     ce, adversarial = _reference(trainer, [first, second])
     torch.testing.assert_close(total.detach(), ce + 0.3 * adversarial)
@@ -241,17 +244,20 @@ def test_eval_loss_scores_the_final_objective_whatever_the_step(tmp_path, anneal
 # ---- logging without a host-device synchronisation per micro-batch --------------------------------------------------
 
 
-def test_logged_components_stay_tensors_until_the_log_and_average_by_hand(tmp_path):
+def test_logged_terms_stay_tensors_until_the_log_and_average_by_hand(tmp_path):
     args = small_run_args(AnnealingArguments, tmp_path)
     trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_model=tiny_classifier(0), args=args,
                                train_dataset=random_classification_dataset(n=8))
     trainer.model.train()
-    labels = torch.tensor([0, 1, -100, 2])  # 3 labelled items in this micro-batch of an 8-item optimizer step
-    trainer.record_components({"loss_x": torch.tensor(0.3), "lambda": 0.25}, labels, torch.tensor(8))
-    trainer.record_components({"loss_x": torch.tensor(0.5), "lambda": 0.25}, torch.tensor([1, 1, 0, 0, 2]), 8)
+    step = torch.tensor(8.0, dtype=torch.float64)  # items of this kind in the whole optimizer step
+    # two micro-batches: per-item losses summing to 0.9 over 3 items, and to 2.5 over 5 items
+    trainer.record_sum("loss_x", LossSum(torch.tensor(0.9), torch.tensor(3.0)), step)
+    trainer.record_sum("loss_x", LossSum(torch.tensor(2.5), torch.tensor(5.0)), step)
+    objective = Objective({"rows": step, "labelled": step}, {"rows": torch.tensor(3.0), "labelled": torch.tensor(3.0)})
+    trainer.record_objective(objective, scalars={"lambda": 0.25}, composites={"twice": {"loss_x": 2.0}})
     assert torch.is_tensor(trainer._metric_sums["train"]["loss_x"])  # nothing synchronised yet
     logged = trainer._flush_metrics("train")
-    # per-item means 0.3 * 8/3 and 0.5 * 8/5, weighted by the micro-batches' shares 3/8 and 5/8 of the step
-    assert logged["loss_x"] == pytest.approx((0.3 * 8 / 3 * 3 / 8 + 0.5 * 8 / 5 * 5 / 8) / (3 / 8 + 5 / 8))
+    assert logged["loss_x"] == pytest.approx((0.9 + 2.5) / 8)  # the mean over the step's 8 items
+    assert logged["twice"] == pytest.approx(2 * (0.9 + 2.5) / 8)
     assert logged["lambda"] == pytest.approx(0.25)
     assert trainer._flush_metrics("train") == {}

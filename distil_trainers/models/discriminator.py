@@ -49,6 +49,8 @@ class DiscriminatorOutput:
     loss: torch.Tensor | None = None
     accuracy: torch.Tensor | None = None
     count: torch.Tensor | None = None
+    total: torch.Tensor | None = None  # the cross-entropy summed over the rows with a language id
+    correct: torch.Tensor | None = None  # rows whose language was predicted right
 
 
 class LanguageDiscriminator(nn.Module):
@@ -99,10 +101,12 @@ class LanguageDiscriminator(nn.Module):
         languages = languages.to(logits.device).long()
         valid = languages != -100
         count = valid.sum()
-        if languages[valid].numel() and (languages[valid].max() >= self.num_languages or languages[valid].min() < 0):
-            raise ValueError(
-                f"Language ids must be in 0..{self.num_languages - 1} (or -100), got {languages.tolist()}."
-            )
+        bad = valid & ((languages < 0) | (languages >= self.num_languages))
+        message = f"Language ids must be in 0..{self.num_languages - 1} (or -100)"
+        if languages.device.type != "cpu":  # no host-device synchronisation per batch on an accelerator
+            torch._assert_async(~bad.any(), message)
+        elif bool(bad.any()):
+            raise ValueError(f"{message}, got {languages.tolist()}.")
         summed = nn.functional.cross_entropy(logits.float(), languages, ignore_index=-100, reduction="sum")
         denominator = num_items_in_batch if num_items_in_batch is not None else count
         if torch.is_tensor(denominator):
@@ -112,7 +116,9 @@ class LanguageDiscriminator(nn.Module):
         loss = summed / denominator.clamp(min=1)
         correct = ((logits.argmax(-1) == languages) & valid).sum()
         accuracy = correct.float() / count.clamp(min=1).float()
-        return DiscriminatorOutput(logits=logits, loss=loss, accuracy=accuracy, count=count)
+        return DiscriminatorOutput(
+            logits=logits, loss=loss, accuracy=accuracy, count=count, total=summed, correct=correct
+        )
 
     # ---- saving (beside the classifier, never inside it) --------------------------------------------------------
 

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from .. import losses, schedules
+from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX
 from ..models.discriminator import DISCRIMINATOR_NAME, LANGUAGE_COLUMN, LanguageDiscriminator
 from .annealing import AnnealingArguments, AnnealingTrainer
 from .citations import ADAN_CITATION
+from .objective import LABELLED, LANGUAGES, ROWS
 
 __all__ = ["DISCRIMINATOR_NAME", "REVERSAL_SCHEDULES", "AdversarialArguments", "AdversarialTrainer"]
 
@@ -145,7 +147,6 @@ class AdversarialTrainer(AnnealingTrainer):
             raise TypeError(f"AdversarialTrainer needs AdversarialArguments, got {type(args).__name__}.")
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.reversal_fn = args.reversal_fn
-        self._language_items = None  # rows with a language id in the current accumulated batch (get_batch_samples)
 
     # ---- construction hooks --------------------------------------------------------------------------------------
 
@@ -192,17 +193,15 @@ class AdversarialTrainer(AnnealingTrainer):
 
     # ---- loss ----------------------------------------------------------------------------------------------------
 
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Also count the rows with a language id over the whole accumulated batch (over every process when
-        ``average_tokens_across_devices``, as Trainer counts the labelled items): the discriminator's loss is the
-        mean over those rows, whether or not they have a label."""
-        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = [batch[LANGUAGE_COLUMN].ne(-100).sum() for batch in batch_samples if LANGUAGE_COLUMN in batch]
-        language_items = sum(counts).to(device) if counts else None
-        if language_items is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
-            language_items = self.accelerator.gather(language_items).sum()
-        self._language_items = language_items
-        return batch_samples, num_items_in_batch
+    def count_items(self, batch):
+        """Also the rows with a language id (labelled or not): the discriminator's loss is the mean over them."""
+        counts = super().count_items(batch)
+        languages = batch.get(LANGUAGE_COLUMN)
+        if languages is not None:
+            counts[LANGUAGES] = languages.ne(-100).sum().to(torch.float64)
+        else:
+            counts[LANGUAGES] = torch.zeros((), dtype=torch.float64, device=counts[ROWS].device)
+        return counts
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -213,47 +212,39 @@ class AdversarialTrainer(AnnealingTrainer):
             )
         languages = inputs.pop(LANGUAGE_COLUMN, None)
         student_inputs, teacher_inputs = self.split_inputs(inputs)
+        task_ids = student_inputs.get(TASK_COLUMN)
         adversarial = self.discriminator is not None and languages is not None
         with_teacher = self.teacher is not None or self.teacher_cache is not None
         teacher_outputs = self.teacher_outputs(teacher_inputs) if with_teacher else None
         output_kwargs = dict(self.feature_output_kwargs)
-        extra_inputs = self.feature_inputs(teacher_outputs, student_inputs, labels, num_items_in_batch)
+        extra_inputs = self.feature_inputs(teacher_outputs, student_inputs, labels)
         if adversarial:
             output_kwargs["output_hidden_states"] = True
             if model.training:
                 self.discriminator.reversal_scale = self.reversal_fn(self.training_progress())
-            # the mean over the accumulated batch's rows with a language id (labelled or not); outside a training
-            # step Trainer prepared (evaluation, a direct call), the mean over this batch's rows with one
-            language_items = self._language_items if model.training and num_items_in_batch is not None else None
-            extra_inputs["discriminator"] = {"languages": languages, "num_items_in_batch": language_items}
+            extra_inputs["discriminator"] = {"languages": languages}
         # the wrapped model: the student, its feature projections and the discriminator in one forward
         outputs, extra = self.forward_student(model, {**student_inputs, **output_kwargs}, extra_inputs)
 
+        objective = self.objective(model, labels, num_items_in_batch, task_ids)
         if not with_teacher:
-            loss = losses.cross_entropy_loss(outputs.logits, labels, num_items_in_batch=num_items_in_batch)
-            logged: dict[str, Any] = {"loss_ce": loss}
+            weights = self.batch_class_weights(outputs.logits, task_ids)
+            objective.add("loss_ce", self.label_term(outputs.logits, labels, weights), LABELLED)
+            scalars: dict[str, Any] = {}
         else:
-            loss, logged = self.distillation_loss(outputs.logits, teacher_outputs.logits, labels, num_items_in_batch)
-        if "features" in extra:
-            feature_loss, parts = extra["features"]
-            loss = loss + self.args.feature_loss_weight * feature_loss
-            logged.update(self.feature_logs(feature_loss, parts))
+            scalars = self.distillation_loss(objective, outputs.logits, teacher_outputs.logits, labels, task_ids)
+        composites = self.add_feature_terms(objective, extra)
         if adversarial:
             result = extra["discriminator"]
-            loss = loss + self.args.adversarial_weight * result.loss
-            logged["reversal_scale"] = self.discriminator.reversal_scale
-            # logged as the mean over rows with a language id (weighted as record_components weights the label losses)
-            count = result.count.double()
-            if language_items is not None:
-                total = torch.as_tensor(language_items, device=count.device).double().reshape(())
-                rescale, weight = total / count.clamp(min=1.0), count / total.clamp(min=1.0)
-            else:
-                rescale, weight = 1.0, count
-            self.record_metric("loss_adversarial", result.loss * rescale, weight)
-            self.record_metric("discriminator_accuracy", result.accuracy, result.count)
-
-        self.record_components(logged, labels, num_items_in_batch)
-        loss = self.scale_for_devices(loss, num_items_in_batch)
+            # the mean over the rows with a language id of the whole step (labelled or not)
+            objective.add("loss_adversarial", losses.LossSum(result.total, result.count.to(result.total.dtype)),
+                          LANGUAGES, self.args.adversarial_weight)
+            scalars["reversal_scale"] = self.discriminator.reversal_scale
+            step = objective.step_counts[LANGUAGES] if objective.step_counts is not None else None
+            self.record_sum("discriminator_accuracy",
+                            losses.LossSum(result.correct.double(), result.count.double()), step)
+        self.record_objective(objective, scalars=scalars, composites=composites)
+        loss = self.scale_for_devices(objective.loss(), num_items_in_batch)
         if not return_outputs:
             return loss
         hidden = ("hidden_states",) if adversarial and "output_hidden_states" not in self.feature_output_kwargs else ()

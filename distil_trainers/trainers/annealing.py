@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import losses, schedules
+from ..data.multitask import TASK_COLUMN
 from .base import DistillationArguments, DistillationTrainer
 from .citations import BAM_CITATION
+from .objective import LABELLED, ROWS, Objective
 
 ANNEALING_MODES = ("bam", "jafari", "kd", "mse")
 DEPRECATED_ANNEALING_MODES = {"none": "kd"}  # old name -> new name
@@ -177,38 +179,44 @@ class AnnealingTrainer(DistillationTrainer):
             return schedules.progress(self.state.global_step, self.state.max_steps or 0, inclusive=True)
         return self.training_progress()
 
-    def distillation_loss(self, student_logits, teacher_logits, labels, num_items_in_batch=None) -> tuple[Any, dict]:
-        """The loss of the configured method and the values to log (each an average over the labelled items)."""
+    def distillation_loss(self, objective: Objective, student_logits, teacher_logits, labels,
+                          task_ids=None) -> dict[str, Any]:
+        """Add the configured method's terms to ``objective``; returns the scalars to log beside them (λ, ...)."""
         args = self.args
         p = 1.0 if self.evaluating() else self.training_progress()
         mask = losses.label_mask(labels)
+        weights = self.batch_class_weights(student_logits, task_ids)
         if args.annealing == "bam":
             lam = self.lambda_fn(self.lambda_progress())
-            loss = losses.teacher_annealing_loss(
-                student_logits, teacher_logits, labels, lam, temperature=args.temperature,
-                num_items_in_batch=num_items_in_batch,
-            )
-            return loss, {"loss_ta": loss, "lambda": lam}
+            objective.add("loss_ta", losses.teacher_annealing_loss(
+                student_logits, teacher_logits, labels, lam, temperature=args.temperature, reduction="sum",
+                class_weights=weights,
+            ), LABELLED)
+            return {"lambda": lam}
         if args.annealing == "jafari":
             if p < args.phase1_fraction:
                 factor = schedules.annealing_kd_factor(p / args.phase1_fraction, args.max_temperature)
-                loss = losses.logits_mse_loss(
-                    student_logits, teacher_logits, scale=factor, mask=mask, num_items_in_batch=num_items_in_batch
-                )
-                return loss, {"loss_mse": loss, "annealing_factor": factor, "phase": 1.0}
-            loss = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
-            return loss, {"loss_ce": loss, "phase": 2.0}
+                objective.add("loss_mse", losses.logits_mse_loss(
+                    student_logits, teacher_logits, scale=factor, mask=mask, reduction="sum"
+                ), ROWS)
+                return {"annealing_factor": factor, "phase": 1.0}
+            objective.add("loss_ce", self.label_term(student_logits, labels, weights), LABELLED)
+            return {"phase": 2.0}
         if args.annealing == "mse":
-            loss = losses.logits_mse_loss(student_logits, teacher_logits, mask=mask, num_items_in_batch=num_items_in_batch)
-            return loss, {"loss_mse": loss}
-        kd = losses.kd_kl_loss(
-            student_logits, teacher_logits, temperature=args.temperature, mask=mask,
-            num_items_in_batch=num_items_in_batch,
-        )
-        if args.alpha == 0:  # no label term: items without a gold label (UNLABELLED) train on the teacher alone
-            return args.beta * kd, {"loss_kd": kd}
-        ce = losses.cross_entropy_loss(student_logits, labels, num_items_in_batch=num_items_in_batch)
-        return args.alpha * ce + args.beta * kd, {"loss_ce": ce, "loss_kd": kd}
+            objective.add("loss_mse", losses.logits_mse_loss(student_logits, teacher_logits, mask=mask,
+                                                             reduction="sum"), ROWS)
+            return {}
+        kd = losses.kd_kl_loss(student_logits, teacher_logits, temperature=args.temperature, mask=mask, reduction="sum")
+        if args.alpha != 0:  # without a label term, items without a gold label (UNLABELLED) train on the teacher alone
+            objective.add("loss_ce", self.label_term(student_logits, labels, weights), LABELLED, args.alpha)
+        objective.add("loss_kd", kd, ROWS, args.beta)
+        return {}
+
+    @staticmethod
+    def label_term(logits, labels, class_weights=None) -> losses.LossSum:
+        """The cross-entropy on the gold labels (UNLABELLED items count in no label term)."""
+        return losses.cross_entropy_loss(logits, losses.gold_labels(labels), reduction="sum",
+                                         class_weights=class_weights)
 
     @staticmethod
     def learns_from_labels(args: AnnealingArguments) -> bool:
@@ -222,19 +230,16 @@ class AnnealingTrainer(DistillationTrainer):
         if labels is None:
             raise ValueError("AnnealingTrainer needs `labels` in every batch (rename your label column to 'labels').")
         student_inputs, teacher_inputs = self.split_inputs(inputs)
+        task_ids = student_inputs.get(TASK_COLUMN)
         teacher_outputs = self.teacher_outputs(teacher_inputs)
         # the wrapped model Trainer gives: the student, and the feature projections inside the same forward
         outputs, extra = self.forward_student(
             model, {**student_inputs, **self.feature_output_kwargs},
-            self.feature_inputs(teacher_outputs, student_inputs, labels, num_items_in_batch),
+            self.feature_inputs(teacher_outputs, student_inputs, labels),
         )
-        loss, logged = self.distillation_loss(outputs.logits, teacher_outputs.logits, labels, num_items_in_batch)
-        if "features" in extra:
-            feature_loss, parts = extra["features"]
-            loss = loss + self.args.feature_loss_weight * feature_loss
-            logged.update(self.feature_logs(feature_loss, parts))
-
-        self.record_components(logged, labels, num_items_in_batch)
-
-        loss = self.scale_for_devices(loss, num_items_in_batch)
+        objective = self.objective(model, labels, num_items_in_batch, task_ids)
+        scalars = self.distillation_loss(objective, outputs.logits, teacher_outputs.logits, labels, task_ids)
+        composites = self.add_feature_terms(objective, extra)
+        self.record_objective(objective, scalars=scalars, composites=composites)
+        loss = self.scale_for_devices(objective.loss(), num_items_in_batch)
         return (loss, self.strip_feature_outputs(outputs)) if return_outputs else loss

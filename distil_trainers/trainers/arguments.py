@@ -60,6 +60,15 @@ class DistillationArguments(TrainingArguments):
         default=1.0,
         metadata={"help": "Multiplies the feature loss (the weighted sum over feature_matches) in the total loss."},
     )
+    class_weights: list[float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of the classes in the label term (cross-entropy on gold labels; for teacher annealing the "
+            "whole per-example loss): 'balanced' (n / (C * n_c) from the training labels), a list with one weight "
+            "per class, or for multi-task data a mapping task -> 'balanced' | list. Each weighted term is divided by "
+            "the sum of its examples' weights. A JSON string is accepted on the command line."
+        },
+    )
     save_projections: bool = field(
         default=False,
         metadata={
@@ -74,6 +83,14 @@ class DistillationArguments(TrainingArguments):
         for name in ("teacher_model_init_kwargs", "model_init_kwargs"):
             if isinstance(getattr(self, name), str):
                 setattr(self, name, json.loads(getattr(self, name)))
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            try:
+                self.class_weights = json.loads(self.class_weights)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"class_weights must be 'balanced', a list of weights or a task mapping (JSON), got "
+                    f"{self.class_weights!r}."
+                ) from err
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError(
                 f"Nothing to train: max_steps={self.max_steps}, num_train_epochs={self.num_train_epochs}. Set "

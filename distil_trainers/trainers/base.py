@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import enable_full_determinism, set_seed
 
@@ -55,6 +55,7 @@ from .labels import (  # noqa: F401  (label_space, check_label_space, freeze, lo
     label_space,
     load_classifier,
 )
+from .objective import ROWS, Objective, count_kinds
 from .task_aware import TaskAwareTrainer
 from .wrapper import DistillationModel, has_trainable_parameters
 
@@ -248,6 +249,12 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         # per mode and name: sums of value × count and of count, tensors on the device until the next log
         self._metric_sums: dict[str, dict[str, Any]] = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._metric_counts: dict[str, dict[str, Any]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._composites: dict[str, dict[str, dict[str, float]]] = {"train": {}, "eval": {}}
+        self._step_counts: dict[str, torch.Tensor] | None = None  # items of each kind in the current optimizer step
+        self._teacher_checks: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # checked before optimizer.step
+        self.class_weight_table = class_weight_table(getattr(self.args, "class_weights", None), space, train_dataset,
+                                                     task_names)
+        self.add_callback(_TeacherCheckCallback(self))
 
     # ---- construction hooks --------------------------------------------------------------------------------------
 
@@ -569,18 +576,29 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
             mask = mask & losses.label_mask(labels).to(mask.device)[:, None]
         return mask
 
-    def feature_inputs(self, teacher_outputs: Any, student_inputs: dict[str, Any], labels: torch.Tensor | None,
-                       num_items_in_batch=None) -> dict[str, dict[str, Any]]:
-        """The ``extra_inputs`` of :meth:`forward_student` for the feature distiller ({} without feature matches)."""
+    def feature_inputs(self, teacher_outputs: Any, student_inputs: dict[str, Any],
+                       labels: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+        """The ``extra_inputs`` of :meth:`forward_student` for the feature distiller ({} without feature matches):
+        the feature losses come back as sums over the sequences, normalised by :meth:`add_feature_terms`."""
         if self.feature_distiller is None:
             return {}
         mask = self.feature_mask(student_inputs, labels)
-        return {"features": {"teacher_outputs": teacher_outputs, "mask": mask, "num_items_in_batch": num_items_in_batch}}
+        return {"features": {"teacher_outputs": teacher_outputs, "mask": mask, "reduction": "sum"}}
 
-    @staticmethod
-    def feature_logs(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The feature loss's components to log: ``loss_feature`` and ``loss_feature/<match>``."""
-        return {"loss_feature": total, **{f"loss_feature/{name}": value for name, value in parts.items()}}
+    def add_feature_terms(self, objective: Objective, extra: Mapping[str, Any], prefix: str = "",
+                          distiller: FeatureDistiller | None = None) -> dict[str, dict[str, float]]:
+        """Add the feature matches' sums (``extra["features"]``, from :meth:`forward_student`) to ``objective``,
+        each as ``loss_feature/<match>`` weighted by ``feature_loss_weight × match weight`` and counted in rows;
+        returns the composite ``loss_feature`` (the weighted sum over the matches, before ``feature_loss_weight``)
+        for :meth:`record_objective`."""
+        if "features" not in extra:
+            return {}
+        distiller = distiller if distiller is not None else self.feature_distiller
+        _, parts = extra["features"]
+        weights = {name: match.weight for name, match in zip(distiller.names, distiller.matches)}
+        for name, term in parts.items():
+            objective.add(f"{prefix}loss_feature/{name}", term, ROWS, self.args.feature_loss_weight * weights[name])
+        return {"loss_feature": {f"loss_feature/{name}": weights[name] for name in parts}}
 
     def strip_feature_outputs(self, outputs: Any, keys: tuple[str, ...] = ()) -> Any:
         """The student's outputs without the hidden states / attentions requested for feature matching (and without
@@ -636,8 +654,25 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         return logits
 
     def _check_teacher_logits(self, logits: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Non-finite teacher logits stop training before the optimizer step they would reach. In a training step
+        the check is deferred to just before ``optimizer.step()`` (one host-device synchronisation per optimizer step,
+        not per micro-batch); elsewhere it is immediate."""
+        if self.model.training and self._step_counts is not None:
+            self._teacher_checks.append((~torch.isfinite(logits.detach()).reshape(logits.shape[0], -1).all(-1), rows))
+            return
         ids = getattr(self, "_train_ids", None) if rows is not None else None
         check_finite_teacher(logits, rows, ids, self.state.global_step)
+
+    def check_teacher_outputs(self) -> None:
+        """Raise :class:`FloatingPointError` (naming the step and the examples) if the teacher gave a non-finite logit
+        in the current optimizer step. Called before ``optimizer.step()``."""
+        checks, self._teacher_checks = self._teacher_checks, []
+        if not checks or not bool(torch.cat([bad for bad, _ in checks]).any()):
+            return
+        ids = getattr(self, "_train_ids", None)
+        for bad, rows in checks:
+            check_finite_teacher(torch.where(bad, float("nan"), 0.0)[:, None], rows, ids if rows is not None else None,
+                                 self.state.global_step)
 
     @torch.no_grad()
     def teacher_outputs(self, teacher_inputs: dict[str, Any]) -> Any:
@@ -671,33 +706,80 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         max_steps = self.state.max_steps or 0
         return min(max(self.state.global_step / max_steps, 0.0), 1.0) if max_steps > 0 else 0.0
 
-    def record_metric(self, name: str, value: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
-        """Accumulate ``value`` (an average over ``count`` items) for logging under ``name``. Tensors stay on their
-        device until the next log (no host-device synchronisation per micro-batch)."""
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's pre-fetch of one optimizer step's micro-batches, plus the count of every kind of item in them
+        (see :mod:`~distil_trainers.trainers.objective`), added over the processes in one collective."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step_counts = self.step_counts(batch_samples, device) if batch_samples else None
+        return batch_samples, num_items_in_batch
+
+    def count_items(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The items of each kind in one batch (``rows`` and ``labelled``; subclasses add their own kinds)."""
+        labels = batch.get("labels")
+        return count_kinds(labels, self.label_weights(labels, batch.get(TASK_COLUMN)))
+
+    def step_counts(self, batch_samples: list, device) -> dict[str, torch.Tensor]:
+        per_batch = [self.count_items(batch) for batch in batch_samples]
+        kinds = sorted(per_batch[0])
+        totals = torch.stack([sum(counts[k].to(device) for counts in per_batch) for k in kinds])
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return dict(zip(kinds, totals))
+
+    def label_weights(self, labels: torch.Tensor | None, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Each item's class weight (``class_weights``; for multi-task data, its task's), ``None`` without weights."""
+        if self.class_weight_table is None or labels is None:
+            return None
+        table = self.class_weight_table.to(labels.device)
+        task = task_ids.to(labels.device).long() if task_ids is not None else torch.zeros_like(labels)
+        return table[task, labels.clamp(min=0, max=table.shape[1] - 1)]
+
+    def batch_class_weights(self, logits: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ``(C,)`` class weights of a one-task batch for the label losses (``None`` without weights)."""
+        if self.class_weight_table is None:
+            return None
+        table = self.class_weight_table.to(logits.device)
+        row = table[task_ids.reshape(-1)[0].to(logits.device).long()] if task_ids is not None else table[0]
+        return row[: logits.shape[-1]]
+
+    def objective(self, model: nn.Module, labels: torch.Tensor, num_items_in_batch=None,
+                  task_ids: torch.Tensor | None = None) -> Objective:
+        """An empty :class:`~distil_trainers.trainers.objective.Objective` for this micro-batch: normalised by the
+        optimizer step's counts in a training step Trainer prepared, by each term's own count otherwise."""
+        batch = self.count_items({"labels": labels, TASK_COLUMN: task_ids})
+        in_step = model.training and num_items_in_batch is not None
+        if in_step and self._step_counts is None:  # a direct call with Trainer's count: every kind counts it
+            count = torch.as_tensor(num_items_in_batch, device=labels.device).double().reshape(())
+            step = {kind: count for kind in batch}
+        else:
+            step = self._step_counts if in_step else None
+        return Objective(step, batch)
+
+    def record_sum(self, name: str, term: losses.LossSum, step_count: torch.Tensor | None = None) -> None:
+        """Log a term as the mean over its items. In a training step (``step_count``: its kind's count over the
+        optimizer step) each micro-batch enters with its share of the step, so every optimizer step counts once over
+        a logging window, as Trainer averages ``loss``; elsewhere the items of every batch count alike."""
         mode = "train" if self.model.training else "eval"
-        value = value.detach().double() if torch.is_tensor(value) else float(value)
-        count = count.detach().double() if torch.is_tensor(count) else float(count)
-        self._metric_sums[mode][name] = self._metric_sums[mode][name] + value * count
+        total, count = term.total.detach().double(), term.count.detach().double()
+        if step_count is not None:
+            denominator = step_count.double().clamp(min=1.0)
+            total, count = total / denominator, count / denominator
+        self._metric_sums[mode][name] = self._metric_sums[mode][name] + total
         self._metric_counts[mode][name] = self._metric_counts[mode][name] + count
 
-    def record_components(
-        self, components: dict[str, Any], labels: torch.Tensor, num_items_in_batch=None, prefix: str = ""
-    ) -> None:
-        """Record loss components computed with ``num_items_in_batch`` normalisation (and other scalars such as λ).
-
-        Losses are turned back into this micro-batch's per-item means. In training each micro-batch is weighted by
-        its share of the optimizer step's labelled items, so every optimizer step counts once over a logging window,
-        exactly as Trainer averages ``loss`` (the logged components then add up to the logged ``loss``). In
-        evaluation they are averaged over the labelled items."""
-        count = losses.label_mask(labels).sum().double()
-        if num_items_in_batch is not None:
-            total = torch.as_tensor(num_items_in_batch, device=count.device).double().reshape(())
-            rescale = total / count.clamp(min=1.0)
-            weight = count / total.clamp(min=1.0) if self.model.training else count
-        else:
-            rescale, weight = 1.0, count
-        for name, value in components.items():
-            self.record_metric(prefix + name, value * rescale if name.startswith("loss") else value, weight)
+    def record_objective(self, objective: Objective, prefix: str = "", scalars: Mapping[str, Any] | None = None,
+                         composites: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """Log the objective's terms, ``scalars`` (λ, a temperature, ...: averaged like the terms, weighted by the
+        rows) and ``composites`` (``{name: {term: weight}}``: weighted sums of the terms' logged means)."""
+        objective.record(self, prefix)
+        rows = objective.batch_counts[ROWS]
+        step = objective.step_counts[ROWS] if objective.step_counts is not None else None
+        for name, value in (scalars or {}).items():
+            value = value.detach().double() if torch.is_tensor(value) else float(value)
+            self.record_sum(prefix + name, losses.LossSum(value * rows, rows), step)
+        mode = "train" if self.model.training else "eval"
+        for name, parts in (composites or {}).items():
+            self._composites[mode][prefix + name] = {prefix + k: float(w) for k, w in parts.items()}
 
     def _flush_metrics(self, mode: str) -> dict[str, float]:
         """Averages since the last flush, over the items of every process (all ranks call this: in ``log`` and
@@ -716,6 +798,10 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
             packed = self.accelerator.reduce(packed, reduction="sum")
         packed = packed.cpu()
         out = {k: float(packed[i, 0] / packed[i, 1]) for i, k in enumerate(keys) if packed[i, 1] > 0}
+        for name, parts in self._composites[mode].items():
+            present = [(w, out[k]) for k, w in parts.items() if k in out]
+            if present:
+                out[name] = sum(w * v for w, v in present)
         sums.clear()
         counts.clear()
         return out
@@ -741,3 +827,63 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             return loss * self.accelerator.num_processes
         return loss
+
+
+class _TeacherCheckCallback(TrainerCallback):
+    """Runs :meth:`DistillationTrainer.check_teacher_outputs` before every optimizer step."""
+
+    def __init__(self, trainer: DistillationTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.check_teacher_outputs()
+
+
+def class_weight_table(spec: Any, space: Mapping[str, int], train_dataset: Any,
+                       task_names: list[str] | None) -> torch.Tensor | None:
+    """``class_weights`` as a ``(tasks, max classes)`` table (one row per task, in the label space's order).
+
+    ``spec``: ``None``; ``"balanced"`` (``n / (C * n_c)`` from the training labels, as scikit-learn computes it);
+    a list of ``C`` weights; or, for multi-task data, ``{task: "balanced" | [weights]}`` (tasks left out weigh 1)."""
+    if spec is None:
+        return None
+    tasks = list(space)
+    if not isinstance(spec, Mapping):
+        if len(tasks) > 1:
+            spec = {task: spec for task in tasks}
+        else:
+            spec = {tasks[0]: spec}
+    unknown = sorted(set(spec) - set(tasks))
+    if unknown:
+        raise ValueError(f"class_weights names tasks {unknown}, but the tasks are {tasks}.")
+    table = torch.ones(len(tasks), max(space.values()), dtype=torch.float64)
+    for t, task in enumerate(tasks):
+        value = spec.get(task)
+        if value is None:
+            continue
+        num = space[task]
+        if value == "balanced":
+            counts = training_label_counts(train_dataset, t if task_names else None, num)
+            if (counts == 0).any():
+                missing = [i for i in range(num) if counts[i] == 0]
+                raise ValueError(f"class_weights='balanced': class(es) {missing} of task {task!r} have no training "
+                                 "example; give the weights as a list.")
+            table[t, :num] = counts.sum() / (num * counts)
+        else:
+            weights = torch.as_tensor(value, dtype=torch.float64)
+            if weights.shape != (num,) or not torch.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError(f"class_weights for task {task!r} must be {num} finite non-negative numbers (one per "
+                                 f"class) or 'balanced', got {value!r}.")
+            table[t, :num] = weights
+    return table
+
+
+def training_label_counts(train_dataset: Any, task: int | None, num_classes: int) -> torch.Tensor:
+    """How many training examples of each class (of task index ``task`` in multi-task data)."""
+    if train_dataset is None:
+        raise ValueError("class_weights='balanced' needs the train_dataset to count the classes.")
+    labels = torch.as_tensor(train_dataset["labels"][:])
+    if task is not None:
+        labels = labels[torch.as_tensor(train_dataset[TASK_COLUMN][:]) == task]
+    labels = labels[(labels >= 0) & (labels < num_classes)]
+    return torch.bincount(labels, minlength=num_classes).to(torch.float64)

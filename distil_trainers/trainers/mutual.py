@@ -53,6 +53,7 @@ from .inputs import (
     same_tokenization,
 )
 from .labels import load_classifier
+from .objective import LABELLED, ROWS, Objective
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 RESERVED_NAMES = ("teacher", "ensemble")
@@ -382,42 +383,47 @@ class MutualLearningTrainer(DistillationTrainer):
             teacher_logits = teacher_out.logits
             outputs, extra = self.forward_student(
                 model, {**student_inputs, "return_model_outputs": True},
-                self.feature_inputs(teacher_out, student_inputs, labels, num_items_in_batch),
+                self.feature_inputs(teacher_out, student_inputs, labels),
             )
             logits = {name: out.logits for name, out in outputs.items()}
-            feature_parts = {name: (total, self.feature_logs(total, parts))
-                             for name, (total, parts) in extra["features"].items()}
+            features = extra["features"]
         else:
             teacher_logits = self.teacher_logits(teacher_inputs)
             logits, _ = self.forward_student(model, student_inputs)
-            feature_parts = {}
+            features = {}
 
         args = self.args
-        total = 0.0
+        objective = self.objective(model, labels, num_items_in_batch)
+        weights = self.batch_class_weights(teacher_logits)
         for name in self.student_names:
             peers = [logits[other] for other in self.student_names if other != name]
-            parts = losses.ddml_loss(
-                logits[name], teacher_logits, peers, labels,
-                hard_weight=args.hard_weight, soft_weight=args.soft_weight, mutual_weight=args.mutual_weight,
-                temperature=args.temperature, direction=args.kl_direction, num_items_in_batch=num_items_in_batch,
+            terms = losses.ddml_loss(
+                logits[name], teacher_logits, peers, labels, temperature=args.temperature,
+                direction=args.kl_direction, reduction="sum", class_weights=weights,
             )
-            if name in feature_parts:
-                feature_loss, logged = feature_parts[name]
-                parts = {**parts, "loss": parts["loss"] + args.feature_loss_weight * feature_loss, **logged}
-            total = total + parts["loss"]
-            self.record_components(parts, labels, num_items_in_batch, prefix=f"{name}/")
-        total = self.scale_for_devices(total, num_items_in_batch)
+            student = Objective(objective.step_counts, objective.batch_counts)
+            student.add("loss_hard", terms["loss_hard"], LABELLED, args.hard_weight)
+            student.add("loss_soft", terms["loss_soft"], ROWS, args.soft_weight)
+            student.add("loss_mutual", terms["loss_mutual"], ROWS, args.mutual_weight)
+            composites = {}
+            if name in features:
+                composites = self.add_feature_terms(student, {"features": features[name]},
+                                                    distiller=self.feature_distiller.distillers[name])
+            parts = {term: weight for term, weight, _, _ in student.terms}
+            self.record_objective(student, prefix=f"{name}/", composites={**composites, "loss": parts})
+            objective.terms.extend(student.terms)
+        total = self.scale_for_devices(objective.loss(), num_items_in_batch)
         if not return_outputs:
             return total
         return total, {"logits": self._member_logits(logits, teacher_logits)}
 
-    def feature_inputs(self, teacher_outputs, student_inputs, labels, num_items_in_batch=None):
+    def feature_inputs(self, teacher_outputs, student_inputs, labels):
         """The feature distillers' inputs: the teacher's outputs and, per student with matches, the tokens to count
         (its own attention mask, labelled sequences only)."""
         group = self.group
         masks = {name: self.feature_mask(group.inputs_of(name, student_inputs), labels)
                  for name in self.feature_distiller.distillers}
-        return {"features": {"teacher_outputs": teacher_outputs, "masks": masks, "num_items_in_batch": num_items_in_batch}}
+        return {"features": {"teacher_outputs": teacher_outputs, "masks": masks, "reduction": "sum"}}
 
     def _member_logits(self, logits: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> torch.Tensor:
         """``(batch, K + 2, classes)``: every student, the ensemble (log of the averaged probabilities), the teacher."""

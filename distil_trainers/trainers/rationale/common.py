@@ -66,16 +66,15 @@ class _RationaleTrainerMixin(_LabelScoringMixin):
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = torch.zeros(2, dtype=torch.long)
+        counts = torch.zeros(2, dtype=torch.long, device=device)  # counted where the batches are: no host copy
         for batch in batch_samples:
             labels = batch["labels"][..., 1:] if self._shift_labels else batch["labels"]
-            valid = labels.ne(-100).cpu()
-            view = batch[VIEW_COLUMN].cpu()
-            counts[0] += valid[view == LABEL_VIEW].sum()
-            counts[1] += valid[view == RATIONALE_VIEW].sum()
-        counts = counts.to(device)
+            valid = labels.ne(-100).to(device)
+            view = batch[VIEW_COLUMN].to(device).reshape(-1, *([1] * (valid.dim() - 1)))
+            counts[0] += (valid & (view == LABEL_VIEW)).sum()
+            counts[1] += (valid & (view == RATIONALE_VIEW)).sum()
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
+            counts = self.accelerator.reduce(counts, reduction="sum")
         self._view_token_counts = counts
         return batch_samples, num_items_in_batch
 
@@ -117,12 +116,16 @@ class _RationaleTrainerMixin(_LabelScoringMixin):
                 kd_rationale.detach(),
             ]
         ).double()
-        self._view_logs[mode] += self.accelerator.gather(parts.unsqueeze(0)).sum(0).cpu()
+        # kept on the device and added over the processes at the next log (every process logs)
+        self._view_logs[mode] = self._view_logs[mode].to(parts.device) + parts
         return loss
 
     def _pop_view_logs(self, mode: str) -> dict[str, float]:
-        sum_l, n_l, sum_r, n_r, kd_l, kd_r = self._view_logs[mode].tolist()
-        self._view_logs[mode].zero_()
+        totals = self._view_logs[mode].to(self.args.device)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        sum_l, n_l, sum_r, n_r, kd_l, kd_r = totals.tolist()
+        self._view_logs[mode] = torch.zeros(6, dtype=torch.float64)
         out = {}
         if n_l > 0:
             out["loss_label"] = sum_l / n_l
