@@ -86,7 +86,7 @@ def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -
             args=MutualLearningArguments(temperature=2.0, **common), train_dataset=data,
             data_collator=lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]},
         )
-    elif kind == "multitask":  # two tasks of unequal sizes, one task per optimizer step on every process
+    elif kind in ("multitask", "multitask_checkpointing"):  # two tasks of unequal sizes, one task per step
         from distil_trainers.data import concatenate_tasks
         from distil_trainers.models import MultiTaskConfig, MultiTaskModel
 
@@ -98,8 +98,9 @@ def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -
 
         data = concatenate_tasks({"sentiment": random_classification_dataset(n=16, num_labels=2, seed=3),
                                   "hate": random_classification_dataset(n=8, num_labels=3, seed=4)})
+        checkpointing = {"gradient_checkpointing": kind == "multitask_checkpointing"}
         trainer = AnnealingTrainer(model=model(1), teacher_model=model(0), train_dataset=data,
-                                   args=AnnealingArguments(annealing="bam", **{**common, "max_steps": 6}))
+                                   args=AnnealingArguments(annealing="bam", **{**common, "max_steps": 6}, **checkpointing))
     elif kind in ("annealing_epoch", "annealing_uneven"):  # one epoch, every example, no dataloader_drop_last
         epoch = {**common, "max_steps": -1, "num_train_epochs": 1, "dataloader_drop_last": False}
         data = annealing_data(32 if kind == "annealing_epoch" else 30)

@@ -101,6 +101,14 @@ def test_two_processes_match_one_on_two_tasks_of_unequal_sizes(tmp_path):
     assert_same_run(single_weights, single_log, ddp_weights, ddp_log, steps=6)
 
 
+def test_multitask_with_activation_checkpointing_in_two_processes_matches_one(tmp_path):
+    # each step leaves the other task's head unused; Trainer turns DDP's unused-parameter search off under
+    # checkpointing, which would stop the second step: the trainer turns it back on (non-reentrant checkpointing)
+    single_weights, single_log = run(tmp_path, "multitask_checkpointing", 1)
+    ddp_weights, ddp_log = run(tmp_path, "multitask_checkpointing", 2)
+    assert_same_run(single_weights, single_log, ddp_weights, ddp_log, steps=6)
+
+
 def test_two_processes_train_on_every_example_once_per_epoch(tmp_path):
     # 32 examples, 4 per optimizer step, no dataloader_drop_last: eight steps, in one process and in two
     single_weights, single_log = run(tmp_path, "annealing_epoch", 1)

@@ -261,3 +261,32 @@ def test_logged_terms_stay_tensors_until_the_log_and_average_by_hand(tmp_path):
     assert logged["twice"] == pytest.approx(2 * (0.9 + 2.5) / 8)
     assert logged["lambda"] == pytest.approx(0.25)
     assert trainer._flush_metrics("train") == {}
+
+
+# ---- multi-task training in several processes and DDP's unused-parameter search -----------------------------------
+
+
+def test_multitask_in_several_processes_refuses_what_ddp_cannot_run(tmp_path):
+    from types import SimpleNamespace
+
+    from distil_trainers.data import concatenate_tasks
+
+    data = concatenate_tasks({"a": random_classification_dataset(n=8, num_labels=3, seed=1),
+                              "b": random_classification_dataset(n=8, num_labels=3, seed=2)})
+    trainer = AnnealingTrainer(model=tiny_classifier(1), teacher_model=tiny_classifier(0), train_dataset=data,
+                               args=small_run_args(AnnealingArguments, tmp_path))
+
+    def processes(**settings):  # the arguments of one of two processes
+        defaults = dict(world_size=2, ddp_find_unused_parameters=None, activation_checkpointing=True,
+                        gradient_checkpointing=True, activation_checkpointing_kwargs=None,
+                        gradient_checkpointing_kwargs=None)
+        trainer.args = SimpleNamespace(**{**defaults, **settings})
+        trainer.check_multitask_processes()
+        return trainer.args
+
+    assert processes().ddp_find_unused_parameters is True  # turned on for the heads a step leaves unused
+    with pytest.raises(ValueError, match="reentrant activation checkpointing"):
+        processes(activation_checkpointing_kwargs={"use_reentrant": True})
+    with pytest.raises(ValueError, match="needs ddp_find_unused_parameters"):
+        processes(ddp_find_unused_parameters=False)
+    assert processes(world_size=1).ddp_find_unused_parameters is None  # one process: nothing to do

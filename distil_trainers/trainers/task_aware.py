@@ -30,6 +30,36 @@ class TaskAwareTrainer(Trainer):
     # Columns (besides the model's forward arguments) that must survive Trainer's `remove_unused_columns`.
     extra_input_prefixes: tuple[str, ...] = (TEACHER_PREFIX,)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check_multitask_processes()
+
+    def check_multitask_processes(self) -> None:
+        """Multi-task training in several processes: each step trains one task, so the other tasks' heads take no
+        part in it. DDP must then look for unused parameters — Trainer turns that off with activation checkpointing,
+        which would stop the second step — so it is turned on here; it is compatible with the non-reentrant
+        checkpointing transformers uses by default, and reentrant checkpointing is refused before training."""
+        args, dataset = self.args, self.train_dataset
+        if args.world_size <= 1 or not isinstance(dataset, datasets.Dataset) or TASK_COLUMN not in dataset.column_names:
+            return
+        if len(set(dataset[TASK_COLUMN][:])) < 2:
+            return
+        if args.ddp_find_unused_parameters is False:
+            raise ValueError(
+                "Multi-task training in several processes needs ddp_find_unused_parameters (each step leaves the other "
+                "tasks' heads unused): leave it unset or set it to True."
+            )
+        checkpointing = args.activation_checkpointing or args.gradient_checkpointing
+        kwargs = args.activation_checkpointing_kwargs or args.gradient_checkpointing_kwargs or {}
+        if checkpointing and kwargs.get("use_reentrant", False):
+            raise ValueError(
+                "Multi-task training in several processes with reentrant activation checkpointing: DDP cannot find "
+                "the heads a step does not use. Drop use_reentrant=True (non-reentrant checkpointing is the default)."
+            )
+        args.ddp_find_unused_parameters = True
+        if self.accelerator.ddp_handler is not None:  # the handler Trainer built before this check
+            self.accelerator.ddp_handler.find_unused_parameters = True
+
     # ---- data ----------------------------------------------------------------------------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
