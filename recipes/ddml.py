@@ -93,10 +93,12 @@ def main(script_args: ScriptArguments, training_args: MutualLearningArguments) -
     # ---- students, each with its own tokenizer (a new vocabulary is learnt from the training texts) ----
     texts = dataset["train"]["text"][:]
     students, tokenizers = {}, {}
-    for name, student_spec in script_args.students.items():
-        key = hashlib.sha256(json.dumps([student_spec, texts]).encode()).hexdigest()[:12]  # vocabulary of these texts
-        tokenizer_dir = f"{training_args.output_dir}/tokenizers/{name}-{key}"
-        students[name], tokenizers[name] = build_student(student_spec, names, texts, tokenizer_dir=tokenizer_dir)
+    # several processes: the main one learns and saves each new vocabulary, then the others load it
+    with training_args.main_process_first(local=training_args.save_on_each_node, desc="student tokenizers"):
+        for name, student_spec in script_args.students.items():
+            key = hashlib.sha256(json.dumps([student_spec, texts]).encode()).hexdigest()[:12]  # these texts' vocabulary
+            tokenizer_dir = f"{training_args.output_dir}/tokenizers/{name}-{key}"
+            students[name], tokenizers[name] = build_student(student_spec, names, texts, tokenizer_dir=tokenizer_dir)
 
     # ---- train together (the trainer tokenises the raw texts once per model), evaluate, save ----
     trainer = MutualLearningTrainer(

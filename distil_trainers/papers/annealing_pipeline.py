@@ -69,12 +69,13 @@ from distil_trainers.papers.workflow import (
     evaluate_model,
     finetune_teacher,
     fingerprint,
+    finish_stage,
     load_tasks,
-    mark_complete,
-    prepare_stage,
+    main_process_only,
     report_split_name,
     results_table,
     stage_arguments,
+    start_stage,
     teacher_label_names,
     tokenize_suite,
     train_or_resume,
@@ -156,8 +157,7 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     student_dir = output_dir / "student"
     student_args = dataclasses.replace(args, output_dir=str(student_dir))
     key = fingerprint("student", recipe.settings(), training_fingerprint(args), data_fingerprint(suite))
-    with args.main_process_first(desc="student stage"):
-        complete = prepare_stage(student_dir, key)
+    complete = start_stage(args, student_dir, key)
     train_dataset = student_suite.train_dataset()
     eval_dataset = student_suite.eval_datasets("validation")
     if complete:
@@ -178,12 +178,8 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
             compute_metrics=build_compute_metrics(label_names=None if suite.is_multitask else suite.tasks[0].label_names),
         )
         train_or_resume(trainer, student_dir)
-        trainer.save_model(str(student_dir))
-        if args.process_index == 0:
-            student_tokenizer.save_pretrained(str(student_dir))
-            (student_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-            mark_complete(student_dir, {"method": args.annealing, "tasks": suite.label_spec()})
-        trainer.accelerator.wait_for_everyone()
+        finish_stage(trainer, student_dir, {"method": args.annealing, "tasks": suite.label_spec()},
+                     tokenizer=student_tokenizer)
         student = trainer.model
 
     # ---- report (on the test split; the validation split of a dataset without one) ----
@@ -200,12 +196,13 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
     table = results_table(rows, metrics=("accuracy", "precision_macro", "recall_macro", "f1_macro"))
     header = (f"Method: {args.annealing}; {describe_report_splits(report_splits)}"
               + (" (subsampled)" if recipe.max_eval_samples else ""))
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        (output_dir / "results.json").write_text(
-            json.dumps({"method": args.annealing, "splits": report_splits, "rows": rows}, indent=2)
-        )
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+            (output_dir / "results.json").write_text(
+                json.dumps({"method": args.annealing, "splits": report_splits, "rows": rows}, indent=2)
+            )
     if push:
         teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
         card = card_context(student, args, teacher=teacher_label, datasets=datasets_of(suite),

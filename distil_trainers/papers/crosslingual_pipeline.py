@@ -81,12 +81,13 @@ from distil_trainers.papers.workflow import (
     evaluate_model,
     finetune_teacher,
     fingerprint,
+    finish_stage,
     load_tasks,
-    mark_complete,
-    prepare_stage,
+    main_process_only,
     report_split_name,
     results_table,
     stage_arguments,
+    start_stage,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -205,9 +206,7 @@ def staged_training(
             adversarial_weight=adversarial_weight if LANGUAGE_COLUMN in stage.column_names else 0.0,
         )
         key = fingerprint(name, index, key, training_fingerprint(stage_args), list(stage["id"][:]))
-        with args.main_process_first(desc=f"{name} stage {index}"):
-            complete = prepare_stage(stage_dir, key)
-        if complete:
+        if start_stage(args, stage_dir, key):
             print(f"[{name}] reusing stage {index} from {stage_dir}")
             model = AutoModelForSequenceClassification.from_pretrained(stage_dir)
             continue
@@ -215,11 +214,7 @@ def staged_training(
             model = build_classifier(resolve_model_name_or_path(recipe.base), suite)
         trainer = AdversarialTrainer(model=model, args=stage_args, train_dataset=stage, processing_class=tokenizer)
         train_or_resume(trainer, stage_dir)
-        trainer.save_model(str(stage_dir))
-        if args.process_index == 0:
-            (stage_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-            mark_complete(stage_dir, {"variant": name, "stage": index})
-        trainer.accelerator.wait_for_everyone()
+        finish_stage(trainer, stage_dir, {"variant": name, "stage": index})
         model = trainer.model
     return model
 
@@ -325,9 +320,7 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                 adversarial_weight=0.0,  # the method is --annealing (default bam, the paper's), never overwritten
             )
             key = fingerprint(key, generation)
-            with args.main_process_first(desc=f"mtkd g{generation}"):
-                complete = prepare_stage(gen_dir, key)
-            if complete:
+            if start_stage(args, gen_dir, key):
                 print(f"[mtkd] reusing generation {generation} from {gen_dir}")
                 student = MultiTaskModel.from_pretrained(gen_dir)
             else:
@@ -341,12 +334,8 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
                     data_collator=MultiTokenizerCollator({"": tokenizer}),
                 )
                 train_or_resume(trainer, gen_dir)
-                trainer.save_model(str(gen_dir))
-                if args.process_index == 0:
-                    (gen_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-                    mark_complete(gen_dir, {"method": args.annealing, "generation": generation,
-                                            "tasks": multi.label_spec()})
-                trainer.accelerator.wait_for_everyone()
+                finish_stage(trainer, gen_dir, {"method": args.annealing, "generation": generation,
+                                                "tasks": multi.label_spec()})
                 student = trainer.model
             metrics = evaluate_model(
                 student,
@@ -399,23 +388,19 @@ def main(recipe: RecipeArguments, args: AdversarialArguments) -> dict:
         f"gradual stages (source, target): {[(n['source'], n['target']) for n in stage_note]}; "
         f"adversarial_weight {args.adversarial_weight}; wall time {wall:.1f} min"
     )
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        (output_dir / "results.json").write_text(
-            json.dumps(
-                {
-                    "recipe": dataclasses.asdict(recipe),
-                    "splits": report_splits,
-                    "rows": rows,
-                    "stages": stage_note,
-                    "wall_minutes": wall,
-                    "pieces_per_word": {"target": ro_ppw, "source": en_ppw},
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    summary = {
+        "recipe": dataclasses.asdict(recipe),
+        "splits": report_splits,
+        "rows": rows,
+        "stages": stage_note,
+        "wall_minutes": wall,
+        "pieces_per_word": {"target": ro_ppw, "source": en_ppw},
+    }
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+            (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
     if push:
         final = list(models)[-1]
         if final == "mtkd":

@@ -79,11 +79,12 @@ from distil_trainers.papers.workflow import (
     evaluate_model,
     finetune_teacher,
     fingerprint,
+    finish_stage,
     load_tasks,
-    mark_complete,
-    prepare_stage,
+    main_process_only,
     report_split_name,
     results_table,
+    start_stage,
     teacher_label_names,
     tokenize_suite,
     train_or_resume,
@@ -192,7 +193,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
         set_seed(args.seed)
         built = {}
         # the main process learns (and saves) any new vocabulary first; the others then load the same one
-        with args.main_process_first(desc="student tokenizers"):
+        with args.main_process_first(local=args.save_on_each_node, desc="student tokenizers"):
             for name, spec in recipe.students.items():
                 # a vocabulary learnt from the texts belongs to these texts: keyed by the spec and the training ids
                 vocab_key = fingerprint(spec, data_fingerprint(suite)[f"{task.name}/train"])
@@ -207,8 +208,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     # ---- DDML (checkpoints and the final students in <output_dir>/ddml) -------------------------------------------
     ddml_dir = out / "ddml"
     run_key = fingerprint(recipe.settings(), training_fingerprint(args), data_fingerprint(suite))
-    with args.main_process_first(desc="ddml stage"):
-        complete = prepare_stage(ddml_dir, fingerprint("ddml", run_key))
+    complete = start_stage(args, ddml_dir, fingerprint("ddml", run_key))
     if complete:  # the finished students, saved one folder each
         print(f"[ddml] reusing the finished students in {ddml_dir}")
         students = {name: (AutoModelForSequenceClassification.from_pretrained(student_folder(ddml_dir, name)), tok)
@@ -224,11 +224,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     )
     if not complete:
         train_or_resume(trainer, ddml_dir)
-        trainer.save_model(str(ddml_dir))
-        if args.process_index == 0:
-            (ddml_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-            mark_complete(ddml_dir, {"students": list(students), "steps": trainer.state.global_step})
-        trainer.accelerator.wait_for_everyone()
+        finish_stage(trainer, ddml_dir, {"students": list(students), "steps": trainer.state.global_step})
     ddml_steps = json.loads((ddml_dir / "training_complete.json").read_text())["steps"]
     ensemble_metrics = trainer.evaluate(trainer.tokenize_dataset(task.splits[report_split]), metric_key_prefix="test")
 
@@ -238,9 +234,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
         for name, (model, tok) in fresh_students().items():
             stage = out / "alone" / name
             learning_rate = student_learning_rate(args, name)
-            with args.main_process_first(desc="baseline stage"):
-                complete = prepare_stage(stage, fingerprint("alone", name, learning_rate, run_key))
-            if complete:
+            if start_stage(args, stage, fingerprint("alone", name, learning_rate, run_key)):
                 alone[name] = AutoModelForSequenceClassification.from_pretrained(stage)
                 continue
             student_suite = tokenize_suite(suite, {"": tok}, args.max_length)
@@ -252,10 +246,7 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
                 processing_class=tok,
             )
             train_or_resume(baseline, stage)
-            baseline.save_model(str(stage))
-            if args.process_index == 0:
-                mark_complete(stage, {"student": name})
-            baseline.accelerator.wait_for_everyone()
+            finish_stage(baseline, stage, {"student": name}, log_history=False)
             alone[name] = baseline.model
 
     # ---- report (every process evaluates its shard; the main process writes) -----------------------------------
@@ -287,11 +278,12 @@ def main(recipe: DDMLRecipeArguments, args: MutualLearningArguments) -> dict:
     header = (f"DDML on {task.name}, {describe_report_splits({task.name: report_split})}{note}; "
               f"a={args.hard_weight}, b={args.soft_weight}, "
               f"c={args.mutual_weight}, T={args.temperature}, KL direction {args.kl_direction}")
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (out / "results.md").write_text(header + "\n\n" + table + "\n")
-        summary = {"config": header, "split": report_split, "rows": rows}
-        (out / "results.json").write_text(json.dumps(summary, indent=2))
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (out / "results.md").write_text(header + "\n\n" + table + "\n")
+            (out / "results.json").write_text(json.dumps({"config": header, "split": report_split, "rows": rows},
+                                                         indent=2))
     if push:
         teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"
         cards = {name: card_context(

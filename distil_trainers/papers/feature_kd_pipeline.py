@@ -78,11 +78,12 @@ from distil_trainers.papers.workflow import (
     evaluate_model,
     finetune_teacher,
     fingerprint,
+    finish_stage,
     load_tasks,
-    mark_complete,
-    prepare_stage,
+    main_process_only,
     report_split_name,
     results_table,
+    start_stage,
     teacher_label_names,
     tokenize_suite,
     train_or_resume,
@@ -203,22 +204,15 @@ def method_arguments(recipe: RecipeArguments, args: AnnealingArguments, method: 
 def train_stage(stage_dir: Path, key: str, build_trainer, tokenizer, args, info: dict):
     """Train (or resume, or reuse) one model; returns it and its training time. A finished stage is reused only if it
     was run with the same settings and data (``key``); ``build_trainer`` is only called when training is needed."""
-    with args.main_process_first(desc=f"{stage_dir.name} stage"):
-        complete = prepare_stage(stage_dir, key)
-    if complete:
+    if start_stage(args, stage_dir, key):
         print(f"[{stage_dir.name}] reusing the finished model in {stage_dir}")
         info = json.loads((stage_dir / "training_complete.json").read_text())
         return AutoModelForSequenceClassification.from_pretrained(stage_dir), info.get("train_seconds")
     start = time.time()
     trainer = build_trainer()
     train_or_resume(trainer, stage_dir)
-    trainer.save_model(str(stage_dir))
     seconds = time.time() - start
-    if args.process_index == 0:
-        tokenizer.save_pretrained(str(stage_dir))
-        (stage_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        mark_complete(stage_dir, {**info, "train_seconds": seconds})
-    trainer.accelerator.wait_for_everyone()
+    finish_stage(trainer, stage_dir, {**info, "train_seconds": seconds}, tokenizer=tokenizer)
     return trainer.model, seconds
 
 
@@ -321,13 +315,14 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
               f"{describe_report_splits(report_splits)}"
               + (" (subsampled)" if recipe.max_eval_samples else "")
               + f"; wall time {wall / 60:.1f} min")
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        summary = {"methods": recipe.methods, "born_again_generations": recipe.born_again_generations,
-                   "born_again_method": recipe.born_again_method, "splits": report_splits, "rows": rows,
-                   "wall_seconds": wall}
-        (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    summary = {"methods": recipe.methods, "born_again_generations": recipe.born_again_generations,
+               "born_again_method": recipe.born_again_method, "splits": report_splits, "rows": rows,
+               "wall_seconds": wall}
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+            (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
     if push:  # one repository per method's student: <hub_model_id>-<method>
         cards = {}
         teacher_label = recipe.teacher_model or f"{recipe.teacher_base} fine-tuned on {', '.join(suite.names)}"

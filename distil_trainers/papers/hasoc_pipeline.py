@@ -76,9 +76,10 @@ from distil_trainers.papers.workflow import (
     evaluate_model,
     finetune_teacher,
     fingerprint,
-    mark_complete,
-    prepare_stage,
+    finish_stage,
+    main_process_only,
     stage_arguments,
+    start_stage,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -231,9 +232,7 @@ def distil(recipe: RecipeArguments, args: AnnealingArguments, task: TaskData, to
         training_fingerprint(args),
         data_fingerprint(suite),
     )
-    with args.main_process_first(desc="student stage"):
-        complete = prepare_stage(student_dir, key)
-    if complete:
+    if start_stage(args, student_dir, key):
         print(f"[{task.name}] reusing the finished student in {student_dir}")
         return teacher, AutoModelForSequenceClassification.from_pretrained(student_dir), suite
     student = build_classifier(teacher_base, suite, layers=recipe.student_layers)
@@ -247,11 +246,8 @@ def distil(recipe: RecipeArguments, args: AnnealingArguments, task: TaskData, to
         compute_metrics=build_compute_metrics(label_names=task.label_names),
     )
     train_or_resume(trainer, student_dir)
-    trainer.save_model(str(student_dir))
-    if args.process_index == 0:
-        tokenizer.save_pretrained(str(student_dir))
-        mark_complete(student_dir, {"task": task.name, "method": args.annealing})
-    trainer.accelerator.wait_for_everyone()
+    finish_stage(trainer, student_dir, {"task": task.name, "method": args.annealing}, tokenizer=tokenizer,
+                 log_history=False)
     return teacher, trainer.model, suite
 
 
@@ -464,12 +460,13 @@ def main(recipe: RecipeArguments, args: AnnealingArguments) -> dict:
         + ")."
     )
     table = format_table(rows)
-    if args.process_index == 0:
-        print("\n" + header + "\n\n" + table + "\n")
-        (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-        (output_dir / "results.json").write_text(
-            json.dumps({"recipe": dataclasses.asdict(recipe), "rows": rows, "wall_minutes": wall}, indent=2)
-        )
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (output_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+            (output_dir / "results.json").write_text(
+                json.dumps({"recipe": dataclasses.asdict(recipe), "rows": rows, "wall_minutes": wall}, indent=2)
+            )
     if push:
         folders = {s: output_dir / f"subtask_{s}" / "student" for s in cards}
         push_recipe_models(args, folders, cards, student_pattern="{repo_id}-subtask-{student}")

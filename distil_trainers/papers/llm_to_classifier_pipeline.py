@@ -88,10 +88,11 @@ from distil_trainers.papers.workflow import (
     describe_report_splits,
     evaluate_model,
     fingerprint,
+    finish_stage,
     load_tasks,
-    mark_complete,
-    prepare_stage,
+    main_process_only,
     stage_arguments,
+    start_stage,
     tokenize_suite,
     train_or_resume,
     training_fingerprint,
@@ -103,6 +104,7 @@ from distil_trainers.teachers import (
     default_classifier_prompt,
     precompute_llm_teacher_outputs,
 )  # fmt: skip
+from distil_trainers.teachers.rationales.generation import one_writer
 from distil_trainers.trainers.base import TaskAwareTrainer
 
 logger = logging.getLogger(__name__)
@@ -232,23 +234,25 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
     scorer = ScoreOnce(backend, task.label_names, recipe.label_words, prompt, task=known,
                        normalization=recipe.normalization, batch_size=recipe.teacher_batch_size)
     parts = {"train": train, split: test}
-    raw = precompute_llm_teacher_outputs(scorer, parts, out / "llm_teacher" / "raw",
-                                         batch_size=recipe.teacher_batch_size)
-    texts = {i: t for ds in parts.values() for i, t in zip(ds["id"][:], ds["text"][:])}
-    scorer.memo.update({texts[i]: row.double() for i, row in zip(raw.ids, raw.tensors["logits"])})
-    caches = {"LLM": raw}
-    if recipe.calibration != "none":
-        dev = task.splits["validation"] if split == "test" else train  # never the examples reported on
-        dev = dev.shuffle(seed=args.seed).select(range(min(recipe.calibration_samples, len(dev))))
-        calibration = LLMCalibration(
-            content_free_inputs=None if recipe.calibration == "temperature" else DEFAULT_CONTENT_FREE_INPUTS,
-            dev_dataset=dev if "temperature" in recipe.calibration else None)
-        caches["LLM, calibrated"] = precompute_llm_teacher_outputs(
-            scorer, parts, out / "llm_teacher" / "calibrated", calibration=calibration,
-            batch_size=recipe.teacher_batch_size)
-        if caches["LLM, calibrated"].meta["texts_per_second"] != raw.meta["texts_per_second"]:  # freshly built:
-            caches["LLM, calibrated"].meta["texts_per_second"] = raw.meta["texts_per_second"]  # its scores are raw's
-            caches["LLM, calibrated"].save(out / "llm_teacher" / "calibrated")
+    # several processes: the first to take the lock scores the texts and saves both caches, the others then load them
+    with one_writer(out / "llm_teacher"):
+        raw = precompute_llm_teacher_outputs(scorer, parts, out / "llm_teacher" / "raw",
+                                             batch_size=recipe.teacher_batch_size)
+        texts = {i: t for ds in parts.values() for i, t in zip(ds["id"][:], ds["text"][:])}
+        scorer.memo.update({texts[i]: row.double() for i, row in zip(raw.ids, raw.tensors["logits"])})
+        caches = {"LLM": raw}
+        if recipe.calibration != "none":
+            dev = task.splits["validation"] if split == "test" else train  # never the examples reported on
+            dev = dev.shuffle(seed=args.seed).select(range(min(recipe.calibration_samples, len(dev))))
+            calibration = LLMCalibration(
+                content_free_inputs=None if recipe.calibration == "temperature" else DEFAULT_CONTENT_FREE_INPUTS,
+                dev_dataset=dev if "temperature" in recipe.calibration else None)
+            caches["LLM, calibrated"] = precompute_llm_teacher_outputs(
+                scorer, parts, out / "llm_teacher" / "calibrated", calibration=calibration,
+                batch_size=recipe.teacher_batch_size)
+            if caches["LLM, calibrated"].meta["texts_per_second"] != raw.meta["texts_per_second"]:  # freshly built:
+                caches["LLM, calibrated"].meta["texts_per_second"] = raw.meta["texts_per_second"]  # scores are raw's
+                caches["LLM, calibrated"].save(out / "llm_teacher" / "calibrated")
     cache = list(caches.values())[-1]  # the student learns the calibrated distribution when there is one
     sample = test["text"][: recipe.efficiency_samples]
     efficiency = []
@@ -267,19 +271,17 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
 
     def stage(name, train_fn):
         directory = out / name
-        if prepare_stage(directory, fingerprint(name, run_key)):
+        if start_stage(args, directory, fingerprint(name, run_key)):
             print(f"[{name}] reusing the finished model in {directory}")
             return AutoModelForSequenceClassification.from_pretrained(directory)
         set_seed(args.seed)
         trainer = train_fn(build_classifier(student_base, suite, layers=recipe.student_layers), directory)
         train_or_resume(trainer, directory)
-        trainer.save_model(str(directory))
-        tokenizer.save_pretrained(str(directory))
-        (directory / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         distilled = name == "student"
-        mark_complete(directory, {"method": args.annealing if distilled else "baseline", "steps": trainer.state.global_step,
-                                  "gold_labels": recipe.use_gold_labels or not distilled,
-                                  "teacher": cache.meta["teacher"] if distilled else None})
+        finish_stage(trainer, directory, {
+            "method": args.annealing if distilled else "baseline", "steps": trainer.state.global_step,
+            "gold_labels": recipe.use_gold_labels or not distilled,
+            "teacher": cache.meta["teacher"] if distilled else None}, tokenizer=tokenizer)
         return trainer.model
 
     tokenized = tokenize_suite(suite, {"": tokenizer}, args.max_length)
@@ -344,20 +346,21 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
     table = results_table(rows)
     if efficiency:
         table += "\n\n" + efficiency_table(efficiency)
-    print("\n" + header + "\n\n" + table + "\n")
-    (out / "results.md").write_text(header + "\n\n" + table + "\n")
     summary = {"config": header, "dataset": task.name, "split": split, "teacher": cache.meta["teacher"],
                "llm": llm, "calibration": cache.meta["calibration"], "rows": rows,
                "efficiency": [row.to_dict() for row in efficiency]}
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
-
     card = card_context(student, args, teacher=cache.meta["teacher"], datasets=datasets_of(suite),
                         base_model=hub_id_of(recipe.student_base),
                         student_description=f"encoder layers {recipe.student_layers} of {recipe.student_base}"
                         if recipe.student_layers else None,
                         metrics=rows_to_card_metrics(rows, label, split=split, compare=[r["model"] for r in rows]),
                         llm_teacher=llm_teacher_summary(cache.meta, gold_labels=recipe.use_gold_labels))
-    write_model_card(card, out / "student")
+    with main_process_only(args) as writer:
+        if writer:
+            print("\n" + header + "\n\n" + table + "\n")
+            (out / "results.md").write_text(header + "\n\n" + table + "\n")
+            (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+            write_model_card(card, out / "student")
     if push:
         push_recipe_models(args, {None: out / "student"}, {None: card})
     return summary

@@ -1,19 +1,23 @@
 """Building blocks the recipes share: loading task datasets, fine-tuning (or reusing) a teacher, evaluating models
-and writing the results table. No loss math lives here."""
+and writing the results table; resumable stages (:func:`start_stage`, :func:`finish_stage`) whose folders, markers
+and results are written by the main process alone under several processes (:func:`main_process_only`). No loss math
+lives here."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+from accelerate import PartialState
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -269,25 +273,92 @@ def training_fingerprint(args: TrainingArguments) -> dict[str, Any]:
 def prepare_stage(directory: str | os.PathLike, key: str) -> bool:
     """True when ``directory`` holds the finished result of a stage run with settings ``key``. Otherwise it is made
     ready to (re)start: an interrupted run with the same settings is kept (to resume from its last checkpoint), while
-    results of other settings are removed so they can never be mistaken for this run's."""
+    results of other settings are removed so they can never be mistaken for this run's.
+
+    One process's view: under several processes use :func:`start_stage`, which runs this on the main process only."""
     directory = Path(directory)
     stage = directory / STAGE_FILE
     if stage.exists() and json.loads(stage.read_text()).get("fingerprint") != key:
         logger.warning("%s holds a run with other settings; starting this stage afresh", directory)
         shutil.rmtree(directory)
-    if stage.exists() and (directory / COMPLETE_MARKER).exists():
+    if is_complete(directory, key):
         return True
     directory.mkdir(parents=True, exist_ok=True)
     stage.write_text(json.dumps({"fingerprint": key}))
     return False
 
 
-def is_complete(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / COMPLETE_MARKER).exists()
+def is_complete(directory: str | os.PathLike, key: str | None = None) -> bool:
+    """Whether ``directory`` holds a finished stage (with ``key``: one run with the settings ``key``). Reads only."""
+    directory = Path(directory)
+    if not (directory / COMPLETE_MARKER).exists():
+        return False
+    if key is None:
+        return True
+    stage = directory / STAGE_FILE
+    return stage.exists() and json.loads(stage.read_text()).get("fingerprint") == key
 
 
 def mark_complete(directory: str | os.PathLike, info: Mapping[str, Any]) -> None:
     Path(directory, COMPLETE_MARKER).write_text(json.dumps(dict(info), indent=2, default=str))
+
+
+@contextlib.contextmanager
+def main_process_only(args: TrainingArguments) -> Iterator[bool]:
+    """The one way the pipelines write shared files (stage folders, markers, results, cards) under several processes
+    (``torchrun`` / ``accelerate launch``)::
+
+        with main_process_only(args) as writer:
+            if writer:
+                (out / "results.md").write_text(table)
+
+    ``writer`` is true on the process that saves the run's models (``args.should_save``: the main process; with
+    ``save_on_each_node``, each node's main process), so the files are written once, beside the models. Every
+    process waits at the end of the block until the writer has finished, so afterwards all of them see what it wrote.
+    With one process this is just the block. A writer that raises does not wait: the launcher stops the others."""
+    yield args.should_save
+    _wait_for_everyone()
+
+
+def _wait_for_everyone() -> None:
+    PartialState().wait_for_everyone()  # a no-op in a single process
+
+
+def start_stage(args: TrainingArguments, directory: str | os.PathLike, key: str) -> bool:
+    """:func:`prepare_stage` under any number of processes; True when the stage is finished (reuse it), False when it
+    must be trained (it is then ready: a fresh folder, or an interrupted run of the same settings to resume).
+
+    The main process alone decides and prepares the folder (removing a run of other settings) while the others wait;
+    then every process reads the decision from the folder, and none goes on before all have read it, so every process
+    takes the same branch (a stage trained by some processes and skipped by others would hang the run)."""
+    with main_process_only(args) as writer:
+        if writer:
+            prepare_stage(directory, key)
+    complete = is_complete(directory, key)
+    _wait_for_everyone()  # the folder changes again only once every process has read it
+    return complete
+
+
+def finish_stage(
+    trainer: Trainer,
+    directory: str | os.PathLike,
+    info: Mapping[str, Any],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    log_history: bool = True,
+) -> None:
+    """The end of a stage started with :func:`start_stage` and trained by ``trainer``: the model saved in
+    ``directory`` (called on every process: under FSDP or DeepSpeed saving gathers the shards, and ``Trainer`` writes
+    from the main process only), then, from the main process only, ``tokenizer``, the log history
+    (``log_history.json``) and the completion marker holding ``info``; the other processes wait for them."""
+    trainer.save_model(str(directory))
+    with main_process_only(trainer.args) as writer:
+        if writer:
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(directory))
+            if log_history:
+                Path(directory, "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+            mark_complete(directory, info)
 
 
 def train_or_resume(trainer: Trainer, output_dir: str | os.PathLike) -> None:
@@ -330,9 +401,7 @@ def finetune_teacher(
         "teacher", base, suite.label_spec(), data_fingerprint(suite), args.num_train_epochs, args.max_steps,
         args.learning_rate, args.per_device_train_batch_size, args.seed, len(tokenizer),
     )
-    with args.main_process_first(desc="teacher stage"):
-        complete = prepare_stage(output_dir, key)
-    if complete:
+    if start_stage(args, output_dir, key):
         logger.warning("Reusing the fine-tuned teacher in %s", output_dir)
         return AutoModelForSequenceClassification.from_pretrained(output_dir)
     model = build_classifier(base, suite)
@@ -344,10 +413,7 @@ def finetune_teacher(
         processing_class=tokenizer,
     )
     train_or_resume(trainer, output_dir)
-    trainer.save_model(str(output_dir))
-    if args.process_index == 0:
-        mark_complete(output_dir, {"base": base, "tasks": suite.label_spec()})
-    trainer.accelerator.wait_for_everyone()
+    finish_stage(trainer, output_dir, {"base": base, "tasks": suite.label_spec()}, log_history=False)
     return trainer.model
 
 
