@@ -56,7 +56,7 @@ __all__ = [
 
 DEFAULT_STUDENT_PATTERN = "{repo_id}-{student}"
 # Never uploaded from a saved model's folder (Trainer's own patterns, plus logs and the recipes' bookkeeping).
-IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*", "runs/*", "stage.json", "training_complete.json"]
+IGNORE_PATTERNS = ["_*", "checkpoint-*", ".*", "runs/*", "stage.json", "training_complete.json", "*.lock"]
 # Arguments (of TrainingArguments and its subclasses: this library's, TRL's configs) that hold a credential. A name
 # ending in "_token" is no sign of one: TRL's SFTConfig has pad_token and eos_token, tokenizer tokens.
 SECRET_ARGUMENTS = ("hub_token", "push_to_hub_token", "hf_token", "use_auth_token", "auth_token", "token")

@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 
 from ..data.multitask import TASK_COLUMN
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS, MultiTokenizerCollator
+from .locks import one_writer
 
 logger = logging.getLogger(__name__)
 
@@ -588,7 +589,9 @@ class TeacherOutputs:
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(directory / TENSORS_FILE))
+        tmp = directory / f"{TENSORS_FILE}.{os.getpid()}.tmp"  # never a half-written file under the real name
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp))
+        tmp.replace(directory / TENSORS_FILE)
         self._save_meta(directory)
 
     def _save_meta(self, directory: Path) -> None:
@@ -696,7 +699,17 @@ def _build_or_load(
     A reused cache gets ``hashes``, the content hashes of the datasets given now, when it lacks them or holds others:
     a matching fingerprint means the teacher read the very same tokens under the same ids, so the outputs are those
     of these examples (an older cache gains hashes without running the teacher again; a text edit the tokenizer
-    ignores is recorded). Only the JSON is rewritten then."""
+    ignores is recorded). Only the JSON is rewritten then.
+
+    Several processes building the same ``cache_dir`` (``torchrun`` ranks) take turns under a file lock beside it:
+    the first builds and saves, the others then find it up to date and load it."""
+    if cache_dir is None:
+        return _build_or_load_unlocked(cache_dir, fingerprint, rebuild, build, hashes)
+    with one_writer(cache_dir):
+        return _build_or_load_unlocked(cache_dir, fingerprint, rebuild, build, hashes)
+
+
+def _build_or_load_unlocked(cache_dir, fingerprint: str, rebuild: bool, build, hashes) -> TeacherOutputs:
     if cache_dir is not None and not rebuild and TeacherOutputs.stored_fingerprint(cache_dir) == fingerprint:
         logger.info("Teacher-output cache in %s is up to date; reusing it.", cache_dir)
         cache = TeacherOutputs.load(cache_dir, warn_unverifiable=False)

@@ -84,6 +84,7 @@ from .calibration import (
     temperature_nll,
 )
 from .llm_backends import LogprobBackend, as_logprob_backend
+from .locks import one_writer
 from .rationales.prompts import DEFAULT_TASK_DESCRIPTION
 
 logger = logging.getLogger(__name__)
@@ -875,13 +876,22 @@ def precompute_llm_teacher_outputs(
     fingerprint = llm_cache_fingerprint(scorer, parts, spec)
     hashes = _text_hashes(parts)
 
-    if cache_dir is not None and not rebuild and TeacherOutputs.stored_fingerprint(cache_dir) == fingerprint:
-        logger.info("LLM teacher-output cache in %s is up to date; reusing it.", cache_dir)
-        return TeacherOutputs.load(cache_dir)
-    if cache_dir is not None and TeacherOutputs.stored_fingerprint(cache_dir) is not None:
-        logger.info("The LLM, its prompt or the data changed since the cache in %s was built: rebuilding it.",
-                    cache_dir)
+    if cache_dir is None:
+        return _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress)
+    with one_writer(cache_dir):  # several processes: one scores and saves, the others then load its cache
+        if not rebuild and TeacherOutputs.stored_fingerprint(cache_dir) == fingerprint:
+            logger.info("LLM teacher-output cache in %s is up to date; reusing it.", cache_dir)
+            return TeacherOutputs.load(cache_dir)
+        if TeacherOutputs.stored_fingerprint(cache_dir) is not None:
+            logger.info("The LLM, its prompt or the data changed since the cache in %s was built: rebuilding it.",
+                        cache_dir)
+        cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress)
+        cache.save(Path(cache_dir))
+        return cache
 
+
+def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress) -> TeacherOutputs:
+    """The LLM's (calibrated) class log-probabilities of every text, as a cache not yet saved."""
     start = time.perf_counter()
     p_cf, temperature, record = _calibrate(scorer, spec, batch_size) if spec else (None, None, None)
     texts = [str(t) for _, ds in parts for t in ds[TEXT_COLUMN][:]]
@@ -913,9 +923,6 @@ def precompute_llm_teacher_outputs(
     floored = scorer.floored - floored_before
     if scorer.scoring == "first_token":
         meta["first_token"] = {"floored": dict(floored), "top_logprobs": scorer.top_logprobs}
-    cache = TeacherOutputs(
+    return TeacherOutputs(
         ids=ids, kind="logits", tensors={"logits": logits}, fingerprint=fingerprint, meta=meta, content_hashes=hashes
     )
-    if cache_dir is not None:
-        cache.save(Path(cache_dir))
-    return cache
