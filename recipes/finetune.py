@@ -21,13 +21,13 @@ Usage:
         --push_to_hub true --hub_model_id <user>/minilm-davidson
 """
 
+import json
 from dataclasses import dataclass, field
 
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    Trainer,
     TrainingArguments,
 )
 from trl import TrlParser
@@ -35,6 +35,7 @@ from trl import TrlParser
 from distil_trainers.data import DatasetArguments
 from distil_trainers.metrics import build_compute_metrics
 from distil_trainers.models import make_student, resolve_model_name_or_path
+from distil_trainers.trainers import TaskAwareTrainer
 
 
 @dataclass
@@ -54,9 +55,14 @@ class ScriptArguments(DatasetArguments):
     max_length: int = field(default=128, metadata={"help": "Truncation length of the texts (tokens)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample the validation and test splits."})
+    class_weights: str | None = field(
+        default=None, metadata={"help": "Class weights of the cross-entropy: 'balanced' or a JSON list, one per class."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.class_weights not in (None, "balanced"):
+            self.class_weights = json.loads(self.class_weights)
         if len(self.dataset_name) != 1:
             raise ValueError(f"finetune.py trains on one dataset, got {self.dataset_name}.")
 
@@ -83,8 +89,9 @@ def main(script_args: ScriptArguments, training_args: TrainingArguments) -> dict
     dataset = dataset.map(tokenize, batched=True)
 
     # ---- train, evaluate, save ----
-    trainer = Trainer(
+    trainer = TaskAwareTrainer(  # Trainer, plus class_weights on the cross-entropy
         model=model,
+        class_weights=script_args.class_weights,
         args=training_args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],

@@ -164,3 +164,21 @@ def test_non_finite_teacher_logits_are_checked_once_per_optimizer_step(tmp_path)
     trainer.model.eval()  # outside a training step the check is immediate
     with pytest.raises(FloatingPointError, match="non-finite logits"):
         trainer._check_teacher_logits(logits, None)
+
+
+def test_plain_fine_tuning_takes_class_weights_exactly_under_accumulation(tmp_path):
+    from distil_trainers.trainers import TaskAwareTrainer
+
+    data = random_classification_dataset(n=12, seed=5)
+    model = tiny_classifier(1)
+    trainer = TaskAwareTrainer(model=model, args=small_run_args(AnnealingArguments, tmp_path), train_dataset=data,
+                               class_weights=[2.0, 1.0, 0.25])
+    batches = _micro_batches(trainer, [[0, 1, 2, -100], [2, 2, 0]])
+    trainer.model.train()
+    samples, num_items = trainer.get_batch_samples(iter(batches), 2, torch.device("cpu"))
+    total = sum(trainer.compute_loss(trainer.model, b, num_items_in_batch=num_items) for b in samples)
+    with torch.no_grad():
+        logits = torch.cat([model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits for b in batches])
+    labels = torch.cat([b["labels"] for b in batches])
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor([2.0, 1.0, 0.25]), ignore_index=-100)
+    torch.testing.assert_close(total.detach(), expected, rtol=1e-5, atol=1e-6)

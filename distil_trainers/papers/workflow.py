@@ -395,12 +395,14 @@ def finetune_teacher(
     args: TrainingArguments,
 ) -> PreTrainedModel:
     """Fine-tune ``base`` on the suite with a plain Trainer, or load the result of an earlier complete run with the
-    same base, data and hyper-parameters from ``output_dir``. An interrupted run resumes from its last checkpoint."""
+    same base, data and hyper-parameters from ``output_dir``. An interrupted run resumes from its last checkpoint.
+    ``class_weights`` in ``args`` (the distillation arguments) weigh the teacher's cross-entropy too."""
     output_dir = Path(output_dir)
-    key = fingerprint(
-        "teacher", base, suite.label_spec(), data_fingerprint(suite), args.num_train_epochs, args.max_steps,
-        args.learning_rate, args.per_device_train_batch_size, args.seed, len(tokenizer),
-    )
+    parts = ["teacher", base, suite.label_spec(), data_fingerprint(suite), args.num_train_epochs, args.max_steps,
+             args.learning_rate, args.per_device_train_batch_size, args.seed, len(tokenizer)]
+    if getattr(args, "class_weights", None) is not None:  # only then: earlier teachers keep their stage key
+        parts.append({"class_weights": args.class_weights})
+    key = fingerprint(*parts)
     if start_stage(args, output_dir, key):
         logger.warning("Reusing the fine-tuned teacher in %s", output_dir)
         return AutoModelForSequenceClassification.from_pretrained(output_dir)

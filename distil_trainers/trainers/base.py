@@ -29,6 +29,7 @@ from ..hub import HubMixin
 from ..teachers.cache import CACHE_ROW_COLUMN, CACHE_ROW_KEY, TeacherOutputs, resolve_teacher_outputs
 from .arguments import DistillationArguments, refuse_data_parallel  # noqa: F401  (imported from here too)
 from .citations import HINTON_CITATION
+from .class_weights import class_weight_table
 from .inputs import (
     ROW_COLUMN,
     add_row_column,
@@ -55,7 +56,7 @@ from .labels import (  # noqa: F401  (label_space, check_label_space, freeze, lo
     label_space,
     load_classifier,
 )
-from .objective import ROWS, Objective, count_kinds
+from .objective import ROWS, Objective
 from .task_aware import TaskAwareTrainer
 from .wrapper import DistillationModel, has_trainable_parameters
 
@@ -141,6 +142,8 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
     supports_feature_matching = True
     # The argument that makes save_model(dir) write an extra module beside the student (checkpoints always do).
     extra_save_flags: dict[str, str] = {"features": "save_projections"}
+
+    class_weights_from_model = False  # built in __init__ from the label space checked across the models
 
     def __init__(
         self,
@@ -253,7 +256,7 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         self._step_counts: dict[str, torch.Tensor] | None = None  # items of each kind in the current optimizer step
         self._teacher_checks: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # checked before optimizer.step
         self.class_weight_table = class_weight_table(getattr(self.args, "class_weights", None), space, train_dataset,
-                                                     task_names)
+                                                     task_names)  # the label space of the teacher and students
         self.add_callback(_TeacherCheckCallback(self))
 
     # ---- construction hooks --------------------------------------------------------------------------------------
@@ -706,55 +709,6 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         max_steps = self.state.max_steps or 0
         return min(max(self.state.global_step / max_steps, 0.0), 1.0) if max_steps > 0 else 0.0
 
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Trainer's pre-fetch of one optimizer step's micro-batches, plus the count of every kind of item in them
-        (see :mod:`~distil_trainers.trainers.objective`), added over the processes in one collective."""
-        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        self._step_counts = self.step_counts(batch_samples, device) if batch_samples else None
-        return batch_samples, num_items_in_batch
-
-    def count_items(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The items of each kind in one batch (``rows`` and ``labelled``; subclasses add their own kinds)."""
-        labels = batch.get("labels")
-        return count_kinds(labels, self.label_weights(labels, batch.get(TASK_COLUMN)))
-
-    def step_counts(self, batch_samples: list, device) -> dict[str, torch.Tensor]:
-        per_batch = [self.count_items(batch) for batch in batch_samples]
-        kinds = sorted(per_batch[0])
-        totals = torch.stack([sum(counts[k].to(device) for counts in per_batch) for k in kinds])
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        return dict(zip(kinds, totals))
-
-    def label_weights(self, labels: torch.Tensor | None, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Each item's class weight (``class_weights``; for multi-task data, its task's), ``None`` without weights."""
-        if self.class_weight_table is None or labels is None:
-            return None
-        table = self.class_weight_table.to(labels.device)
-        task = task_ids.to(labels.device).long() if task_ids is not None else torch.zeros_like(labels)
-        return table[task, labels.clamp(min=0, max=table.shape[1] - 1)]
-
-    def batch_class_weights(self, logits: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The ``(C,)`` class weights of a one-task batch for the label losses (``None`` without weights)."""
-        if self.class_weight_table is None:
-            return None
-        table = self.class_weight_table.to(logits.device)
-        row = table[task_ids.reshape(-1)[0].to(logits.device).long()] if task_ids is not None else table[0]
-        return row[: logits.shape[-1]]
-
-    def objective(self, model: nn.Module, labels: torch.Tensor, num_items_in_batch=None,
-                  task_ids: torch.Tensor | None = None) -> Objective:
-        """An empty :class:`~distil_trainers.trainers.objective.Objective` for this micro-batch: normalised by the
-        optimizer step's counts in a training step Trainer prepared, by each term's own count otherwise."""
-        batch = self.count_items({"labels": labels, TASK_COLUMN: task_ids})
-        in_step = model.training and num_items_in_batch is not None
-        if in_step and self._step_counts is None:  # a direct call with Trainer's count: every kind counts it
-            count = torch.as_tensor(num_items_in_batch, device=labels.device).double().reshape(())
-            step = {kind: count for kind in batch}
-        else:
-            step = self._step_counts if in_step else None
-        return Objective(step, batch)
-
     def record_sum(self, name: str, term: losses.LossSum, step_count: torch.Tensor | None = None) -> None:
         """Log a term as the mean over its items. In a training step (``step_count``: its kind's count over the
         optimizer step) each micro-batch enters with its share of the step, so every optimizer step counts once over
@@ -821,13 +775,6 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         return output
 
-    def scale_for_devices(self, loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
-        """Under data parallelism with ``average_tokens_across_devices`` the count is global while DDP averages the
-        per-rank gradients, so the per-rank loss is multiplied by the number of processes (as Trainer does)."""
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            return loss * self.accelerator.num_processes
-        return loss
-
 
 class _TeacherCheckCallback(TrainerCallback):
     """Runs :meth:`DistillationTrainer.check_teacher_outputs` before every optimizer step."""
@@ -837,53 +784,3 @@ class _TeacherCheckCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.trainer.check_teacher_outputs()
-
-
-def class_weight_table(spec: Any, space: Mapping[str, int], train_dataset: Any,
-                       task_names: list[str] | None) -> torch.Tensor | None:
-    """``class_weights`` as a ``(tasks, max classes)`` table (one row per task, in the label space's order).
-
-    ``spec``: ``None``; ``"balanced"`` (``n / (C * n_c)`` from the training labels, as scikit-learn computes it);
-    a list of ``C`` weights; or, for multi-task data, ``{task: "balanced" | [weights]}`` (tasks left out weigh 1)."""
-    if spec is None:
-        return None
-    tasks = list(space)
-    if not isinstance(spec, Mapping):
-        if len(tasks) > 1:
-            spec = {task: spec for task in tasks}
-        else:
-            spec = {tasks[0]: spec}
-    unknown = sorted(set(spec) - set(tasks))
-    if unknown:
-        raise ValueError(f"class_weights names tasks {unknown}, but the tasks are {tasks}.")
-    table = torch.ones(len(tasks), max(space.values()), dtype=torch.float64)
-    for t, task in enumerate(tasks):
-        value = spec.get(task)
-        if value is None:
-            continue
-        num = space[task]
-        if value == "balanced":
-            counts = training_label_counts(train_dataset, t if task_names else None, num)
-            if (counts == 0).any():
-                missing = [i for i in range(num) if counts[i] == 0]
-                raise ValueError(f"class_weights='balanced': class(es) {missing} of task {task!r} have no training "
-                                 "example; give the weights as a list.")
-            table[t, :num] = counts.sum() / (num * counts)
-        else:
-            weights = torch.as_tensor(value, dtype=torch.float64)
-            if weights.shape != (num,) or not torch.isfinite(weights).all() or (weights < 0).any():
-                raise ValueError(f"class_weights for task {task!r} must be {num} finite non-negative numbers (one per "
-                                 f"class) or 'balanced', got {value!r}.")
-            table[t, :num] = weights
-    return table
-
-
-def training_label_counts(train_dataset: Any, task: int | None, num_classes: int) -> torch.Tensor:
-    """How many training examples of each class (of task index ``task`` in multi-task data)."""
-    if train_dataset is None:
-        raise ValueError("class_weights='balanced' needs the train_dataset to count the classes.")
-    labels = torch.as_tensor(train_dataset["labels"][:])
-    if task is not None:
-        labels = labels[torch.as_tensor(train_dataset[TASK_COLUMN][:]) == task]
-    labels = labels[(labels >= 0) & (labels < num_classes)]
-    return torch.bincount(labels, minlength=num_classes).to(torch.float64)

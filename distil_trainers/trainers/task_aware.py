@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import datasets
+import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_utils import seed_worker
 
+from .. import losses
 from ..data.multitask import TASK_COLUMN, MultiTaskBatchSampler
 from ..data.processing import TEACHER_PREFIX, TOKENIZER_COLUMNS
 from ..teachers.cache import CACHE_ROW_COLUMN
+from .class_weights import class_weight_table
 from .inputs import ROW_COLUMN
+from .labels import label_space
+from .objective import LABELLED, Objective, count_kinds
 from .wrapper import DistillationModel
 
 
@@ -27,12 +35,27 @@ class TaskAwareTrainer(Trainer):
     _name = "Multi-task fine-tuning"
     _paper = None  # fine-tuning without distillation implements no paper of its own
 
+    # Whether ``class_weights`` are read against the model's own heads here (the distillation trainers read them
+    # against the label space they check across teacher, students and data).
+    class_weights_from_model = True
+
     # Columns (besides the model's forward arguments) that must survive Trainer's `remove_unused_columns`.
     extra_input_prefixes: tuple[str, ...] = (TEACHER_PREFIX,)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, class_weights: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.check_multitask_processes()
+        self._step_counts: dict[str, torch.Tensor] | None = None  # items of each kind in the current optimizer step
+        # the distillation trainers build it from the label space they checked; here, from the model's own heads
+        spec = class_weights if class_weights is not None else getattr(self.args, "class_weights", None)
+        self.class_weight_table = None
+        if spec is not None and self.class_weights_from_model:
+            space = label_space(self.accelerator.unwrap_model(self.model))
+            multitask = isinstance(self.train_dataset, datasets.Dataset) and (
+                TASK_COLUMN in self.train_dataset.column_names
+            )
+            self.class_weight_table = class_weight_table(spec, space, self.train_dataset, list(space) if multitask else None)
+            self.model_accepts_loss_kwargs = True  # compute_loss divides by the step's weighted count itself
 
     def check_multitask_processes(self) -> None:
         """Multi-task training in several processes: each step trains one task, so the other tasks' heads take no
@@ -59,6 +82,83 @@ class TaskAwareTrainer(Trainer):
         args.ddp_find_unused_parameters = True
         if self.accelerator.ddp_handler is not None:  # the handler Trainer built before this check
             self.accelerator.ddp_handler.find_unused_parameters = True
+
+    # ---- loss accounting (see distil_trainers.trainers.objective) ------------------------------------------------
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's pre-fetch of one optimizer step's micro-batches, plus the count of every kind of item in them
+        (see :mod:`~distil_trainers.trainers.objective`), added over the processes in one collective."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step_counts = self.step_counts(batch_samples, device) if batch_samples else None
+        return batch_samples, num_items_in_batch
+
+    def count_items(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The items of each kind in one batch (``rows`` and ``labelled``; subclasses add their own kinds)."""
+        labels = batch.get("labels")
+        return count_kinds(labels, self.label_weights(labels, batch.get(TASK_COLUMN)))
+
+    def step_counts(self, batch_samples: list, device) -> dict[str, torch.Tensor]:
+        per_batch = [self.count_items(batch) for batch in batch_samples]
+        kinds = sorted(per_batch[0])
+        totals = torch.stack([sum(counts[k].to(device) for counts in per_batch) for k in kinds])
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return dict(zip(kinds, totals))
+
+    def label_weights(self, labels: torch.Tensor | None, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Each item's class weight (``class_weights``; for multi-task data, its task's), ``None`` without weights."""
+        if self.class_weight_table is None or labels is None:
+            return None
+        table = self.class_weight_table.to(labels.device)
+        task = task_ids.to(labels.device).long() if task_ids is not None else torch.zeros_like(labels)
+        return table[task, labels.clamp(min=0, max=table.shape[1] - 1)]
+
+    def batch_class_weights(self, logits: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ``(C,)`` class weights of a one-task batch for the label losses (``None`` without weights)."""
+        if self.class_weight_table is None:
+            return None
+        table = self.class_weight_table.to(logits.device)
+        row = table[task_ids.reshape(-1)[0].to(logits.device).long()] if task_ids is not None else table[0]
+        return row[: logits.shape[-1]]
+
+    def objective(self, model: nn.Module, labels: torch.Tensor, num_items_in_batch=None,
+                  task_ids: torch.Tensor | None = None) -> Objective:
+        """An empty :class:`~distil_trainers.trainers.objective.Objective` for this micro-batch: normalised by the
+        optimizer step's counts in a training step Trainer prepared, by each term's own count otherwise."""
+        batch = self.count_items({"labels": labels, TASK_COLUMN: task_ids})
+        in_step = model.training and num_items_in_batch is not None
+        if in_step and self._step_counts is None:  # a direct call with Trainer's count: every kind counts it
+            count = torch.as_tensor(num_items_in_batch, device=labels.device).double().reshape(())
+            step = {kind: count for kind in batch}
+        else:
+            step = self._step_counts if in_step else None
+        return Objective(step, batch)
+
+
+    def scale_for_devices(self, loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        """Under data parallelism with ``average_tokens_across_devices`` the count is global while DDP averages the
+        per-rank gradients, so the per-rank loss is multiplied by the number of processes (as Trainer does)."""
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            return loss * self.accelerator.num_processes
+        return loss
+
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's own loss; with ``class_weights``, the class-weighted cross-entropy, divided by the sum of the
+        weights of the optimizer step's gold labels (over every micro-batch and process)."""
+        if self.class_weight_table is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        task_ids = inputs.get(TASK_COLUMN)
+        term = losses.cross_entropy_loss(outputs.logits, labels, reduction="sum",
+                                         class_weights=self.batch_class_weights(outputs.logits, task_ids))
+        objective = self.objective(model, labels, num_items_in_batch, task_ids)
+        objective.add("loss_ce", term, LABELLED)
+        loss = self.scale_for_devices(objective.loss(), num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
 
     # ---- data ----------------------------------------------------------------------------------------------------
 
