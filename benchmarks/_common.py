@@ -231,3 +231,88 @@ def round_robin(script: Path, names: list[str], spec_path: Path, reps: int, extr
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if key in r and r[key] is not None]
     return statistics.median(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Machine facts, result files and RESULTS.md sections (shared by the resumable benchmarks)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return flags
+
+
+def bf16_support() -> dict[str, Any]:
+    """Whether bf16 autocast training makes sense on this machine's CPU, and why: ``supported`` is true when the CPU
+    has native bf16 instructions (``avx512_bf16`` or ``amx_bf16``) and a bf16 autocast matmul runs; without them
+    autocast still runs, emulated, and is slower than fp32. A CUDA device counts as supported."""
+    flags = cpu_flags()
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast_ok = (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+    except (RuntimeError, TypeError):
+        autocast_ok = False
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        capability = "unknown"
+    cuda = torch.cuda.is_available()
+    return {
+        "supported": bool(cuda or (native and autocast_ok)),
+        "native_bf16_instructions": native,
+        "autocast_runs": autocast_ok,
+        "torch_cpu_capability": capability,
+        "cuda": cuda,
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file renamed over it: a reader never sees half a file,
+    even when the writer is stopped mid-way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def md_row(*cells: Any) -> str:
+    """One Markdown table row, ``|`` in a cell escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def replace_markdown_section(path: Path, heading: str, body: str) -> str:
+    """Put ``body`` under the level-2 ``heading`` (``"## Full-data results"``) of the Markdown file ``path``: the
+    section (up to the next level-2 heading) is replaced when there is one, else appended at the end. Returns the new
+    text (also written)."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading.strip()), None)
+    section = [heading.strip(), "", *body.strip("\n").splitlines(), ""]
+    if start is None:
+        new = lines + ([""] if lines and lines[-1].strip() else []) + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = lines[:start] + section + lines[end:]
+    result = "\n".join(new).rstrip("\n") + "\n"
+    path.write_text(result)
+    return result

