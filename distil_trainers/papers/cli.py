@@ -1,10 +1,11 @@
-"""The ``distil-trainers`` command: reports, plots and model cards of finished runs, and pushes to the Hub.
+"""The ``distil-trainers`` command: reports, plots and model cards of finished runs, pushes to the Hub, ONNX exports.
 
     distil-trainers evaluate runs/ddml_quickstart --dataset davidson --split test
     distil-trainers evaluate runs/s1 runs/s2 runs/s3 --seeds 1 2 3 --dataset davidson   # mean ± std over seeds
     distil-trainers evaluate runs/annealing_multitask --max_samples 800 --max_length 64  # each head on its task
     distil-trainers push runs/annealing_quickstart/student --repo_id me/minilm3-bam-davidson --dataset davidson
     distil-trainers push runs/ddml_quickstart/ddml --repo_id me/ddml-davidson                # one repo per student
+    distil-trainers export --model runs/annealing_quickstart/student --output runs/student-int8 --format onnx-int8
 
 ``evaluate`` writes ``report.json`` / ``report.md``, ``plots/*.png`` (training curves of every trained model,
 confusion matrices, a bar chart per metric) and, with ``--write_cards``, a ``README.md`` model card beside every
@@ -228,10 +229,51 @@ def push_folder(
     return repos
 
 
+def export_command(argv: list[str]) -> int:
+    """``distil-trainers export``: a saved classifier to ONNX or ONNX int8 (see
+    :func:`distil_trainers.export.export_student`)."""
+    import argparse
+
+    from ..export import EXPORT_FORMATS, export_student
+
+    parser = argparse.ArgumentParser(
+        prog="distil-trainers export",
+        description="Export a saved sequence classifier (config, weights, tokenizer) for CPU inference with "
+        "onnxruntime; load the result with distil_trainers.export.load_exported(<output>). Needs "
+        'pip install "distil-trainers[export]".',
+    )
+    parser.add_argument("--model", required=True, help="the saved model folder (a trainer's save_model output)")
+    parser.add_argument("--output", required=True, help="folder to write model.onnx, config, tokenizer, export.json")
+    parser.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="onnx (fp32) or onnx-int8")
+    parser.add_argument("--per_tensor", action="store_true", help="onnx-int8: one scale per weight, not per channel")
+    parser.add_argument("--reduce_range", action="store_true", help="onnx-int8: 7-bit weights (CPUs without VNNI)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
+    options = parser.parse_args(argv)
+    try:
+        out = export_student(
+            options.model,
+            options.output,
+            format=options.format,
+            per_channel=not options.per_tensor,
+            reduce_range=options.reduce_range,
+            overwrite=options.overwrite,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    manifest = json.loads((out / "export.json").read_text())
+    size = (out / manifest["file"]).stat().st_size / 2**20
+    difference = manifest["check"]["max_abs_logit_difference_vs_pytorch"]
+    print(f"{options.format}: {out / manifest['file']} ({size:.1f} MB); largest logit difference to PyTorch on the "
+          f"check texts {difference:.2e}")
+    print(f'Load it: from distil_trainers.export import load_exported; classify = load_exported("{out}")')
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    commands = ("evaluate", "push")
+    commands = ("evaluate", "push", "export")
     if not argv or argv[0] not in commands:
         print(__doc__)
         print(f"Commands: {', '.join(commands)}; `distil-trainers <command> --help` for its options.")
@@ -248,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         (args,) = TrlParser(EvaluateArguments).parse_args_and_config(rest)
         run_evaluation(args)
         return 0
+    if command == "export":
+        return export_command(rest)
     import argparse
 
     from ..hub import HubPushError

@@ -1,0 +1,298 @@
+"""A student you can deploy: CPU latency, throughput, size and F1 of the teacher, the student, and the student exported
+to ONNX (fp32) and ONNX with int8 weights, in one table.
+
+Given a teacher folder and a student folder (saved sequence classifiers with their tokenizers; nothing is trained
+here), the student is exported with :func:`distil_trainers.export.export_student` (``onnx`` and ``onnx-int8``, into
+``--workdir``), and every contender classifies the same posts of a registered dataset's split:
+
+- **latency, batch 1**: the median wall time (ms) of classifying one post, over the first ``--latency-posts`` posts,
+  tokenisation included (text in, logits out);
+- **throughput, batch 64**: posts per second of one pass over all the posts (``--max-posts`` of the split) in batches
+  of ``--batch-size``, padded to the longest post of each batch, tokenisation included;
+- **macro-F1 and accuracy** of that pass's predictions, and the student variants' agreement (argmax) with the PyTorch
+  student;
+- parameters, and the size of the weight file(s) on disk.
+
+PyTorch and onnxruntime each run on ``--threads`` threads (default 2). Before every measurement a contender
+classifies ``--warmup`` single posts and one batch; contenders are measured round-robin ``--reps`` times and the
+medians over the repetitions are reported (each repetition's value is in the ``--json`` output).
+``--write-results`` writes the table, with the command that made it, as a section of ``benchmarks/RESULTS.md``
+(replacing the section an earlier run wrote).
+
+    python benchmarks/deploy.py --teacher runs/finetune_quickstart --student runs/annealing_quickstart/student \\
+        --dataset davidson --split test --max-posts 500 --latency-posts 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+START, END = "<!-- deploy:start -->", "<!-- deploy:end -->"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+class TorchRunner:
+    """A saved classifier run by PyTorch (fp32) on the texts, as the exported ones are: tokenizer, then the model."""
+
+    def __init__(self, path: Path, max_length: int):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.config = self.model.config
+        self.max_length = min(max_length, getattr(self.config, "max_position_embeddings", max_length) or max_length)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.file_bytes = sum(f.stat().st_size for pattern in WEIGHT_PATTERNS for f in path.glob(pattern))
+
+    def logits(self, texts: list[str], batch_size: int):
+        import numpy as np
+
+        out = []
+        with self.torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                encoded = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt")  # fmt: skip
+                out.append(self.model(**encoded).logits.float().numpy())
+        return np.concatenate(out)
+
+
+class OnnxRunner:
+    """A folder written by ``export_student``, run by onnxruntime through ``load_exported``."""
+
+    def __init__(self, path: Path, max_length: int, threads: int, params: int, spin: bool):
+        import onnxruntime
+
+        from distil_trainers.export import load_exported
+
+        options = onnxruntime.SessionOptions()
+        if not spin:  # idle threads sleep instead of busy-waiting, as PyTorch's do with OMP_WAIT_POLICY=PASSIVE
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.classifier = load_exported(path, threads=threads, session_options=options)
+        self.config = self.classifier.config
+        self.max_length = min(max_length, self.classifier.max_length or max_length)
+        self.params = params  # the student's: the same weights, in another format
+        self.file_bytes = sum(f.stat().st_size for f in path.glob("*.onnx*"))
+
+    def logits(self, texts: list[str], batch_size: int):
+        return self.classifier.logits(texts, batch_size=batch_size, max_length=self.max_length)
+
+
+def measure(runner, texts: list[str], latency_posts: int, batch_size: int, warmup: int) -> dict[str, Any]:
+    """One repetition: warm-up, batch-1 latency over the first posts, then one batched pass over all of them."""
+    for text in texts[:warmup]:
+        runner.logits([text], 1)
+    runner.logits(texts[:batch_size], batch_size)
+    times = []
+    for text in texts[:latency_posts]:
+        start = time.perf_counter()
+        runner.logits([text], 1)
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    logits = runner.logits(texts, batch_size)
+    seconds = time.perf_counter() - start
+    return {"latency_ms": 1000 * statistics.median(times), "throughput": len(texts) / seconds,
+            "predictions": logits.argmax(-1).tolist()}  # fmt: skip
+
+
+def quality(dataset, config, predictions: list[int]) -> dict[str, float]:
+    """Macro-F1 and accuracy of a model's predictions (class ids in its own order) on the dataset's labels."""
+    from distil_trainers.data import align_labels, model_label_names
+    from distil_trainers.metrics import classification_metrics
+
+    aligned = align_labels(dataset, config.id2label)  # the dataset's labels in the model's class order
+    names = model_label_names(config.id2label)
+    metrics = classification_metrics(aligned["label"][:], predictions, label_names=names,
+                                     num_labels=None if names else config.num_labels)  # fmt: skip
+    return {"f1_macro": metrics["f1_macro"], "accuracy": metrics["accuracy"]}
+
+
+def cpu_flags() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni/amx"
+    return "unknown"
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "n/a"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| model | runtime | parameters (M) | file (MB) | latency, batch 1 (ms, median) | throughput, batch 64 "
+           "(posts/s) | macro-F1 | accuracy | agrees with the student |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        agreement = "" if row["agreement"] is None else f"{100 * row['agreement']:.1f}%"
+        out.append(
+            f"| {row['name']} | {row['runtime']} | {row['params'] / 1e6:.1f} | {row['file_mb']:.1f} | "
+            f"{row['latency_ms']:.1f} | {row['throughput']:.1f} | {100 * row['f1_macro']:.1f} | "
+            f"{100 * row['accuracy']:.1f} | {agreement} |"
+        )
+    return out
+
+
+def write_results_md(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{START}\n{section.rstrip()}\n{END}\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        text = before + block + (("\n" + after) if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True, help="saved teacher folder (config, weights, tokenizer)")
+    parser.add_argument("--student", required=True, help="saved student folder (config, weights, tokenizer)")
+    parser.add_argument("--dataset", default="davidson", help="registered dataset name")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--data-dir", default=None, help="default: DISTIL_TRAINERS_DATA_DIR or ../shared/data")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the dataset's split and subsampling")
+    parser.add_argument("--max-posts", type=int, default=None, help="at most this many posts (seeded, stratified)")
+    parser.add_argument("--latency-posts", type=int, default=200, help="posts timed one at a time (the first ones)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=128, help="truncation length (tokens), every contender")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch and onnxruntime threads")
+    parser.add_argument("--spin", action="store_true",
+                        help="let idle threads busy-wait (OpenMP's and onnxruntime's default); by default they sleep "
+                        "(OMP_WAIT_POLICY=PASSIVE, no onnxruntime spinning): a shared machine needs it")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=3, help="single posts classified before each measurement")
+    parser.add_argument("--reps", type=int, default=3, help="round-robin repetitions")
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench_deploy"), help="where the exports go")
+    parser.add_argument("--json", default=None, help="also write every repetition's values here")
+    parser.add_argument("--write-results", action="store_true", help="write the table into --results-md")
+    parser.add_argument("--results-md", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args(argv)
+    for folder in (args.teacher, args.student):  # before minutes of exporting
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"{folder} is not a saved model folder (no config.json)")
+    command = "python benchmarks/deploy.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if not args.spin:  # read once, when torch loads its OpenMP runtime
+        if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":
+            print("warning: torch was imported before OMP_WAIT_POLICY=PASSIVE could be set", file=sys.stderr)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from distil_trainers.data import load_dataset_by_name
+    from distil_trainers.export import export_student
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    teacher_dir, student_dir, workdir = Path(args.teacher), Path(args.student), Path(args.workdir)
+    limit = {args.split: args.max_posts} if args.max_posts else None
+    splits = load_dataset_by_name(args.dataset, args.data_dir, seed=args.seed, max_samples_per_split=limit)
+    dataset = splits[args.split]
+    texts = list(dataset["text"][:])
+
+    exports: dict[str, float] = {}
+    for fmt in ("onnx", "onnx-int8"):
+        start = time.perf_counter()
+        export_student(student_dir, workdir / f"student-{fmt}", format=fmt, overwrite=True)
+        exports[fmt] = time.perf_counter() - start
+        print(f"exported the student to {fmt} in {exports[fmt]:.1f} s", flush=True)
+
+    student = TorchRunner(student_dir, args.max_length)
+    runners = {
+        "teacher": (TorchRunner(teacher_dir, args.max_length), "PyTorch fp32"),
+        "student": (student, "PyTorch fp32"),
+        "student ONNX": (OnnxRunner(workdir / "student-onnx", args.max_length, args.threads, student.params,
+                                    args.spin), "onnxruntime fp32"),
+        "student ONNX int8": (OnnxRunner(workdir / "student-onnx-int8", args.max_length, args.threads,
+                                         student.params, args.spin), "onnxruntime int8 (dynamic)"),
+    }  # fmt: skip
+    load_before = load_average()
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
+    for rep in range(args.reps):
+        for name, (runner, _) in runners.items():
+            result = measure(runner, texts, args.latency_posts, args.batch_size, args.warmup)
+            runs[name].append(result)
+            print(f"  rep {rep + 1}/{args.reps} {name:<18} {result['latency_ms']:8.1f} ms/post (batch 1) "
+                  f"{result['throughput']:8.1f} posts/s (batch {args.batch_size})", flush=True)  # fmt: skip
+
+    reference = runs["student"][0]["predictions"]
+    rows = []
+    for name, (runner, runtime) in runners.items():
+        predictions = runs[name][0]["predictions"]
+        rows.append({
+            "name": name, "runtime": runtime, "params": runner.params, "file_mb": runner.file_bytes / 2**20,
+            "latency_ms": statistics.median(r["latency_ms"] for r in runs[name]),
+            "throughput": statistics.median(r["throughput"] for r in runs[name]),
+            "latency_ms_per_rep": [r["latency_ms"] for r in runs[name]],
+            "throughput_per_rep": [r["throughput"] for r in runs[name]],
+            **quality(dataset, runner.config, predictions),
+            "agreement": None if name == "teacher" else sum(a == b for a, b in zip(predictions, reference))
+            / len(reference),
+        })  # fmt: skip
+    versions = {name: _version(name) for name in ("torch", "transformers", "onnxruntime", "onnx", "distil-trainers")}
+    header = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+        "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "threads": args.threads,
+        "idle_threads": "busy-wait" if args.spin else f"sleep (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+        "onnxruntime allow_spinning 0)",
+        "load_average_before": load_before, "load_average_after": load_average(), "versions": versions,
+        "posts": len(texts), "latency_posts": min(args.latency_posts, len(texts)), "reps": args.reps,
+        "dataset": f"{args.dataset} {args.split}", "teacher": str(teacher_dir), "student": str(student_dir),
+        "export_seconds": exports,
+    }  # fmt: skip
+    lines = [
+        f"`{command}` ({header['date']}; {header['cores']} cores ({header['cpu_flags']}), {args.threads} threads, "
+        f"idle threads {header['idle_threads']}, "
+        f"load average {header['load_average_before']} before, {header['load_average_after']} after; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")",
+        "",
+        f"{header['dataset']}: {len(texts)} posts; latency over the first {header['latency_posts']}; medians of "
+        f"{args.reps} round-robin repetitions; teacher `{teacher_dir}`, student `{student_dir}`.",
+        "",
+        *table(rows),
+    ]  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    result = {"header": header, "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.write_results:
+        section = ("## A student you can deploy (`benchmarks/deploy.py`)\n\n"
+                   "CPU latency (batch 1), throughput (batch 64), size and F1 of the teacher, the student and the "
+                   "student exported to ONNX and ONNX int8 (`distil_trainers.export`); tokenisation included.\n\n"
+                   + text)  # fmt: skip
+        write_results_md(Path(args.results_md), section)
+        print(f"Written to {args.results_md}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
