@@ -673,3 +673,46 @@ def test_annealing_trainer_distils_the_llm_cache(tok, llama, splits, tmp_path):
     edited = train.map(lambda ex: {"text": ex["text"].upper() if ex["id"] == "tr0" else ex["text"]})
     with pytest.raises(ValueError, match="differ"):
         AnnealingTrainer(model=tiny_classifier(1), teacher_outputs=cache, args=args, train_dataset=edited)
+
+
+def test_an_interrupted_scoring_resumes_where_it_stopped(tok, llama, splits, tmp_path):
+    backend = TransformersLogprobBackend(llama, tok)
+    directory = tmp_path / "llm_cache"
+    calls = []
+    original = LLMClassifier.class_log_probs
+
+    def failing_after_two_parts(self, texts, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is stopped while scoring the third part
+        return original(self, texts, **kwargs)
+
+    kwargs = dict(label_words=WORDS, task="davidson", batch_size=3, show_progress=False, checkpoint_every=5)
+    LLMClassifier.class_log_probs = failing_after_two_parts
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            precompute_llm_teacher_outputs(backend, splits, directory, **kwargs)
+    finally:
+        LLMClassifier.class_log_probs = original
+    assert sorted(p.name for p in (directory / "partial").glob("part-*")) == [
+        "part-000000000.safetensors", "part-000000005.safetensors"]  # 10 of the 16 texts are saved
+    assert not (directory / TENSORS_FILE).exists()
+
+    scored = []
+    LLMClassifier.class_log_probs = lambda self, texts, **kw: scored.append(len(texts)) or original(self, texts, **kw)
+    try:
+        cache = precompute_llm_teacher_outputs(backend, splits, directory, **kwargs)
+    finally:
+        LLMClassifier.class_log_probs = original
+    assert scored == [5, 1]  # only the texts no earlier part holds
+    expected = LLMClassifier(backend, CLASSES, WORDS, task="davidson").class_log_probs(TEXTS * 2 + TEXTS[:4]).float()
+    torch.testing.assert_close(cache.tensors["logits"], expected, atol=1e-5, rtol=0)
+    assert not (directory / "partial").exists()  # the finished cache replaces the parts
+
+    # parts of another prompt are never reused
+    (directory / "partial").mkdir()
+    (directory / "partial" / "fingerprint.txt").write_text("another")
+    (directory / "partial" / "part-000000000.safetensors").write_bytes(b"stale")
+    other = {**kwargs, "label_words": {**WORDS, "hate": "hateful"}}
+    precompute_llm_teacher_outputs(backend, splits, directory, **other)
+    assert not (directory / "partial").exists()

@@ -55,6 +55,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,7 @@ from typing import Any
 
 import datasets
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -809,6 +811,7 @@ def precompute_llm_teacher_outputs(
     batch_size: int = 8,
     rebuild: bool = False,
     show_progress: bool = True,
+    checkpoint_every: int = 1024,
 ) -> TeacherOutputs:
     """Score every ``text`` of ``dataset`` (or of several, e.g. ``{"train": ..., "validation": ...}``) with an LLM
     classifier and return the class log-probabilities as a ``"logits"`` :class:`~distil_trainers.teachers.cache.TeacherOutputs`
@@ -828,6 +831,8 @@ def precompute_llm_teacher_outputs(
         batch_size: texts per backend call.
         rebuild: score again even when the cache is up to date.
         show_progress: a tqdm progress bar over the texts.
+        checkpoint_every: with ``cache_dir``, the scores are saved every this many texts (in ``<cache_dir>/partial``)
+            so that an interrupted scoring resumes where it stopped; the parts are removed once the cache is saved.
 
     Returns:
         The cache: ``tensors["logits"]`` ``(N, C)`` float32, calibrated when asked; ``meta["llm"]`` (which model, the
@@ -885,19 +890,33 @@ def precompute_llm_teacher_outputs(
         if TeacherOutputs.stored_fingerprint(cache_dir) is not None:
             logger.info("The LLM, its prompt or the data changed since the cache in %s was built: rebuilding it.",
                         cache_dir)
-        cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress)
+        partial = Path(cache_dir) / PARTIAL_DIR
+        cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial,
+                             checkpoint_every)
         cache.save(Path(cache_dir))
+        shutil.rmtree(partial, ignore_errors=True)  # the finished cache replaces the scored parts
         return cache
 
 
-def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress) -> TeacherOutputs:
-    """The LLM's (calibrated) class log-probabilities of every text, as a cache not yet saved."""
+PARTIAL_DIR = "partial"
+
+
+def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial=None,
+                 checkpoint_every: int = 1024) -> TeacherOutputs:
+    """The LLM's (calibrated) class log-probabilities of every text, as a cache not yet saved. With ``partial`` (a
+    folder), the raw scores are saved there every ``checkpoint_every`` texts, and a rerun with the same fingerprint
+    scores only the texts not saved yet."""
     start = time.perf_counter()
     p_cf, temperature, record = _calibrate(scorer, spec, batch_size) if spec else (None, None, None)
     texts = [str(t) for _, ds in parts for t in ds[TEXT_COLUMN][:]]
     floored_before = scorer.floored.copy()
     scoring_start = time.perf_counter()
-    log_probs = scorer.class_log_probs(texts, batch_size=batch_size, show_progress=show_progress)
+    if partial is None:
+        log_probs = scorer.class_log_probs(texts, batch_size=batch_size, show_progress=show_progress)
+        scored = len(texts)
+    else:
+        log_probs, scored = _score_in_parts(scorer, texts, fingerprint, partial, checkpoint_every, batch_size,
+                                            show_progress)
     scoring_seconds = time.perf_counter() - scoring_start
     raw = log_probs
     check_finite_logits(raw, ids, "LLM teacher's class log-probabilities", advice=LLM_BUILD_ADVICE)
@@ -916,7 +935,7 @@ def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show
         "teacher_kind": "llm_classifier",
         "llm": llm,
         "calibration": record,
-        "texts_per_second": round(len(texts) / scoring_seconds, 3) if scoring_seconds > 0 else None,
+        "texts_per_second": round(scored / scoring_seconds, 3) if scoring_seconds > 0 and scored else None,
         "boundary_merges": int(getattr(scorer.backend, "boundary_merges", 0)),
         "build_seconds": round(time.perf_counter() - start, 3),
     }
@@ -926,3 +945,42 @@ def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show
     return TeacherOutputs(
         ids=ids, kind="logits", tensors={"logits": logits}, fingerprint=fingerprint, meta=meta, content_hashes=hashes
     )
+
+
+
+def _score_in_parts(scorer, texts: list[str], fingerprint: str, partial: Path, every: int, batch_size: int,
+                    show_progress: bool) -> tuple[Tensor, int]:
+    """Score ``texts`` part by part, saving each part's raw log-probabilities in ``partial`` as it completes
+    (``part-<start>.safetensors``, written under a temporary name and renamed) and reusing the parts a previous run of
+    the same fingerprint left there. Returns the scores and how many texts this call scored."""
+    if every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {every}.")
+    stamp = partial / "fingerprint.txt"
+    if partial.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(partial)  # parts of another LLM, prompt or data
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    out = torch.empty(len(texts), len(scorer.class_names), dtype=torch.float64)
+    todo = []
+    for begin in range(0, len(texts), every):
+        path = partial / f"part-{begin:09d}.safetensors"
+        if path.exists():
+            out[begin : begin + every] = load_file(str(path))["log_probs"]
+        else:
+            todo.append(begin)
+    done = len(texts) - sum(min(every, len(texts) - b) for b in todo)
+    if done:
+        logger.info("Resuming LLM scoring: %d of %d texts were scored by an earlier run (%s).", done, len(texts),
+                    partial)
+    scored = 0
+    with tqdm(total=len(texts), initial=done, desc="LLM teacher", unit="text", disable=not show_progress) as bar:
+        for begin in todo:
+            chunk = texts[begin : begin + every]
+            scores = scorer.class_log_probs(chunk, batch_size=batch_size)
+            tmp = partial / f"part-{begin:09d}.{os.getpid()}.tmp"
+            save_file({"log_probs": scores.contiguous()}, str(tmp))
+            tmp.replace(partial / f"part-{begin:09d}.safetensors")
+            out[begin : begin + len(chunk)] = scores
+            scored += len(chunk)
+            bar.update(len(chunk))
+    return out, scored
