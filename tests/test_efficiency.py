@@ -64,8 +64,19 @@ def test_peak_memory_sees_a_temporary_allocation():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB
         time.sleep(0.05)
         del block
-    assert memory.method in {"rss_delta", "cuda_max_allocated"}
+    assert memory.method in {"rss_peak", "cuda_max_allocated"}
     assert memory.peak_bytes >= 48 * 2**20
+    assert memory.growth_bytes >= 48 * 2**20 and memory.peak_bytes >= memory.start_bytes + memory.growth_bytes - 1
+
+
+def test_peak_memory_is_absolute_not_the_growth_above_the_loaded_model():
+    """A model loaded before the run is part of the peak (the former figure, growth above the level at entry, was
+    about 0 MiB here)."""
+    model = torch.nn.Linear(2048, 4096)  # 32 MiB of weights, loaded before measuring
+    row = measure("loaded", lambda batch: None, ["a", "b"], model=model, show_progress=False)
+    assert row.weight_bytes >= 32 * 2**20
+    assert row.peak_memory_bytes >= row.weight_bytes
+    assert row.peak_memory_start_bytes is not None and row.peak_memory_bytes >= row.peak_memory_start_bytes
 
 
 def test_measure_a_callable_and_a_model():

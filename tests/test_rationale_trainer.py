@@ -28,6 +28,7 @@ from distil_trainers.trainers.rationale import (
     parse_student_output,
     rationale_multitask_loss,
 )
+from distil_trainers.trainers.rationale.views import tokenize_views
 
 # --------------------------------------------------------------------------------------------------------------------
 # Views
@@ -72,12 +73,97 @@ def test_label_source_teacher_and_agreement(tmp_path):
     p0 = [r for r in teacher if r["id"] == "p0"]
     assert [r["completion"].splitlines()[-1] for r in p0] == ["hate", "Label: hate"]
     assert "p3" not in set(teacher["id"][:])  # no teacher label: no views at all
+    # gold labels, by default: the teacher's rationale for "hate" is not trained with "Label: offensive"
     gold = build_rationale_views(ds, sft_args(tmp_path), CLASS_NAMES, conversational=False)
-    assert [r["completion"].splitlines()[-1] for r in gold if r["id"] == "p0"] == ["offensive", "Label: offensive"]
+    assert [r["completion"] for r in gold if r["id"] == "p0"] == ["offensive"]
     agreeing = build_rationale_views(
         ds, sft_args(tmp_path, rationales_when_teacher_agrees=True), CLASS_NAMES, conversational=False
     )
     assert [r["view"] for r in agreeing if r["id"] == "p0"] == [LABEL_VIEW]
+    # the former behaviour, when asked for
+    every = build_rationale_views(
+        ds, sft_args(tmp_path, rationales_when_teacher_agrees=False), CLASS_NAMES, conversational=False
+    )
+    assert [r["completion"].splitlines()[-1] for r in every if r["id"] == "p0"] == ["offensive", "Label: offensive"]
+
+
+def test_gold_labels_never_train_a_rationale_that_argues_for_another_label(tmp_path):
+    """The default with label_source='gold': every rationale view ends with the label its rationale argues for (the
+    teacher's); a disagreeing post trains its label view only. Agreement is read from teacher_label when the data has
+    no teacher_agrees column."""
+    ds = rationale_dataset()
+    rows = ds.to_dict()
+    for i in (0, 4):  # the teacher says "hate" for two posts whose gold label is not hate
+        rows["teacher_label"][i], rows["teacher_agrees"][i] = 0, False
+    ds = ds.from_dict(rows, features=ds.features)
+    args = sft_args(tmp_path)
+    assert args.rationales_when_teacher_agrees is None and args.rationales_only_when_teacher_agrees
+    assert not sft_args(tmp_path, label_source="teacher").rationales_only_when_teacher_agrees
+    for data in (ds, ds.remove_columns(["teacher_agrees"])):
+        views = build_rationale_views(data, args, CLASS_NAMES, conversational=False)
+        table = data.to_dict()
+        for row in views:
+            if row["view"] == RATIONALE_VIEW:
+                i = int(row["id"][1:])
+                assert table["teacher_label"][i] == table["label"][i]
+                assert row["completion"].endswith(f"Label: {CLASS_NAMES[table['teacher_label'][i]]}")
+        assert sorted(r["id"] for r in views if r["view"] == RATIONALE_VIEW) == ["p1", "p2", "p5", "p6", "p7"]
+        assert len([r for r in views if r["view"] == LABEL_VIEW]) == 8
+    with pytest.raises(ValueError, match="rationales_when_teacher_agrees=False"):
+        build_rationale_views(
+            ds.remove_columns(["teacher_agrees", "teacher_label"]), args, CLASS_NAMES, conversational=False
+        )
+
+
+LONG_RATIONALE = " ".join(["it contains an insult ."] * 30)
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "plain-text"])
+def test_keep_start_truncation_cuts_the_rationale_and_keeps_the_label(tmp_path, chat):
+    """A rationale view longer than max_length (keep_start) loses the end of its rationale, never its answer line:
+    its last tokens are still `label : offensive` and the end of the completion, all of them targets."""
+    tok = tiny_tokenizer(chat=chat)
+    posts = [("you are all stupid idiots", 1, LONG_RATIONALE, True), ("hello", 2, "greeting .", True)]
+    ds = rationale_dataset(posts=posts)
+    end = "<|end|>" if chat else "</s>"
+    views = build_rationale_views(ds, sft_args(tmp_path), CLASS_NAMES, conversational=chat)
+    full = tokenize_views(views, sft_args(tmp_path, max_length=None), tok)
+    cut = tokenize_views(views, sft_args(tmp_path, max_length=90), tok)
+    rows = {(r["id"], r["view"]): r for r in cut}
+    long_full = next(r for r in full if r["id"] == "p0" and r["view"] == RATIONALE_VIEW)
+    long_cut = rows[("p0", RATIONALE_VIEW)]
+    assert len(long_full["input_ids"]) > 130 and len(long_cut["input_ids"]) == 90 == len(long_cut["labels"])
+    assert tok.convert_ids_to_tokens(long_cut["input_ids"][-4:]) == ["label", ":", "offensive", end]
+    assert long_cut["labels"][-4:] == long_cut["input_ids"][-4:]  # the answer line is trained on
+    # what is kept: the prompt and the first tokens of the rationale, then the answer line
+    assert long_cut["input_ids"][:86] == long_full["input_ids"][:86]
+    assert long_cut["labels"][:86] == long_full["labels"][:86]
+    assert long_cut["input_ids"][86:] == long_full["input_ids"][-4:]
+    # rows that fit are not touched
+    for key in (("p0", LABEL_VIEW), ("p1", LABEL_VIEW), ("p1", RATIONALE_VIEW)):
+        whole = next(r for r in full if (r["id"], r["view"]) == key)
+        assert rows[key]["input_ids"] == whole["input_ids"] and rows[key]["labels"] == whole["labels"]
+    # keep_end keeps the answer line anyway (it cuts the prompt's start)
+    end_cut = tokenize_views(views, sft_args(tmp_path, max_length=90, truncation_mode="keep_end"), tok)
+    row = next(r for r in end_cut if r["id"] == "p0" and r["view"] == RATIONALE_VIEW)
+    assert tok.convert_ids_to_tokens(row["input_ids"][-4:]) == ["label", ":", "offensive", end]
+    # too short for the prompt and the answer line: the rationale view is dropped, never kept without its label
+    prompt_length = long_full["labels"].index(next(t for t in long_full["labels"] if t != -100))
+    short = tokenize_views(views, sft_args(tmp_path, max_length=prompt_length + 2), tok)
+    assert ("p0", RATIONALE_VIEW) not in {(r["id"], r["view"]) for r in short}
+
+
+def test_seq2seq_targets_keep_their_label_when_cut(tmp_path):
+    tok = seq2seq_tokenizer()
+    args = RationaleSeq2SeqConfig(
+        output_dir=str(tmp_path / "t5"), report_to="none", use_cpu=True, max_target_length=20
+    )
+    ds = rationale_dataset(posts=[("you are all stupid idiots", 1, LONG_RATIONALE, True)])
+    trainer = RationaleSeq2SeqTrainer(tiny_t5(tok), args=args, train_dataset=ds, processing_class=tok)
+    row = next(r for r in trainer.train_dataset if r["view"] == RATIONALE_VIEW)
+    assert len(row["labels"]) == 20
+    assert tok.convert_ids_to_tokens(row["labels"][:4]) == ["it", "contains", "an", "insult"]
+    assert tok.convert_ids_to_tokens(row["labels"][-4:]) == ["label", ":", "offensive", "</s>"]
 
 
 def test_bad_input_is_refused_before_training(tmp_path):

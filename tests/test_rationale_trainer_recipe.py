@@ -51,6 +51,8 @@ def test_thin_recipe_end_to_end_with_a_stub_teacher(tmp_path):
         "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4", "--max_length", "128", "--use_cpu", "true", "--logging_steps", "1",
         "--save_strategy", "no", "--disable_tqdm", "true",
+        # the stub teacher always answers "hate", agreeing with no gold label: keep its rationales anyway
+        "--rationales_when_teacher_agrees", "false",
     ]  # fmt: skip
     script_args, training_args, model_args = TrlParser(
         (recipe.ScriptArguments, RationaleSFTConfig, ModelConfig)

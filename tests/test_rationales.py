@@ -306,8 +306,11 @@ def test_generate_rationales_columns_values_and_resume(tmp_path):
         "teacher_agrees",
         "parsed",
         "raw_output",
+        "finish_reason",
+        "error",
     ]
     assert out.features == RATIONALE_FEATURES
+    assert out["error"][:] == [""] * 10 and out["finish_reason"][:] == [""] * 10  # the scripted teacher says no reason
     assert out["id"][:] == ds["id"][:] and out["text"][:] == ds["text"][:] and out["label"][:] == ds["label"][:]
     expected_teacher = [len(t) % 3 for t in ds["text"]]
     assert out["teacher_label"][:] == expected_teacher

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from .._lazy import attach
 
 _EXPORTS = {
+    "balance": ["balanced_binary_subsample"],
     "labels": ["align_labels", "encode_labels", "label_names_of", "model_label_names"],
     "loading": ["DatasetArguments", "TaskDataSpec", "load_text_classification", "task_name_of", "unique_task_names"],
     "multitask": ["TASK_COLUMN", "MultiTaskBatchSampler", "concatenate_tasks", "task_probabilities"],
@@ -27,6 +28,7 @@ _EXPORTS = {
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .balance import balanced_binary_subsample
     from .labels import align_labels, encode_labels, label_names_of, model_label_names
     from .loading import DatasetArguments, TaskDataSpec, load_text_classification, task_name_of, unique_task_names
     from .multitask import TASK_COLUMN, MultiTaskBatchSampler, concatenate_tasks, task_probabilities

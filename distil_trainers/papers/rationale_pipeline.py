@@ -13,14 +13,20 @@ an interrupted training resumes from its last checkpoint):
    validation split when it has no test split: a registered dataset, your own csv / tsv / json / jsonl / parquet file
    or folder of split files with ``text_column`` and ``label_column``, a ``save_to_disk`` folder or a Hub id) with
    ``distil_trainers.teachers.rationales.generate_rationales`` (its cache makes an interrupted generation resume per
-   post).
+   post). The teacher settings (``teacher_*``: concurrency, sampling, device_map / max_memory, the prompt's task
+   description and demonstrations; ``balance_binary``) are those of ``TeacherArguments``; a failed request or a
+   truncated answer is recorded and the run goes on, ``--retry_failed true`` asks again for exactly those posts.
    Output: ``rationales/{train,eval}`` (``datasets.save_to_disk``) and ``rationales/teacher_report.json``.
 2. ``train``: the student (``model_name_or_path``; ``student_gguf_file`` loads a GGUF dequantized) is fine-tuned with
    ``alpha`` on label and rationale views (``student/``), and with ``label_only_baseline`` also with alpha = 1
    (``student_label_only/``), LoRA / QLoRA through TRL's ``ModelConfig`` options (``use_peft``, ``load_in_4bit``...).
-3. ``evaluate``: label scoring of each student on the evaluation posts (accuracy, macro-F1), the teacher's own labels
-   (``teacher_report``), a few student explanations, and the efficiency of teacher and student on the same posts.
-   Output: ``results.md`` and ``results.json``.
+3. ``evaluate``: label scoring of each student on the evaluation posts (accuracy, macro-F1), the students' own
+   generated answers ("explanation + Label: X", in batches; ``max_eval_generations`` caps them) scored the same way
+   with their agreement with label scoring, the teacher's own labels (``teacher_report``), a few student
+   explanations, and the efficiency of teacher and student on the same posts (each measured in a fresh process:
+   absolute peak memory). Output: ``results.json`` (written part by part, finished parts reused on a rerun; an
+   unreachable teacher is a row saying so) and ``results.md``
+   (:mod:`distil_trainers.papers.rationale_evaluation`).
 
 Usage (a paper pipeline; one rationale-distillation run, teacher -> one student, is ``recipes/rationale_distill.py``):
 
@@ -67,31 +73,32 @@ from distil_trainers.cards import (
     dataset_info,
     hub_id_of,
     rows_to_card_metrics,
-    write_model_card,
 )
 from distil_trainers.data import DatasetArguments
 from distil_trainers.hub import push_recipe_models, split_push_argument
-from distil_trainers.papers.efficiency import efficiency_table, measure
+from distil_trainers.papers.efficiency import efficiency_table
 from distil_trainers.papers.workflow import (
     fingerprint,
+    finish_stage,
+    main_process_only,
     mark_complete,
-    prepare_stage,
+    start_stage,
     train_or_resume,
     training_fingerprint,
 )
+from distil_trainers.teachers.rationales.arguments import BACKENDS, TeacherArguments
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("generate", "train", "evaluate", "all")
-BACKENDS = ("llamacpp", "transformers", "openai")
 
 
 DEFAULT_DATASETS = ["davidson"]
 
 
 @dataclass
-class RationaleScriptArguments(DatasetArguments):
+class RationaleScriptArguments(TeacherArguments, DatasetArguments):
     dataset_name: list[str] = field(
         default_factory=lambda: list(DEFAULT_DATASETS),
         metadata={"help": "The posts (one dataset): a registered name (distil_trainers.data.list_datasets()), a csv / "
@@ -107,21 +114,7 @@ class RationaleScriptArguments(DatasetArguments):
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Subsample the evaluation split (the test or validation split)."}
     )
-    teacher_backend: str = field(default="llamacpp", metadata={"help": "Teacher backend.", "choices": list(BACKENDS)})
-    teacher_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "llamacpp: a GGUF path (default: the packaged SmolLM2-135M-Instruct); transformers: a Hub id or "
-            "path; openai: the served model name."
-        },
-    )
-    teacher_base_url: str | None = field(
-        default=None, metadata={"help": "openai backend: the endpoint, e.g. http://localhost:8000/v1 (vLLM)."}
-    )
-    teacher_load_in_4bit: bool = field(default=False, metadata={"help": "transformers backend: load in 4-bit (nf4)."})
-    teacher_max_new_tokens: int = field(default=256, metadata={"help": "Tokens the teacher may write per post."})
-    teacher_batch_size: int = field(default=8, metadata={"help": "Posts per teacher call."})
-    teacher_n_ctx: int = field(default=2048, metadata={"help": "llamacpp backend: context length."})
+    # the teacher_* fields, retry_failed and balance_binary: TeacherArguments
     rationale_dir: str | None = field(
         default=None,
         metadata={
@@ -147,7 +140,37 @@ class RationaleScriptArguments(DatasetArguments):
     )
     explain_samples: int = field(default=3, metadata={"help": "Student explanations printed at evaluation."})
     time_teacher: bool = field(
-        default=True, metadata={"help": "Time the teacher too (it must be reachable) in the efficiency table."}
+        default=True,
+        metadata={
+            "help": "Time the teacher too in the efficiency table (after the students are released). A teacher that "
+            "cannot be reached or loaded gives a row saying why; the students' results are kept."
+        },
+    )
+    max_eval_generations: int | None = field(
+        default=None,
+        metadata={
+            "help": "The student's own answer ('explanation + Label: X') is generated and scored for at most this "
+            "many evaluation posts (the first ones; None = all), besides label scoring of every post."
+        },
+    )
+    eval_generation_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Posts per batched (left-padded) generate call for the students' answers at evaluation; also the "
+            "batch size of the timed generation rows (teacher and student) of the efficiency table."
+        },
+    )
+    eval_max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Tokens a student may write per answer at evaluation (default: teacher_max_new_tokens)."},
+    )
+    efficiency_fresh_process: bool = field(
+        default=True,
+        metadata={
+            "help": "Measure each efficiency row in a new process that loads the model (absolute peak memory: GPU "
+            "max_memory_allocated, CPU peak RSS). False: in this process (the CPU figure then includes whatever the "
+            "process holds)."
+        },
     )
 
     def __post_init__(self):
@@ -171,6 +194,10 @@ class RationaleScriptArguments(DatasetArguments):
             raise ValueError(f"teacher_backend must be one of {BACKENDS}, got {self.teacher_backend!r}.")
         if self.teacher_backend == "openai" and not self.teacher_base_url:
             raise ValueError("teacher_backend='openai' needs teacher_base_url (e.g. http://localhost:8000/v1).")
+        if self.max_eval_generations is not None and self.max_eval_generations < 0:
+            raise ValueError(f"max_eval_generations must be >= 0 or None, got {self.max_eval_generations}.")
+        if self.eval_generation_batch_size < 1:
+            raise ValueError(f"eval_generation_batch_size must be >= 1, got {self.eval_generation_batch_size}.")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -225,13 +252,15 @@ def _packaged_gguf() -> str:
 
 
 def build_teacher(script: RationaleScriptArguments):
-    from distil_trainers.teachers.rationales import LlamaCppBackend, OpenAIEndpointBackend, TransformersBackend
+    """The teacher backend of ``script`` (:meth:`TeacherArguments.build_backend`: concurrency, sampling, device_map /
+    max_memory, quantization as configured)."""
+    return script.build_backend()
 
-    if script.teacher_backend == "llamacpp":
-        return LlamaCppBackend(script.teacher_model or _packaged_gguf(), n_ctx=script.teacher_n_ctx)
-    if script.teacher_backend == "transformers":
-        return TransformersBackend(script.teacher_model, load_in_4bit=script.teacher_load_in_4bit)
-    return OpenAIEndpointBackend(script.teacher_base_url, script.teacher_model)
+
+def teacher_prompt(script: RationaleScriptArguments, names):
+    """The teacher's prompt for the classes ``names`` (:meth:`TeacherArguments.prompt`: the task description,
+    demonstrations and synonyms of the settings); a demonstration naming no class raises ``ValueError``."""
+    return script.prompt(names)
 
 
 def _student_source(script: RationaleScriptArguments, model_args: ModelConfig) -> tuple[str, str | None]:
@@ -298,20 +327,27 @@ def load_trained_student(directory: Path, script: RationaleScriptArguments, mode
 
 
 def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
-    from distil_trainers.teachers.rationales import default_prompt, generate_rationales, teacher_report
+    """The teacher's label and explanation for the train and evaluation posts (``balance_binary``: as many of each
+    class), cached per post as they finish. A failed request or a truncated answer is recorded and counted in
+    ``teacher_report.json`` (``failed``, ``truncated``); posts without an answer are left out of the training split
+    (the evaluation split keeps every post, the teacher's failures counting as wrong). ``retry_failed`` runs a finished
+    stage again, asking the teacher only for the failed and truncated posts."""
+    from distil_trainers.teachers.rationales import drop_failed_rows, generate_rationales, teacher_report
 
     directory = out / "rationales"
-    posts, names, info = load_posts(script, args.seed)
+    posts, names, info = load_posts(script.loading_arguments(), args.seed)
+    posts = script.balance(posts, args.seed)
+    prompt = teacher_prompt(script, names)  # a demonstration naming no class fails here, before the teacher loads
     backend = build_teacher(script)
-    prompt = default_prompt(names)
     key = fingerprint(
         "generate",
         backend.describe(),
         prompt.to_dict(),
         {s: list(posts[s]["id"][:]) for s in posts},
         script.teacher_max_new_tokens,
+        *([script.teacher_temperature] if script.teacher_temperature else []),  # greedy: the key of older versions
     )
-    if prepare_stage(directory, key):
+    if start_stage(args, directory, key) and not script.retry_failed:
         logger.warning("Reusing the teacher's rationales in %s", directory)
         return directory
     generated = datasets.DatasetDict()
@@ -321,13 +357,15 @@ def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
             backend,
             prompt,
             directory / f"cache_{split}.jsonl",
-            batch_size=script.teacher_batch_size,
-            max_new_tokens=script.teacher_max_new_tokens,
+            **script.generation_kwargs(),
         ).cast_column("label", datasets.ClassLabel(names=names))  # the class names travel with the rationales
-    generated.save_to_disk(str(directory / "dataset"))
     report = {split: teacher_report(generated[split], names) for split in generated}
-    (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))
-    mark_complete(directory, {"teacher": backend.describe(), **info})
+    generated["train"] = drop_failed_rows(generated["train"], "train")  # no teacher answer: no training target
+    with main_process_only(args) as writer:  # every process generated (the cache's lock: one asked the teacher)
+        if writer:
+            generated.save_to_disk(str(directory / "dataset"))
+            (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))
+            mark_complete(directory, {"teacher": backend.describe(), **info})
     return directory
 
 
@@ -360,7 +398,7 @@ def stage_train(script, args: RationaleSFTConfig, model_args: ModelConfig, out: 
             list(rationales["train"]["id"][:]),
             rationales["train"]["rationale"][:],
         )
-        if prepare_stage(directory, key):
+        if start_stage(args, directory, key):
             logger.warning("Reusing the trained %s in %s", name, directory)
             continue
         set_seed(args.seed)
@@ -376,109 +414,21 @@ def stage_train(script, args: RationaleSFTConfig, model_args: ModelConfig, out: 
             quantization_config=quantization,
         )
         train_or_resume(trainer, directory)
-        trainer.save_model(str(directory))
-        tokenizer.save_pretrained(str(directory))
-        if args.process_index == 0:
-            history = [log for log in trainer.state.log_history if "train_runtime" in log]
-            mark_complete(directory, {"alpha": alpha, "train": history[-1] if history else {}})
-        trainer.accelerator.wait_for_everyone()
-
-
-def _teacher_predictor(script, names):
-    """The teacher's job on one batch of posts (label + explanation), for timing; None if it cannot run here."""
-    try:
-        from distil_trainers.teachers.rationales import default_prompt
-
-        prompt = default_prompt(names)
-        if not hasattr(prompt, "to_messages"):
-            raise AttributeError("the teacher prompt cannot render chat messages (no to_messages)")
-        backend = build_teacher(script)
-    except Exception as error:  # noqa: BLE001 - the table is then printed without the teacher
-        logger.warning("Teacher not timed (%s)", error)
-        return None, None
-
-    def predict(texts):
-        backend.generate([prompt.to_messages(t) for t in texts], max_new_tokens=script.teacher_max_new_tokens)
-
-    weights = script.teacher_model or (_packaged_gguf() if script.teacher_backend == "llamacpp" else None)
-    return predict, weights if weights and os.path.isfile(weights) else None
+        history = [log for log in trainer.state.log_history if "train_runtime" in log]
+        finish_stage(trainer, directory, {"alpha": alpha, "train": history[-1] if history else {}},
+                     tokenizer=tokenizer, log_history=False)
 
 
 def stage_evaluate(
     script, args: RationaleSFTConfig, model_args: ModelConfig, out: Path, contexts: dict | None = None
 ) -> dict:
-    """Score the teacher's labels and both students, time them, write ``results.json`` / ``results.md`` and a model
-    card beside each student (its :class:`~distil_trainers.cards.CardContext` also put in ``contexts``)."""
-    rationales = load_rationales(script, out)
-    eval_set = rationales["eval"]
-    names = args.class_names or list(eval_set.features["label"].names)
-    results: dict = {**posts_info(script, out), "eval_posts": len(eval_set)}
-    report_path = out / "rationales" / "teacher_report.json"
-    if report_path.exists():
-        results["teacher"] = json.loads(report_path.read_text())["eval"]
-    else:
-        try:
-            from distil_trainers.teachers.rationales import teacher_report
+    """Score the teacher's labels and both students (label scoring and the students' own generated answers), time
+    them, write ``results.json`` part by part and ``results.md``, and a model card beside each student (its
+    :class:`~distil_trainers.cards.CardContext` also put in ``contexts``). Finished parts are reused on a rerun; see
+    :mod:`distil_trainers.papers.rationale_evaluation`."""
+    from distil_trainers.papers.rationale_evaluation import evaluate_run
 
-            results["teacher"] = teacher_report(eval_set, names)
-        except ImportError:
-            logger.warning("distil_trainers.teachers.rationales is not available: no teacher scores")
-    texts = eval_set["text"][:]
-    efficiency = []
-    cards: dict = {}
-    for name, alpha in _students(script, args).items():
-        directory = out / name
-        if not (directory / "training_complete.json").exists():
-            raise FileNotFoundError(f"{directory} holds no finished student: run --stage train first.")
-        model, tokenizer = load_trained_student(directory, script, model_args)
-        eval_args = dataclasses.replace(
-            args, output_dir=str(out / "eval_tmp"), alpha=alpha, class_names=names, report_to="none"
-        )
-        trainer = RationaleSFTTrainer(model=model, args=eval_args, train_dataset=eval_set, processing_class=tokenizer)
-        metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
-        results[name] = {k.removeprefix("eval_"): v for k, v in metrics.items()}
-        cards[name] = (trainer.model, eval_args)
-        if name == "student":
-            if script.explain_samples:
-                results["explanations"] = trainer.explain(texts[: script.explain_samples])
-            if script.efficiency_samples:
-                sample = texts[: script.efficiency_samples]
-                efficiency.append(
-                    measure(
-                        "student: label scoring",
-                        lambda b, t=trainer: t.predict_labels(b, show_progress=False),
-                        sample,
-                        model=trainer.model,
-                    )
-                )
-                efficiency.append(
-                    measure(
-                        "student: explanation (generate)",
-                        lambda b, t=trainer: t.explain(b, max_new_tokens=script.teacher_max_new_tokens),
-                        sample[: max(2, len(sample) // 2)],
-                        model=trainer.model,
-                    )
-                )
-    if script.efficiency_samples and script.time_teacher:
-        predict, weights = _teacher_predictor(script, names)
-        if predict is not None:
-            sample = texts[: script.efficiency_samples]
-            name = f"teacher ({script.teacher_backend}): label + explanation"
-            efficiency.insert(0, measure(name, predict, sample, weights_path=weights))
-    if efficiency:
-        results["efficiency"] = [row.to_dict() for row in efficiency]
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    if args.process_index == 0:
-        splits = {"train": len(rationales["train"]), results["eval_split"]: len(eval_set)}
-        for name, (model, run_args) in cards.items():
-            context = student_card(script, model_args, model, run_args, name, results, splits, names)
-            write_model_card(context, out / name)
-            if contexts is not None:
-                contexts[name] = context
-    table = results_markdown(results, efficiency)
-    (out / "results.md").write_text(table + "\n")
-    print(table)
-    return results
+    return evaluate_run(script, args, model_args, out, contexts)
 
 
 def teacher_label(script) -> str:
@@ -499,6 +449,15 @@ def student_card(script, model_args, model, run_args, name: str, results: dict, 
     rows = [{"model": key, "task": results["dataset"], **results[key]} for key in ("teacher", "student",
             "student_label_only") if key in results]  # fmt: skip
     others = tuple(key for key in ("teacher", "student", "student_label_only") if key != name)
+    scores = results.get(name) or {}
+    note = "label scoring (the log-likelihood of each label word after the label-view prompt)"
+    if "generated_f1_macro" in scores:
+        note += (
+            f"; the student's own generated answers (\"explanation + Label: X\", greedy) on "
+            f"{scores['generated_posts']} of these posts: macro-F1 {100 * scores['generated_f1_macro']:.1f}%, "
+            f"accuracy {100 * scores['generated_accuracy']:.1f}%, the same label as label scoring for "
+            f"{100 * scores['agreement']:.1f}% of them, {scores['generated_unparsed']} without a parsable label"
+        )
     return card_context(
         model,
         run_args,
@@ -508,25 +467,61 @@ def student_card(script, model_args, model, run_args, name: str, results: dict, 
         metrics=rows_to_card_metrics(rows, name, split=results["eval_split"], compare=others),
         model_name=f"{Path(run_args.output_dir).parent.name}-{name}",
         base_model=hub_id_of(model_args.model_name_or_path),
+        metrics_note=note,
     )
 
 
-def results_markdown(results: dict, efficiency) -> str:
+def _percent(scores: dict, key: str) -> str:
+    value = scores.get(key)
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def results_markdown(results: dict, efficiency=None) -> str:
+    """``results.md``: the scores of the teacher and the students (label scoring, and the students' own generated
+    answers with their agreement), the efficiency table and the explanations, from whatever parts ``results`` has
+    (``efficiency``: rows to use instead of ``results["efficiency"]``)."""
     split = results.get("eval_split", "test")
     note = "" if split == "test" else ", no test split"
     lines = [f"Rationale distillation on {results['dataset']} ({results['eval_posts']} evaluation posts from its "
              f"{split} split{note})", ""]
-    lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
+    lines += [
+        "| model | accuracy | macro-F1 | generated answers: accuracy | generated answers: macro-F1 | agreement with "
+        "label scoring | answers without a label |",
+        "|---|---|---|---|---|---|---|",
+    ]
     teacher = results.get("teacher")
     if teacher:
         lines.append(
             f"| teacher (its own labels; unparsed = wrong; parse rate {100 * teacher['parse_rate']:.0f}%) | "
-            f"{100 * teacher['accuracy']:.2f} | {100 * teacher['f1_macro']:.2f} |"
+            f"{100 * teacher['accuracy']:.2f} | {100 * teacher['f1_macro']:.2f} | - | - | - | - |"
         )
     labels = {"student": "student, label + rationale", "student_label_only": "student, label only (alpha = 1)"}
+    posts = []
     for key, label in labels.items():
-        if key in results:
-            lines.append(f"| {label} | {100 * results[key]['accuracy']:.2f} | {100 * results[key]['f1_macro']:.2f} |")
+        scores = results.get(key)
+        if not scores:
+            lines.append(f"| {label} | not evaluated yet | | | | | |")
+            continue
+        unparsed = scores.get("generated_unparsed")
+        unparsed = "-" if unparsed is None else f"{unparsed} / {scores['generated_posts']}"
+        lines.append(
+            f"| {label} | {_percent(scores, 'accuracy')} | {_percent(scores, 'f1_macro')} | "
+            f"{_percent(scores, 'generated_accuracy')} | {_percent(scores, 'generated_f1_macro')} | "
+            f"{_percent(scores, 'agreement')} | {unparsed} |"
+        )
+        posts.append(scores.get("generated_posts"))
+    if any(posts):
+        lines += [
+            "",
+            "accuracy and macro-F1: label scoring (the log-likelihood of each label word after the label-view prompt) "
+            "of every post; generated answers: the student's own \"explanation + Label: X\" (greedy), its label read "
+            f"by the teacher's answer parser, on the first {max(p or 0 for p in posts)} posts; agreement: the "
+            "fraction of those posts where both give the same label (an answer without a label disagrees).",
+        ]
+    if efficiency is None:
+        from distil_trainers.papers.efficiency import EfficiencyRow
+
+        efficiency = [EfficiencyRow.from_dict(row) for row in results.get("efficiency") or []]
     if efficiency:
         lines += ["", efficiency_table(efficiency)]
     for item in results.get("explanations", []):

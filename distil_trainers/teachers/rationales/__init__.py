@@ -1,4 +1,5 @@
-"""Teacher rationales for rationale distillation: prompts, teacher backends, resumable generation and its report.
+"""Teacher rationales for rationale distillation: prompts, teacher backends, resumable generation and its report, and
+the teacher settings the rationale recipe and pipeline share (:class:`TeacherArguments`).
 
 Usage::
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..._lazy import attach
 
 _EXPORTS = {
+    "arguments": ["TeacherArguments"],
     "backends": [
         "GenerationResult",
         "LlamaCppBackend",
@@ -31,6 +33,7 @@ _EXPORTS = {
         "CacheMismatchError",
         "RationaleCache",
         "cache_fingerprint",
+        "drop_failed_rows",
         "generate_rationales",
         "teacher_report",
     ],
@@ -47,6 +50,7 @@ _EXPORTS = {
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .arguments import TeacherArguments
     from .backends import (
         GenerationResult,
         LlamaCppBackend,
@@ -61,6 +65,7 @@ if TYPE_CHECKING:
         CacheMismatchError,
         RationaleCache,
         cache_fingerprint,
+        drop_failed_rows,
         generate_rationales,
         teacher_report,
     )

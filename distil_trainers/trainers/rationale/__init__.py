@@ -22,14 +22,20 @@ token counts as the cross-entropy.
 
 At evaluation the student classifies by scoring: for every post, the log-likelihood of each candidate label word as the
 completion of the label-view prompt (one batched forward per post's candidate set, no free generation); the argmax is
-the prediction, reported as ``eval_accuracy``, ``eval_f1_macro``, ``eval_f1_<class>`` ...
+the prediction, reported as ``eval_accuracy``, ``eval_f1_macro``, ``eval_f1_<class>`` ... The student's own answer
+("explanation + Label: X") is generated in left-padded batches by ``generate_answers`` and read with the teacher's
+answer parser, to be scored beside label scoring (``evaluation.answer_metrics``).
+
+With gold labels, a post whose teacher chose another label trains its label view only by default
+(``rationales_when_teacher_agrees``), so no rationale arguing for one label ends with another; with ``max_length`` a
+long rationale is cut inside its text so that its ``Label: X`` line always survives.
 
 Two trainers share this: :class:`RationaleSFTTrainer` (a ``trl.SFTTrainer`` for decoder-only students, with QLoRA via
 ``quantization_config`` + ``peft_config``) and :class:`RationaleSeq2SeqTrainer` (a ``Seq2SeqTrainer`` for T5-style
 encoder-decoder students, task prefixes ``[label]`` / ``[rationale]`` as in Distilling step-by-step).
 
 Modules: ``config`` (the arguments), ``views`` (the views and their tokens), ``loss`` (the per-view loss, pure),
-``evaluation`` (label scoring), ``teacher_kd`` (the top-k teacher cache), ``common`` (what both trainers share),
+``evaluation`` (label scoring, the student's own answers), ``teacher_kd`` (the top-k teacher cache), ``common`` (what both trainers share),
 ``trainer`` (:class:`RationaleSFTTrainer`) and ``seq2seq`` (:class:`RationaleSeq2SeqTrainer`).
 """
 

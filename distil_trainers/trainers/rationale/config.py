@@ -42,11 +42,14 @@ class RationaleArguments:
             "choices": list(UNPARSED_ROWS),
         },
     )
-    rationales_when_teacher_agrees: bool = field(
-        default=False,
+    rationales_when_teacher_agrees: bool | None = field(
+        default=None,
         metadata={
             "help": "Build the rationale view only for rows where the teacher's label equals the gold label "
-            "(teacher_agrees), so the student never learns an explanation arguing for another label."
+            "(teacher_agrees); the other rows keep their label view. Default (None): True with label_source='gold', "
+            "so that no rationale view argues for one label and ends with 'Label: <another>'; False with "
+            "label_source='teacher' (rationale and label are then both the teacher's, consistent by construction). "
+            "Set False with label_source='gold' to train every rationale with the gold label (the former default)."
         },
     )
     class_names: list[str] | None = field(
@@ -100,6 +103,20 @@ class RationaleArguments:
             "with (precompute_topk_logprobs(temperature=...))."
         },
     )
+
+    @property
+    def rationales_only_when_teacher_agrees(self) -> bool:
+        """Whether rationale views are built only for rows where the teacher agrees with the gold label:
+        ``rationales_when_teacher_agrees``, or when it is None (the default), ``label_source == "gold"``.
+
+        Why that default: with gold labels, a row where the teacher chose another label has a rationale arguing for
+        the teacher's label; followed by ``Label: <gold>`` it teaches the student that an explanation and its
+        conclusion need not match, which is what the rationale view is meant to prevent. Such a row still trains the
+        label view. With ``label_source="teacher"`` rationale and label are both the teacher's, so nothing is
+        dropped."""
+        if self.rationales_when_teacher_agrees is None:
+            return self.label_source == "gold"
+        return bool(self.rationales_when_teacher_agrees)
 
     def _check_rationale_arguments(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

@@ -15,7 +15,14 @@ from ..citations import PIOT_CITATION, STEP_BY_STEP_CITATION
 from .common import _RationaleTrainerMixin
 from .config import RationaleSeq2SeqConfig
 from .loss import LABEL_VIEW, RATIONALE_VIEW
-from .views import VIEW_COLUMN, _class_names, _is_view_dataset, build_rationale_views, view_prompt
+from .views import (
+    VIEW_COLUMN,
+    _class_names,
+    _common_prefix_length,
+    _is_view_dataset,
+    build_rationale_views,
+    view_prompt,
+)
 
 __all__ = ["RationaleSeq2SeqTrainer"]
 
@@ -84,11 +91,27 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, HubMixin, Seq2SeqTrainer):
         )
         self._init_rationale_state()
 
-    def _tokenize_rows(self, prompts: Sequence[str], targets: Sequence[str]) -> dict[str, list]:
+    def _tokenize_rows(
+        self, prompts: Sequence[str], targets: Sequence[str], views: Sequence[int] | None = None
+    ) -> dict[str, list]:
+        """Encoder inputs and targets, cut to ``max_source_length`` / ``max_target_length``; a rationale-view target
+        longer than ``max_target_length`` is cut inside its rationale so that its answer line and EOS survive."""
         args = self._seq2seq_args
         enc = self._tok(list(prompts), truncation=True, max_length=args.max_source_length)
-        tgt = self._tok(text_target=list(targets), truncation=True, max_length=args.max_target_length)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": tgt["input_ids"]}
+        labels = self._tok(text_target=list(targets), truncation=True, max_length=args.max_target_length)["input_ids"]
+        limit, marker = args.max_target_length, "\n" + args.answer_prefix
+        for i, view in enumerate(views or []):
+            cut = targets[i].rfind(marker) if args.answer_prefix else -1
+            if view != RATIONALE_VIEW or cut < 0:
+                continue
+            ids = self._tok(text_target=targets[i])["input_ids"]
+            if len(ids) <= limit:
+                continue
+            answer = _common_prefix_length(self._tok(text_target=targets[i][:cut])["input_ids"], ids)
+            room = limit - (len(ids) - answer)
+            if room >= 0:
+                labels[i] = ids[:room] + ids[answer:]
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
     def _views_for(self, dataset: datasets.Dataset) -> datasets.Dataset:
         args = self._seq2seq_args
@@ -96,7 +119,7 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, HubMixin, Seq2SeqTrainer):
             return dataset
         views = build_rationale_views(dataset, args, self.class_names, conversational=False)
         prompts = [p.rstrip("\n") for p in views["prompt"][:]]
-        tokens = self._tokenize_rows(prompts, views["completion"][:])
+        tokens = self._tokenize_rows(prompts, views["completion"][:], views[VIEW_COLUMN][:])
         return datasets.Dataset.from_dict({**tokens, VIEW_COLUMN: views[VIEW_COLUMN][:], "id": views["id"][:]})
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -130,15 +153,13 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, HubMixin, Seq2SeqTrainer):
         return model(**batch, decoder_input_ids=decoder_input_ids, use_cache=False).logits
 
     @torch.no_grad()
-    def explain(self, texts: Sequence[str], max_new_tokens: int = 128, **generate_kwargs) -> list[dict[str, Any]]:
-        """Greedy generation from ``"[rationale] <post>"`` for a few texts (same output as
-        :meth:`RationaleSFTTrainer.explain`)."""
-
-        def generate(model, text: str) -> str:
-            prompt = view_prompt(self.args, text, RATIONALE_VIEW, self.class_names)
-            enc = self._tok([prompt], return_tensors="pt", truncation=True, max_length=self.args.max_source_length)
-            enc = {k: v.to(self.args.device) for k, v in enc.items()}
-            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
-            return self._tok.decode(generated[0], skip_special_tokens=True)
-
-        return self._explain_each(texts, generate)
+    def _generate_batch(self, model, texts: Sequence[str], max_new_tokens: int, **generate_kwargs) -> list[str]:
+        """Greedy answers to ``"[rationale] <post>"`` for a batch of texts."""
+        prompts = [view_prompt(self.args, text, RATIONALE_VIEW, self.class_names) for text in texts]
+        enc = self._tok(
+            prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.args.max_source_length
+        )
+        device = model.get_input_embeddings().weight.device
+        enc = {k: v.to(device) for k, v in enc.items()}
+        generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
+        return [self._tok.decode(row, skip_special_tokens=True) for row in generated]

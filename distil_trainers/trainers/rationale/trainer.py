@@ -229,27 +229,29 @@ class RationaleSFTTrainer(_TopKCacheMixin, _RationaleTrainerMixin, HubMixin, SFT
             out.append(list(ids))
         return out
 
+    def _stop_ids(self, model) -> set[int]:
+        config = getattr(model, "generation_config", None)
+        ids = getattr(config, "eos_token_id", None)
+        ids = ids if isinstance(ids, (list, tuple)) else [ids]
+        ids = [*ids, getattr(self.processing_class, "eos_token_id", None)]
+        return {int(i) for i in ids if i is not None}
+
     @torch.no_grad()
-    def explain(self, texts: Sequence[str], max_new_tokens: int = 128, **generate_kwargs) -> list[dict[str, Any]]:
-        """Greedy rationale-view generation for a few texts: ``[{"text", "rationale", "label", "label_name",
-        "output"}]`` (``label`` = -1 when the answer line names no class)."""
+    def _generate_batch(self, model, texts: Sequence[str], max_new_tokens: int, **generate_kwargs) -> list[str]:
+        """Greedy answers to the rationale-view prompts of ``texts``, one left-padded batch (the prompts end at the
+        same column, where generation continues)."""
         tok = self.processing_class
-        prompt_ids = dict(zip(texts, self._generation_prompt_ids(texts)))
-
-        def generate(model, text: str) -> str:
-            input_ids = torch.tensor([prompt_ids[text]], device=self.args.device)
-            generated = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                **generate_kwargs,
-            )
-            return tok.decode(generated[0, input_ids.shape[1] :], skip_special_tokens=True)
-
-        return self._explain_each(texts, generate)
-
-    def generate_rationales_with_student(self, texts: Sequence[str], **kwargs) -> list[dict[str, Any]]:
-        """Alias of :meth:`explain`."""
-        return self.explain(texts, **kwargs)
+        prompts = self._generation_prompt_ids(texts)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        width = max(len(ids) for ids in prompts)
+        device = model.get_input_embeddings().weight.device
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad, **generate_kwargs}
+        generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        stop = self._stop_ids(model)
+        outputs = []
+        for row in generated[:, width:].tolist():
+            end = next((j for j, token in enumerate(row) if token in stop), len(row))
+            outputs.append(tok.decode(row[:end], skip_special_tokens=True))
+        return outputs

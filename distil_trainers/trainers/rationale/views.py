@@ -83,7 +83,9 @@ def build_rationale_views(
     does for conversational prompt-completion datasets); otherwise plain strings (the prompt ends with a newline).
     ``with_rationales``: build rationale views (default: when ``args.alpha < 1``).
     Rows without a usable label (``label_source='teacher'`` and the teacher gave none, or a gold label of -100) have no
-    views at all.
+    views at all. With ``args.rationales_only_when_teacher_agrees`` (the default with gold labels) a row whose
+    teacher chose another label keeps its label view only (agreement read from ``teacher_agrees``, or from
+    ``teacher_label == label`` when the dataset has no such column).
     """
     with_rationales = args.alpha < 1 if with_rationales is None else with_rationales
     columns = set(dataset.column_names)
@@ -92,16 +94,27 @@ def build_rationale_views(
         needed.append("rationale")
     if args.label_source == "teacher":
         needed.append("teacher_label")
-    if args.rationales_when_teacher_agrees and with_rationales:
+    only_agreeing = with_rationales and args.rationales_only_when_teacher_agrees
+    if only_agreeing and "teacher_agrees" not in columns and "teacher_label" not in columns:
         needed.append("teacher_agrees")
     missing = [c for c in needed if c not in columns]
     if missing:
+        hint = ""
+        if "teacher_agrees" in missing:
+            hint = (
+                " Rationale views are built only where the teacher agrees with the gold label "
+                "(rationales_when_teacher_agrees, on by default with label_source='gold'), which needs a "
+                "`teacher_agrees` or `teacher_label` column; set rationales_when_teacher_agrees=False to train every "
+                "rationale with the gold label."
+            )
         raise ValueError(
             f"The dataset lacks the columns {missing} (it has {sorted(columns)}). Rationale distillation needs the "
             "output of distil_trainers.teachers.rationales.generate_rationales (id, text, label, teacher_label, rationale, "
-            "teacher_agrees, parsed, raw_output)."
+            f"teacher_agrees, parsed, raw_output).{hint}"
         )
     table = dataset.to_dict()
+    if only_agreeing and "teacher_agrees" not in table:  # rationales made elsewhere: agreement from the labels
+        table["teacher_agrees"] = [int(t) == int(g) for t, g in zip(table["teacher_label"], table["label"])]
     n = len(dataset)
     num_classes = len(class_names)
     rows: dict[str, list] = {"id": [], "prompt": [], "completion": [], VIEW_COLUMN: []}
@@ -117,6 +130,7 @@ def build_rationale_views(
         rows["id"].append(str(table["id"][i]) if "id" in table else str(i))
         rows[VIEW_COLUMN].append(view)
 
+    disagreeing = 0
     for i in range(n):
         label = int(table["teacher_label"][i] if args.label_source == "teacher" else table["label"][i])
         if label == -100 or (args.label_source == "teacher" and label < 0):
@@ -130,11 +144,19 @@ def build_rationale_views(
             continue
         add(i, LABEL_VIEW, class_names[label])
         if with_rationales and usable:
-            if args.rationales_when_teacher_agrees and not bool(table["teacher_agrees"][i]):
-                continue
+            if only_agreeing and not bool(table["teacher_agrees"][i]):
+                disagreeing += 1
+                continue  # the teacher's rationale argues for another label than the one trained on
             add(i, RATIONALE_VIEW, rationale_completion(rationale, class_names[label], args.answer_prefix))
     if not rows["prompt"]:
         raise ValueError("No training views could be built: every row lacks a usable label.")
+    if disagreeing:
+        logger.warning(
+            "%d of %d posts train their label view only: the teacher chose another label than the gold one, so its "
+            "rationale would argue against the label trained on (rationales_when_teacher_agrees=False keeps them).",
+            disagreeing,
+            n,
+        )
     return datasets.Dataset.from_dict(rows)
 
 
@@ -179,10 +201,59 @@ def _common_prefix_length(ids: Sequence[int], other: Sequence[int]) -> int:
 _WARNED: set[str] = set()
 
 
-def _view_tokens(example: dict[str, Any], tokenizer, eos_token: str, keep: slice | None) -> dict[str, Any]:
+def _answer_start(example: dict[str, Any], tokenizer, ids: Sequence[int], answer_prefix: str) -> int | None:
+    """Where the answer line (``"\n" + answer_prefix + label`` and what follows it: EOS, the chat template's end of
+    turn) of a rationale view's tokens ``ids`` begins; None when the completion has no answer line.
+
+    The rationale alone (the completion cut before its answer line) is tokenised the same way as the row; the answer
+    starts where the two token sequences diverge (a token merging across the cut is counted with the answer)."""
+    prompt, completion = example["prompt"], example["completion"]
+    content = completion[-1]["content"] if isinstance(completion, list) else completion
+    cut = content.rfind("\n" + answer_prefix) if answer_prefix else -1
+    if cut < 0:
+        return None
+    if isinstance(completion, list):
+        head = [*completion[:-1], {**completion[-1], "content": content[:cut]}]
+        head_ids = tokenizer.apply_chat_template(prompt + head, tokenize=True, return_dict=True)["input_ids"]
+    else:
+        head_ids = tokenizer(text=prompt + content[:cut])["input_ids"]
+    return _common_prefix_length(head_ids, ids)
+
+
+def _keep_start(ids: list[int], labels: list[int], max_length: int, answer: int | None):
+    """The first ``max_length`` tokens; for a rationale view whose answer line starts at ``answer``, the rationale is
+    cut instead so that the answer line and EOS survive: ``ids[:room] + ids[answer:]``. When even the prompt and the
+    answer line do not fit, every label is -100 (the row is then dropped, as a row cut before its completion is)."""
+    if len(ids) <= max_length:
+        return ids, labels
+    if answer is None:
+        return ids[:max_length], labels[:max_length]
+    start = next((k for k, label in enumerate(labels) if label != -100), len(labels))
+    room = max_length - (len(ids) - answer)
+    if room < start:
+        if "answer" not in _WARNED:
+            _WARNED.add("answer")
+            logger.warning(
+                "A rationale view's prompt and answer line do not fit in max_length=%d: the view is dropped rather "
+                "than trained without its label (raise max_length).",
+                max_length,
+            )
+        return ids[:max_length], [-100] * max_length
+    return ids[:room] + ids[answer:], labels[:room] + labels[answer:]
+
+
+def _view_tokens(
+    example: dict[str, Any],
+    tokenizer,
+    eos_token: str,
+    keep: slice | None,
+    answer_prefix: str | None = None,
+) -> dict[str, Any]:
     """``input_ids`` and ``labels`` of one view row, cut to ``keep`` (the ``max_length`` slice); a plain-text
-    ``completion`` comes back with its EOS token."""
+    ``completion`` comes back with its EOS token. With ``keep_start`` (``keep.start is None``) and ``answer_prefix``,
+    a rationale view keeps its answer line: the rationale text is cut instead (:func:`_keep_start`)."""
     out = {}
+    answer = None
     if "input_ids" in example:  # already tokenised (e.g. the output of training_views)
         ids = list(example["input_ids"])
         labels = example.get("labels")
@@ -213,7 +284,14 @@ def _view_tokens(example: dict[str, Any], tokenizer, eos_token: str, keep: slice
                 tokenizer.decode(prompt_ids[start:]),
             )
         labels = [-100] * start + ids[start:]
-    if keep is not None:
+        keeps_start = keep is not None and keep.start is None
+        if keeps_start and answer_prefix and example.get(VIEW_COLUMN) == RATIONALE_VIEW and len(ids) > keep.stop:
+            answer = _answer_start({**example, **out}, tokenizer, ids, answer_prefix)
+            if answer is not None and answer < start:
+                answer = None
+    if keep is not None and keep.start is None:
+        ids, labels = _keep_start(ids, labels, keep.stop, answer)
+    elif keep is not None:
         ids, labels = ids[keep], labels[keep]
     return {**out, "input_ids": ids, "labels": labels}
 
@@ -233,7 +311,9 @@ def tokenize_views(
     through the tokenizer's chat template (the prompt with the generation prompt, then prompt + completion), plain rows
     get the EOS token at the end of their completion; the completion starts where the tokenised prompt and the
     tokenised prompt + completion diverge; rows are cut to ``args.max_length`` (``args.truncation_mode``) and rows
-    left without completion tokens are dropped. Rows that already have ``input_ids`` are only cut (and given
+    left without completion tokens are dropped. One difference from TRL: with ``keep_start``, a rationale view longer
+    than ``max_length`` is cut inside its rationale text, so that its ``Label: <label>`` line and EOS always survive
+    (a view whose prompt and answer line alone do not fit is dropped). Rows that already have ``input_ids`` are only cut (and given
     ``labels`` from their ``completion_mask`` when they have none). ``args.eos_token`` is set on the tokenizer, as
     ``SFTTrainer`` does. Done here rather than by TRL so that the trainer, :func:`training_views` and label scoring
     tokenise with one function."""
@@ -260,7 +340,12 @@ def tokenize_views(
     drop = ["completion_mask"] if processed and "labels" not in columns and "completion_mask" in columns else None
     tokenized = views.map(
         _view_tokens,
-        fn_kwargs={"tokenizer": processing_class, "eos_token": tokenizer.eos_token, "keep": keep},
+        fn_kwargs={
+            "tokenizer": processing_class,
+            "eos_token": tokenizer.eos_token,
+            "keep": keep,
+            "answer_prefix": getattr(args, "answer_prefix", None),
+        },
         remove_columns=drop,
         num_proc=args.dataset_num_proc,
         desc=f"Tokenizing {name} views",
