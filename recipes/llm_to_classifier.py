@@ -46,7 +46,6 @@ from distil_trainers.teachers import (
     default_classifier_prompt,
     precompute_llm_teacher_outputs,
 )
-from distil_trainers.teachers.rationales.generation import one_writer
 
 
 @dataclass
@@ -102,12 +101,12 @@ def main(script_args: ScriptArguments, training_args: AnnealingArguments) -> dic
             content_free_inputs=DEFAULT_CONTENT_FREE_INPUTS if "contextual" in script_args.calibration else None,
             dev_dataset=dev if "temperature" in script_args.calibration else None)
     words, cache_dir = script_args.label_words, f"{training_args.output_dir}/llm_teacher"
-    with one_writer(cache_dir):  # several processes: the first to lock it scores the texts, the others load its cache
-        teacher_outputs = precompute_llm_teacher_outputs(
-            llm_backend(script_args), dict(dataset), cache_dir, prompt=prompt, task=task,
-            label_words=yaml.safe_load(words) if isinstance(words, str) else words, calibration=calibration,
-            batch_size=script_args.teacher_batch_size,
-        )
+    # several processes: the first to take the cache's lock scores the texts, the others then load its cache
+    teacher_outputs = precompute_llm_teacher_outputs(
+        llm_backend(script_args), dict(dataset), cache_dir, prompt=prompt, task=task,
+        label_words=yaml.safe_load(words) if isinstance(words, str) else words, calibration=calibration,
+        batch_size=script_args.teacher_batch_size,
+    )
 
     # ---- student: a pretrained encoder, or some layers of one ----
     student = resolve_model_name_or_path(script_args.model_name_or_path)

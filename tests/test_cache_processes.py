@@ -49,3 +49,18 @@ def test_two_processes_build_one_cache_and_both_read_it_whole(tmp_path):
     from distil_trainers.teachers.cache import TeacherOutputs
 
     assert len(TeacherOutputs.load(cache).ids) == 64
+
+
+def test_the_lock_is_reentrant_within_a_process(tmp_path):
+    # a caller holding a cache's lock (a recipe around a builder that locks it too) must not wait on itself
+    import signal
+
+    from distil_trainers.teachers.locks import one_writer
+
+    signal.alarm(20)  # a deadlock fails the test instead of hanging the suite
+    try:
+        with one_writer(tmp_path / "cache"), one_writer(tmp_path / "cache" / ".." / "cache"):
+            entered = True
+    finally:
+        signal.alarm(0)
+    assert entered

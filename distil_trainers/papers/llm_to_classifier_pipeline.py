@@ -104,7 +104,7 @@ from distil_trainers.teachers import (
     default_classifier_prompt,
     precompute_llm_teacher_outputs,
 )  # fmt: skip
-from distil_trainers.teachers.rationales.generation import one_writer
+from distil_trainers.teachers.locks import one_writer
 from distil_trainers.trainers.base import TaskAwareTrainer
 
 logger = logging.getLogger(__name__)

@@ -20,12 +20,23 @@ def lock_file(file) -> None:
     fcntl.flock(file.fileno(), fcntl.LOCK_EX)
 
 
+_HELD: set[str] = set()  # the locks this process holds: taking one again inside its block is a no-op
+
+
 @contextlib.contextmanager
 def one_writer(path: str | os.PathLike) -> Iterator[None]:
     """Hold the lock on ``<path>.lock`` for the block: of several processes building ``path``, one builds while the
-    others wait, then find it built."""
-    lock_path = Path(f"{os.fspath(path).rstrip(os.sep)}.lock")
+    others wait, then find it built. Re-entrant within a process (a nested block on the same path does not wait on
+    itself)."""
+    lock_path = Path(f"{os.fspath(path).rstrip(os.sep)}.lock").resolve()
+    if str(lock_path) in _HELD:
+        yield
+        return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
         lock_file(lock)
-        yield
+        _HELD.add(str(lock_path))
+        try:
+            yield
+        finally:
+            _HELD.discard(str(lock_path))

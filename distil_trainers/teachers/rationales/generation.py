@@ -25,7 +25,6 @@ the temperature. Opening a cache whose fingerprint differs raises :class:`CacheM
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +40,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...metrics import classification_metrics
+from ..locks import lock_file as _lock
+from ..locks import one_writer
 from .backends import GenerationResult, TeacherBackend, TeacherBackendError
 from .prompts import RationalePrompt
 
@@ -245,28 +246,6 @@ class RationaleCache:
     def truncated_ids(self) -> list[str]:
         """Ids whose answer was cut at ``max_new_tokens``."""
         return [i for i, r in self.records.items() if not r.get("error") and r.get("finish_reason") == "length"]
-
-
-def _lock(file) -> None:
-    """An exclusive advisory lock on an open file (POSIX ``flock``; a no-op where it does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return
-    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-
-
-@contextlib.contextmanager
-def one_writer(cache_path: str | os.PathLike):
-    """Hold an exclusive lock on ``<cache_path>.lock`` for the block: of several processes generating into the same
-    cache (``accelerate launch`` / ``torchrun`` ranks, two runs sharing a folder), one generates while the others wait,
-    then find its answers in the cache and ask the teacher nothing. A file lock rather than a process-group barrier,
-    so it composes with any ``main_process_first`` around it. A no-op where ``flock`` does not exist."""
-    lock_path = Path(f"{os.fspath(cache_path)}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        _lock(lock)
-        yield
 
 
 def _validate(dataset: datasets.Dataset, id_column: str, text_column: str, label_column: str, prompt: RationalePrompt):
