@@ -891,8 +891,12 @@ def precompute_llm_teacher_outputs(
             logger.info("The LLM, its prompt or the data changed since the cache in %s was built: rebuilding it.",
                         cache_dir)
         partial = Path(cache_dir) / PARTIAL_DIR
-        cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial,
-                             checkpoint_every)
+        try:
+            cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial,
+                                 checkpoint_every)
+        except (ValueError, FloatingPointError):  # refused scores (NaN / inf): nothing of them is kept
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         cache.save(Path(cache_dir))
         shutil.rmtree(partial, ignore_errors=True)  # the finished cache replaces the scored parts
         return cache
