@@ -55,7 +55,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -895,14 +894,23 @@ def precompute_llm_teacher_outputs(
             cache = _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial,
                                  checkpoint_every)
         except (ValueError, FloatingPointError):  # refused scores (NaN / inf): nothing of them is kept
-            shutil.rmtree(partial, ignore_errors=True)
+            _remove_parts(partial)
             raise
         cache.save(Path(cache_dir))
-        shutil.rmtree(partial, ignore_errors=True)  # the finished cache replaces the scored parts
+        _remove_parts(partial)  # the finished cache replaces the scored parts
         return cache
 
 
 PARTIAL_DIR = "partial"
+
+
+def _remove_parts(partial: Path) -> None:
+    """Delete the saved parts and their folder (file by file: the folder holds nothing else)."""
+    if not partial.is_dir():
+        return
+    for path in partial.iterdir():
+        path.unlink(missing_ok=True)
+    partial.rmdir()
 
 
 def _score_texts(scorer, spec, parts, ids, fingerprint, hashes, batch_size, show_progress, partial=None,
@@ -961,7 +969,7 @@ def _score_in_parts(scorer, texts: list[str], fingerprint: str, partial: Path, e
         raise ValueError(f"checkpoint_every must be >= 1, got {every}.")
     stamp = partial / "fingerprint.txt"
     if partial.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        shutil.rmtree(partial)  # parts of another LLM, prompt or data
+        _remove_parts(partial)  # parts of another LLM, prompt or data
     partial.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
     out = torch.empty(len(texts), len(scorer.class_names), dtype=torch.float64)
