@@ -316,3 +316,17 @@ def replace_markdown_section(path: Path, heading: str, body: str) -> str:
     result = "\n".join(new).rstrip("\n") + "\n"
     path.write_text(result)
     return result
+
+
+def replace_marked_section(path: Path, start: str, end: str, section: str) -> None:
+    """Write ``section`` between the ``start`` and ``end`` marker lines of the Markdown file ``path`` (replacing
+    what was there), or append it with its markers when the file has none."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        text = before + block + (("\n" + after) if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)

@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # section markers of pymdownx.snippets: docs/rationale_teacher.md includes the section
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import replace_marked_section  # noqa: E402
+
 START, END = "<!-- --8<-- [start:teacher_concurrency] -->", "<!-- --8<-- [end:teacher_concurrency] -->"
 
 
@@ -204,15 +207,7 @@ def load_average() -> str:
 
 
 def write_results_md(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        text = before + block + (("\n" + after) if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    replace_marked_section(path, START, END, section)
 
 
 def main(argv: list[str] | None = None) -> dict:
