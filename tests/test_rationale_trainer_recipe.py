@@ -12,13 +12,17 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from conftest import RECIPES, load_recipe
 from huggingface_hub import metadata_load
+from peft import PeftModel
 from rationale_fixtures import rationale_dataset, tiny_llama, tiny_tokenizer
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig, TrlParser
 
 from distil_trainers.data import get_data_dir
 from distil_trainers.papers import rationale_pipeline
+from distil_trainers.teachers import SavedClassifierPrompt
 from distil_trainers.teachers.rationales import GenerationResult, TeacherBackend
 from distil_trainers.trainers.rationale import RationaleSFTConfig
 
@@ -53,6 +57,7 @@ def test_thin_recipe_end_to_end_with_a_stub_teacher(tmp_path):
         "--save_strategy", "no", "--disable_tqdm", "true",
         # the stub teacher always answers "hate", agreeing with no gold label: keep its rationales anyway
         "--rationales_when_teacher_agrees", "false",
+        "--save_merged", "true",
     ]  # fmt: skip
     script_args, training_args, model_args = TrlParser(
         (recipe.ScriptArguments, RationaleSFTConfig, ModelConfig)
@@ -69,6 +74,18 @@ def test_thin_recipe_end_to_end_with_a_stub_teacher(tmp_path):
     assert (out / "rationales" / "train.jsonl").is_file() and (out / "rationales" / "test.jsonl").is_file()
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any("loss_rationale" in e for e in history)
+    # --save_merged: a full model (the adapter merged) answering as the adapter does, with its label prompt
+    merged = out / "merged"
+    assert not (merged / "adapter_config.json").exists() and (merged / "tokenizer_config.json").is_file()
+    full = AutoModelForCausalLM.from_pretrained(merged)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "student_base"), out)
+    ids = torch.tensor([tok("you are all stupid idiots")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(full(input_ids=ids).logits, adapted(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+        base = AutoModelForCausalLM.from_pretrained(tmp_path / "student_base")
+        assert not torch.allclose(full(input_ids=ids).logits, base(input_ids=ids).logits)  # the training is in it
+    for folder in (out, merged):
+        assert SavedClassifierPrompt.load(folder).class_names == ["hate", "offensive", "neither"]
     # a rerun does not ask the teacher again (the answers are cached per post)
     again = StubTeacher()
     recipe.main(script_args, training_args, model_args, teacher=again)

@@ -162,6 +162,27 @@ def test_llm_to_classifier_distils_the_llms_soft_labels(tiny_llm, tiny_base, tmp
         run("llm_to_classifier", [*argv[:-6], "--annealing", "kd", "--alpha", "0.5"])
 
 
+def test_llm_to_classifier_asks_a_rationale_student_its_own_label_prompt(tiny_llm, tiny_base, tmp_path):
+    import shutil
+
+    from distil_trainers.teachers.cache import TeacherOutputs
+    from distil_trainers.trainers.rationale import RationaleSFTConfig
+    from distil_trainers.trainers.rationale.views import label_view_classifier_prompt
+
+    torch.set_num_threads(1)
+    teacher = tmp_path / "student"  # a causal LM folder with the label prompt a RationaleSFTTrainer saves
+    shutil.copytree(tiny_llm, teacher)
+    config = RationaleSFTConfig(output_dir=str(tmp_path / "x"), use_cpu=True, bf16=False)
+    label_view_classifier_prompt(config, list(DAVIDSON.values()), conversational=False).save(teacher)
+    out = tmp_path / "run"
+    run("llm_to_classifier", [*flags(out), "--teacher_backend", "transformers", "--teacher_model", str(teacher),
+                              "--model_name_or_path", tiny_base, "--student_layers", "0", "--calibration", "none",
+                              "--annealing", "kd", "--alpha", "0", "--beta", "1"])  # fmt: skip
+    llm = TeacherOutputs.load(out / "llm_teacher").meta["llm"]
+    assert llm["normalization"] == "sum" and llm["prompt"]["answer_prefix"] == ""
+    assert "Answer with the label only, one of: hate, offensive, neither." in llm["prompt_text"]
+
+
 @pytest.mark.parametrize("recipe", ["finetune", "annealing", "feature_kd", "ddml", "llm_to_classifier"])
 def test_a_thin_recipe_is_short_and_says_how_to_launch_it(recipe):
     """TRL's examples/scripts shape: at most ~150 lines, a docstring with the exact launch commands (its quickstart,

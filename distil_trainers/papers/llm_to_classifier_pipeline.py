@@ -16,6 +16,9 @@ from an LLM; this module runs the whole comparison.
    ``calibration`` these are divided by the distribution of content-free inputs and/or sharpened or softened by a
    temperature fitted on ``calibration_samples`` labelled validation examples. Both the raw and the calibrated
    distributions are cached in ``<output_dir>/llm_teacher/`` (each text is scored once; a rerun reuses them).
+   A ``transformers`` teacher folder saved by ``RationaleSFTTrainer`` (a rationale-distilled student, merged with
+   ``recipes/rationale_distill.py --save_merged true``) is asked its own label-view prompt, with the class names as
+   label words (``teacher_prompt: auto``, read from its ``classifier_prompt.json``).
 3. The student (``student_layers`` of ``student_base``) is distilled from the cache with ``AnnealingTrainer``:
    ``annealing: kd, alpha: 0`` and ``use_gold_labels: false`` train on the texts and the LLM's soft labels alone;
    ``use_gold_labels: true`` with ``alpha > 0`` (or ``annealing: bam``) adds the gold labels.
@@ -45,6 +48,13 @@ Usage:
     python -m distil_trainers.papers.llm_to_classifier_pipeline \\
         --config recipes/configs/llm_to_classifier_pipeline_quickstart.yaml \\
         --teacher_backend openai --teacher_base_url http://localhost:8000/v1 --teacher_mode echo
+
+    # the rationale-distilled SmolLM2 student as the teacher (its own label prompt, from its classifier_prompt.json)
+    python recipes/rationale_distill.py --config recipes/configs/rationale_quickstart.yaml --save_merged true
+    python -m distil_trainers.papers.llm_to_classifier_pipeline \
+        --config recipes/configs/llm_to_classifier_pipeline_quickstart.yaml \
+        --teacher_backend transformers --teacher_model runs/rationale_quickstart/merged \
+        --output_dir runs/llm_to_classifier_rationale_student
 
     # the gold labels too (Hinton KD: 0.5 CE + 0.5 KL), and push the student with its card
     python -m distil_trainers.papers.llm_to_classifier_pipeline \\
@@ -101,6 +111,7 @@ from distil_trainers.teachers import (
     DEFAULT_CONTENT_FREE_INPUTS,
     LLMCalibration,
     LLMClassifier,
+    SavedClassifierPrompt,
     default_classifier_prompt,
     precompute_llm_teacher_outputs,
 )  # fmt: skip
@@ -129,6 +140,10 @@ class LLMToClassifierArguments(DatasetArguments):
     teacher_n_ctx: int = field(default=2048, metadata={"help": "llamacpp: context length in tokens."})
     teacher_threads: int | None = field(default=None, metadata={"help": "llamacpp: CPU threads (default: all)."})
     teacher_batch_size: int = field(default=8, metadata={"help": "Texts per LLM call."})
+    teacher_prompt: str = field(default="auto", metadata={
+        "help": "'auto': the classifier_prompt.json saved in the teacher_model folder when it has one (a student "
+                "trained by RationaleSFTTrainer: its own label prompt, label words and normalisation), else the "
+                "zero-shot prompt; 'zero-shot': always the zero-shot prompt; or the path of a classifier_prompt.json."})
     task_description: str | None = field(default=None, metadata={
         "help": "The prompt's instruction (default: the registered dataset's, else a generic one)."})
     label_words: dict | str | None = field(default=None, metadata={
@@ -164,6 +179,16 @@ class LLMToClassifierArguments(DatasetArguments):
                 raise ValueError(message + ".")
         if isinstance(self.label_words, str):
             self.label_words = yaml.safe_load(self.label_words)
+        if self.teacher_prompt not in ("auto", "zero-shot"):
+            if not Path(self.teacher_prompt).exists():
+                raise FileNotFoundError(f"teacher_prompt {self.teacher_prompt!r}: no such file (a classifier_prompt.json"
+                                        ", or 'auto' / 'zero-shot').")
+            SavedClassifierPrompt.load(self.teacher_prompt)  # a malformed file fails here, before any model loads
+
+    def saved_prompt(self) -> SavedClassifierPrompt | None:
+        """The prompt the teacher was trained to answer (``teacher_prompt``), or None for the zero-shot prompt."""
+        model = self.teacher_model if self.teacher_backend == "transformers" else None  # a folder of weights
+        return SavedClassifierPrompt.resolve(self.teacher_prompt, model)
 
 
 class ScoreOnce(LLMClassifier):
@@ -222,6 +247,9 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
           f"report on {describe_report_splits({task.name: split})}")
 
     # ---- the LLM labels the texts (raw and calibrated caches) ----------------------------------------------------
+    saved = recipe.saved_prompt()
+    if saved is not None:
+        saved.check_classes(task.label_names)  # before the LLM loads
     backend, llm_size = llm_backend(recipe)
     llm_params = count_parameters(llm_size["model"]) if "model" in llm_size else llm_size.get("parameters")
     known = task.name if task.source is None else None  # a registered dataset: its prompt and label words
@@ -231,8 +259,13 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
         known, prompt = None, default_classifier_prompt(None)
     if recipe.task_description:
         prompt = dataclasses.replace(prompt, task_description=recipe.task_description)
-    scorer = ScoreOnce(backend, task.label_names, recipe.label_words, prompt, task=known,
-                       normalization=recipe.normalization, batch_size=recipe.teacher_batch_size)
+    words, normalization = recipe.label_words, recipe.normalization
+    if saved is not None:  # the teacher's own label prompt (a rationale-distilled student)
+        prompt, words, normalization = saved.prompt, saved.label_words, saved.normalization
+        print(f"[teacher] the prompt saved with the teacher ({saved.source or 'classifier_prompt.json'}): label words "
+              f"{words}, normalization {normalization}")
+    scorer = ScoreOnce(backend, task.label_names, words, prompt, task=known,
+                       normalization=normalization, batch_size=recipe.teacher_batch_size)
     parts = {"train": train, split: test}
     # several processes: the first to take the lock scores the texts and saves both caches, the others then load them
     with one_writer(out / "llm_teacher"):

@@ -5,7 +5,8 @@ log-probabilities; :func:`precompute_llm_teacher_outputs` stores them as a teach
 ``AnnealingTrainer(teacher_outputs=...)`` and ``MutualLearningTrainer(teacher_outputs=...)`` distil into a small
 encoder. The method, the formulas and the token-boundary rule are in :mod:`distil_trainers.teachers.llm_classifier`,
 the backends (transformers, llama.cpp, OpenAI-compatible servers) in :mod:`distil_trainers.teachers.llm_backends`,
-calibration in :mod:`distil_trainers.teachers.calibration`.
+the prompts in :mod:`distil_trainers.teachers.llm_prompts`, calibration in
+:mod:`distil_trainers.teachers.calibration`.
 
 Usage::
 
@@ -40,16 +41,20 @@ _EXPORTS = {
         "render_chat_template",
     ],
     "llm_classifier": [
-        "TASK_PROMPTS",
-        "ClassifierPrompt",
-        "Demonstration",
         "LLMCalibration",
         "LLMClassifier",
-        "default_classifier_prompt",
-        "default_label_words",
         "first_token_class_scores",
         "llm_cache_fingerprint",
         "precompute_llm_teacher_outputs",
+    ],
+    "llm_prompts": [
+        "CLASSIFIER_PROMPT_FILE",
+        "TASK_PROMPTS",
+        "ClassifierPrompt",
+        "Demonstration",
+        "SavedClassifierPrompt",
+        "default_classifier_prompt",
+        "default_label_words",
         "resolve_label_words",
     ],
 }
@@ -73,15 +78,19 @@ if TYPE_CHECKING:
         render_chat_template,
     )
     from .llm_classifier import (
-        TASK_PROMPTS,
-        ClassifierPrompt,
-        Demonstration,
         LLMCalibration,
         LLMClassifier,
-        default_classifier_prompt,
-        default_label_words,
         first_token_class_scores,
         llm_cache_fingerprint,
         precompute_llm_teacher_outputs,
+    )
+    from .llm_prompts import (
+        CLASSIFIER_PROMPT_FILE,
+        TASK_PROMPTS,
+        ClassifierPrompt,
+        Demonstration,
+        SavedClassifierPrompt,
+        default_classifier_prompt,
+        default_label_words,
         resolve_label_words,
     )

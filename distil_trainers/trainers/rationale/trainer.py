@@ -21,7 +21,15 @@ from .common import _RationaleTrainerMixin
 from .config import RationaleSFTConfig
 from .loss import LABEL_VIEW, RATIONALE_VIEW
 from .teacher_kd import _resolve_topk_cache, _TopKCacheMixin
-from .views import VIEW_COLUMN, _class_names, _is_view_dataset, build_rationale_views, tokenize_views, view_prompt
+from .views import (
+    VIEW_COLUMN,
+    _class_names,
+    _is_view_dataset,
+    build_rationale_views,
+    label_view_classifier_prompt,
+    tokenize_views,
+    view_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +189,19 @@ class RationaleSFTTrainer(_TopKCacheMixin, _RationaleTrainerMixin, HubMixin, SFT
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, dict(inputs))
         return loss.detach(), None, None
+
+    # ---- saving: the model, and the question its label view asks -------------------------------------------------
+
+    def classifier_prompt(self):
+        """The label view as a :class:`~distil_trainers.teachers.SavedClassifierPrompt`
+        (:func:`~distil_trainers.trainers.rationale.views.label_view_classifier_prompt`)."""
+        return label_view_classifier_prompt(self.args, self.class_names, self._conversational)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save as ``SFTTrainer`` does, plus ``classifier_prompt.json``: the saved student (or checkpoint) can then be
+        read as a classifier teacher by :class:`~distil_trainers.teachers.LLMClassifier` with its own label prompt."""
+        super()._save(output_dir, state_dict=state_dict)
+        self.classifier_prompt().save(output_dir if output_dir is not None else self.args.output_dir)
 
     # ---- label scoring and generation ----------------------------------------------------------------------------
 

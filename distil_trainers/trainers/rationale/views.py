@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from .config import RationaleArguments, RationaleSeq2SeqConfig, RationaleSFTConfig
+
+if TYPE_CHECKING:
+    from ...teachers.llm_prompts import SavedClassifierPrompt
 from .loss import LABEL_VIEW, RATIONALE_VIEW, VIEW_NAMES
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "VIEW_COLUMN",
     "build_rationale_views",
+    "label_view_classifier_prompt",
     "rationale_completion",
     "tokenize_views",
     "training_views",
@@ -63,6 +67,31 @@ def view_prompt(args: Any, text: str, view: int, class_names: Sequence[str]) -> 
         return f"{prefix} {text}"
     template = args.label_instruction if view == LABEL_VIEW else args.rationale_instruction
     return f"{args.task_description}\n{_format_instruction(template, class_names)}\n\nPost: {text}"
+
+
+def label_view_classifier_prompt(
+    args: RationaleSFTConfig, class_names: Sequence[str], conversational: bool
+) -> SavedClassifierPrompt:
+    """The label view of a decoder-only student as an LLM-classifier prompt, so that
+    :class:`~distil_trainers.teachers.LLMClassifier` asks the trained student the question it learnt to answer.
+
+    The label view is the prompt :func:`view_prompt` (instruction, then ``Post: <text>``) and the class name as the
+    completion: a user turn and an assistant turn with the tokenizer's chat template (``conversational``), else the
+    prompt, a new line and the name. The :class:`~distil_trainers.teachers.ClassifierPrompt` below renders exactly
+    that prompt (the instruction lines as its task description, no list of choices of its own, no system turn, no
+    answer prefix) and the class names are the label words, scored as the sum of their tokens' log-probabilities, as
+    :meth:`RationaleSFTTrainer.predict_labels` does (which also counts the end-of-turn token after the name; the
+    classifier reads the name alone).
+    """
+    from ...teachers.llm_prompts import ClassifierPrompt, SavedClassifierPrompt
+
+    names = [str(n) for n in class_names]
+    instruction = f"{args.task_description}\n{_format_instruction(args.label_instruction, names)}"
+    prompt = ClassifierPrompt(task_description=instruction, answer_instruction="", text_prefix="Post: ",
+                              answer_prefix="", separator="", use_chat_template=bool(conversational),
+                              use_system_role=False)  # fmt: skip
+    return SavedClassifierPrompt(prompt, names, [[n] for n in names], normalization="sum",
+                                 source="RationaleSFTTrainer label view")  # fmt: skip
 
 
 def rationale_completion(rationale: str, label_word: str, answer_prefix: str) -> str:
