@@ -309,43 +309,22 @@ def dataset_jobs(args, config: dict) -> list[tuple[str, str, Any, dict]]:
 
 
 def _trainer_classes():
-    """The trainers of the stages, built on first use (the imports are heavy): each also groups batches by length
-    when the data has no plain ``input_ids`` column (the DDML students read ``<name>_input_ids``)."""
+    """The trainers of the stages, imported on first use (the imports are heavy). Length-grouped batches come from the
+    library: ``TaskAwareTrainer`` measures the DDML students' prefixed ``<name>_input_ids`` too."""
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
-    import datasets
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     from distil_trainers import AnnealingTrainer, MutualLearningTrainer
     from distil_trainers.trainers.task_aware import TaskAwareTrainer
 
-    class LengthGrouping:
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = self.train_dataset if train_dataset is None else train_dataset
-            if (self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset)
-                    and "input_ids" not in dataset.column_names):
-                column = next((c for c in dataset.column_names if c.endswith("input_ids")), None)
-                if column is not None:
-                    lengths = [len(ids) for ids in dataset[column][:]]
-                    size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-                    return LengthGroupedSampler(size, lengths=lengths)
-            return super()._get_train_sampler(train_dataset)
-
-    class LabelTrainer(LengthGrouping, TaskAwareTrainer):
+    class LabelTrainer(TaskAwareTrainer):
         """Fine-tuning on the labels (the teacher, the student alone), with the class-weighted cross-entropy of
         TaskAwareTrainer when ``class_weights`` is given ('balanced': n / (C n_c) from the training labels)."""
 
         def __init__(self, *args, class_weights: str | list | None = None, **kwargs):
             super().__init__(*args, class_weights=None if class_weights in (None, "none") else class_weights, **kwargs)
 
-    class GroupedAnnealingTrainer(LengthGrouping, AnnealingTrainer):
-        pass
-
-    class GroupedMutualTrainer(LengthGrouping, MutualLearningTrainer):
-        pass
-
-    _CLASSES = {"label": LabelTrainer, "annealing": GroupedAnnealingTrainer, "mutual": GroupedMutualTrainer}
+    _CLASSES = {"label": LabelTrainer, "annealing": AnnealingTrainer, "mutual": MutualLearningTrainer}
     return _CLASSES
 
 

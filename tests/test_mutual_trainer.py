@@ -127,6 +127,30 @@ def test_students_with_different_tokenizers_train_together(tmp_path):
         assert any(not torch.equal(before[name][k], after[k]) for k in after), name
 
 
+def test_length_grouped_batches_measure_each_example_by_its_longest_tokenisation(tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    data = mutual_dataset(n=8)
+    cut = {"a": [3, 8, 4, 2, 5, 6, 2, 7], "b": [8, 1, 4, 2, 10, 6, 3, 5], "teacher": [2, 2, 2, 9, 2, 2, 2, 2]}
+    columns = {f"{name}_{key}": [row[:n] for row, n in zip(data[f"{name}_{key}"], cut[name])]
+               for name in cut for key in ("input_ids", "attention_mask")}  # fmt: skip
+    data = Dataset.from_dict({**columns, "labels": data["labels"]})
+
+    def pad(features: list[dict]) -> dict[str, torch.Tensor]:
+        width = {k: max(len(f[k]) for f in features) for k, v in features[0].items() if isinstance(v, list)}
+        batch = {k: torch.tensor([f[k] + [0] * (width[k] - len(f[k])) if k in width else f[k] for f in features])
+                 for k in features[0]}  # fmt: skip
+        return batch
+
+    trainer = make_trainer(tmp_path, train=data, collator=pad, train_sampling_strategy="group_by_length")
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sampler.lengths == [max(x) for x in zip(*cut.values())] == [8, 8, 4, 9, 10, 6, 3, 7]
+    assert sorted(sampler) == list(range(8))  # every example once per epoch
+    trainer.train()  # and it trains on those batches
+    assert [h["step"] for h in train_logs(trainer)] == [1, 2]
+
+
 # ---- the teacher ---------------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import seed_worker
 
 from .. import losses
@@ -173,6 +174,20 @@ class TaskAwareTrainer(Trainer):
             keep = [TASK_COLUMN, CACHE_ROW_COLUMN, ROW_COLUMN]
             keep += [p + c for p in self.extra_input_prefixes for c in TOKENIZER_COLUMNS]
             self._signature_columns += [c for c in keep if c not in self._signature_columns]
+
+    def _get_train_sampler(self, train_dataset=None):
+        """``Trainer``'s sampler. With ``train_sampling_strategy="group_by_length"`` on data whose token ids are only in
+        prefixed columns (``<student>_input_ids``, ``teacher_input_ids``: models with their own tokenizers), where
+        ``Trainer`` finds no ``input_ids`` to measure, an example's length is its longest tokenisation."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if (self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset)
+                and not {"input_ids", self.args.length_column_name} & set(dataset.column_names)):
+            columns = [c for c in dataset.column_names if c.endswith("_input_ids")]
+            if columns:
+                lengths = [max(map(len, ids)) for ids in zip(*(dataset[c][:] for c in columns))]
+                size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+                return LengthGroupedSampler(size, lengths=lengths)
+        return super()._get_train_sampler(train_dataset)
 
     def get_train_dataloader(self) -> DataLoader:
         """Single-task batches when the training set mixes tasks (a ``task_ids`` column); with several processes every
