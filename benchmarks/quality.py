@@ -1020,6 +1020,17 @@ def _best_tfidf(collected: dict) -> dict[int, float]:
     return {s: max(lr[s], svm[s]) for s in lr if s in svm}
 
 
+def _speed_ratio(collected: dict, row: str, variant: str | None, b64: dict | None, teacher_b64: dict | None) -> str:
+    """The row's batch-64 throughput over the teacher's, only when both were timed with the same torch threads."""
+    if not (b64 and teacher_b64):
+        return "-"
+    threads = {int(t) for t in _per_seed(collected, row, variant, "torch_threads").values()}
+    teacher = {int(t) for t in _per_seed(collected, "teacher", None, "torch_threads").values()}
+    if threads != teacher and threads and teacher:
+        return f"n/a ({'/'.join(map(str, sorted(threads)))} vs {'/'.join(map(str, sorted(teacher)))} threads)"
+    return f"{b64['mean'] / teacher_b64['mean']:.2f}×"
+
+
 def _paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return _stats({s: a[s] - b[s] for s in a if s in b})
 
@@ -1063,7 +1074,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         params = next((r.get("params") for r in found.values() if r.get("params")), None)
         b1 = _stats(_per_seed(collected, row, variant, "samples_per_second_b1"))
         b64 = _stats(_per_seed(collected, row, variant, "samples_per_second_b64"))
-        ratio = f"{b64['mean'] / teacher_b64['mean']:.2f}×" if b64 and teacher_b64 else "-"
+        ratio = _speed_ratio(collected, row, variant, b64, teacher_b64)
         train = _stats(collected["trains"].get((row, variant), {}))
         cells = [_fmt(_stats(f1)), _fmt(_stats(_per_seed(collected, row, variant, "accuracy")))]
         cells += [_fmt(_stats(_per_seed(collected, row, variant, f"f1_{k}"))) for k in class_keys]
@@ -1118,8 +1129,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         best = max(students, key=lambda k: students[k]["mean"])
         row, variant = best.split("|")
         b64 = _stats(_per_seed(collected, row, variant, "samples_per_second_b64"))
-        speed = f", {b64['mean'] / teacher_b64['mean']:.2f}× the teacher's batch-64 throughput" if (
-            b64 and teacher_b64) else ""
+        ratio = _speed_ratio(collected, row, variant, b64, teacher_b64)
+        speed = f", {ratio} the teacher's batch-64 throughput" if ratio.endswith("×") else ""
         lines += ["", f"Best distilled student (mean macro-F1): {_row_label(row, tb)} [{variant}] "
                   f"{100 * students[best]['mean']:.2f}, against {_row_label(best_tfidf_row, tb)} "
                   f"{100 * tfidf_stats['mean']:.2f} ({100 * (students[best]['mean'] - tfidf_stats['mean']):+.2f}) and "

@@ -238,3 +238,16 @@ def test_stopped_stage_resumes_from_its_checkpoint_and_speed_variants_run(tmp_pa
     assert "×" in variants
     if not bf16_supported:
         assert "no bf16 support" in report
+
+
+def test_a_speed_ratio_needs_both_timings_made_with_the_same_threads():
+    def record(threads, f1=0.5):
+        return {"metrics": {"f1_macro": f1}, "torch_threads": threads}
+
+    collected = {"evals": {("teacher", None): {1: record(1), 2: record(2)},
+                           ("kd", "default"): {1: record(1), 2: record(2)},
+                           ("bam", "default"): {1: record(2), 2: record(2)}}}  # fmt: skip
+    same = quality._speed_ratio(collected, "kd", "default", {"mean": 300.0}, {"mean": 100.0})
+    assert same == "3.00×"
+    assert quality._speed_ratio(collected, "bam", "default", {"mean": 300.0}, {"mean": 100.0}) == "n/a (2 vs 1/2 threads)"
+    assert quality._speed_ratio(collected, "kd", "default", None, {"mean": 100.0}) == "-"
