@@ -303,16 +303,10 @@ def measure(
         weight_bytes = weight_memory_bytes(model) if weight_bytes is None else weight_bytes
     if weight_bytes is None and weights_path is not None:
         weight_bytes = os.path.getsize(weights_path)
-    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     # memory is watched from before the warm-up: the allocator keeps what the first batch took, so a peak measured
     # after it would miss the working memory
     with PeakMemory(device=_device_of(model)) as memory:
-        for batch in batches[:warmup]:
-            predict(batch)
-        start = time.perf_counter()
-        for batch in tqdm(batches, desc=f"Timing {name}", disable=not show_progress):
-            predict(batch)
-        elapsed = time.perf_counter() - start
+        elapsed = _timed_pass(name, predict, texts, batch_size, warmup, show_progress)
     return EfficiencyRow(
         name=name,
         parameters=parameters,
@@ -325,6 +319,18 @@ def measure(
         batch_size=batch_size,
         peak_memory_start_bytes=memory.start_bytes,
     )
+
+
+def _timed_pass(name: str, predict: Callable, texts: list[str], batch_size: int, warmup: int, show_progress: bool):
+    """Seconds of one pass of ``predict`` over ``texts`` in batches, after ``warmup`` untimed batches (the first
+    ones, timed again in the pass)."""
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    for batch in batches[:warmup]:
+        predict(batch)
+    start = time.perf_counter()
+    for batch in tqdm(batches, desc=f"Timing {name}", disable=not show_progress):
+        predict(batch)
+    return time.perf_counter() - start
 
 
 def _device_of(model: nn.Module | None) -> torch.device | None:
@@ -349,14 +355,8 @@ def served_row(
     memory figure can be read from here, and the row says so (method ``"served"``); a failing server gives a row
     with the error instead of an exception."""
     texts = list(texts)
-    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     try:
-        for batch in batches[:warmup]:
-            predict(batch)
-        start = time.perf_counter()
-        for batch in tqdm(batches, desc=f"Timing {name}", disable=not show_progress):
-            predict(batch)
-        elapsed = time.perf_counter() - start
+        elapsed = _timed_pass(name, predict, texts, batch_size, warmup, show_progress)
     except Exception as error:  # noqa: BLE001 - the row says what happened; the other rows are kept
         return unmeasured_row(name, f"{type(error).__name__}: {error}", len(texts), batch_size, note=where)
     return EfficiencyRow(
