@@ -114,6 +114,23 @@ def tiny_minilm_base(directory, layers: int = 2, max_position_embeddings: int = 
     return str(directory)
 
 
+def tiny_minilm_llm(directory) -> str:
+    """Save a 2-layer Llama over MiniLM's WordPiece vocabulary (random weights) with that tokenizer in ``directory``:
+    a causal LM that reads real text in seconds. Returns its path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distil_trainers.models import resolve_model_name_or_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(MINILM))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         initializer_range=0.3, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
 def small_run_args(cls, tmp_path, **overrides):
     """Arguments of a short CPU run on tiny models (``cls``: a TrainingArguments subclass): one epoch, batch 4, a log
     at every step, no saving, no progress bars; ``overrides`` win."""

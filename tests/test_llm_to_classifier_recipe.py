@@ -6,7 +6,6 @@ with string labels (no test split) goes through the same recipe with the gold la
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import MINILM, load_script, tiny_minilm_base
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import MINILM, load_script, recipe_parser, tiny_minilm_base, tiny_minilm_llm
+from transformers import AutoModel
 
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
@@ -26,17 +25,6 @@ pytestmark = pytest.mark.skipif(packaged_model_path(MINILM) is None, reason="gt-
 ROWS = ["LLM", "LLM, calibrated", "student (LLM soft labels)", "student (gold labels)", "TF-IDF + LR (gold labels)"]
 
 
-def recipe_parser(module):
-    """The ``TrlParser(...)`` of the recipe's ``if __name__ == "__main__"`` block, built in the recipe's namespace."""
-    path = Path(module.__file__)
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
-            calls = [c for c in ast.walk(node) if isinstance(c, ast.Call) and ast.unparse(c.func) == "TrlParser"]
-            assert len(calls) == 1
-            return eval(compile(ast.Expression(calls[0]), str(path), "eval"), vars(module))  # noqa: S307
-    raise AssertionError(f"{path.name} has no `if __name__ == '__main__':` block")
-
-
 def run(argv: list[str]) -> dict:
     module = load_script("distil_trainers.papers.llm_to_classifier_pipeline")
     return module.main(*recipe_parser(module).parse_args_and_config(argv))
@@ -44,18 +32,7 @@ def run(argv: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory) -> str:
-    """A 2-layer Llama over MiniLM's WordPiece vocabulary (random weights), saved with its tokenizer."""
-    from distil_trainers.models import resolve_model_name_or_path
-
-    directory = tmp_path_factory.mktemp("tiny_llm")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(MINILM))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.3, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return tiny_minilm_llm(tmp_path_factory.mktemp("tiny_llm"))
 
 
 @pytest.fixture(scope="module")

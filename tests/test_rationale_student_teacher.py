@@ -7,18 +7,18 @@ from the teacher's folder and refuses a dataset with other classes before any mo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import MINILM, load_script
+from conftest import MINILM, load_script, recipe_parser
 from rationale_fixtures import CLASS_NAMES, rationale_dataset, sft_args, tiny_llama, tiny_tokenizer
-from test_llm_to_classifier_recipe import flags, recipe_parser, tiny_base, tiny_llm  # noqa: F401 (fixtures)
+from test_llm_to_classifier_recipe import flags, tiny_base, tiny_llm  # noqa: F401 (fixtures)
 
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
 from distil_trainers.teachers import (
-    CLASSIFIER_PROMPT_FILE,
     LLMClassifier,
     SavedClassifierPrompt,
     TransformersLogprobBackend,
@@ -93,8 +93,10 @@ def test_the_pipeline_asks_a_rationale_student_its_own_question(tiny_llm, tiny_b
     torch.set_num_threads(1)
     from distil_trainers.trainers.rationale import RationaleSFTConfig
 
-    teacher = Path(tiny_llm)  # a causal LM folder, given the label view of a rationale student trained on Davidson
-    saved = label_view_classifier_prompt(RationaleSFTConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, bf16=False), CLASS_NAMES, False)
+    teacher = tmp_path / "student"  # a causal LM folder with the label view of a rationale student trained on Davidson
+    shutil.copytree(tiny_llm, teacher)
+    config = RationaleSFTConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, bf16=False)
+    saved = label_view_classifier_prompt(config, CLASS_NAMES, conversational=False)
     saved.save(teacher)
     module = load_script("distil_trainers.papers.llm_to_classifier_pipeline")
     out = tmp_path / "run"
@@ -105,22 +107,19 @@ def test_the_pipeline_asks_a_rationale_student_its_own_question(tiny_llm, tiny_b
                 *flags(output_dir, str(teacher), tiny_base)]  # fmt: skip
 
     argv = arguments("davidson", out)
-    try:
-        summary = module.main(*recipe_parser(module).parse_args_and_config(argv))
-        assert "the prompt saved with the teacher (RationaleSFTTrainer label view)" in capsys.readouterr().out
-        llm = summary["llm"]
-        assert llm["normalization"] == "sum" and llm["label_words"] == {n: [n] for n in CLASS_NAMES}
-        assert llm["prompt"]["task_description"] == saved.prompt.task_description and llm["prompt"]["answer_prefix"] == ""
-        assert llm["prompt_text"].endswith("Post: {text}\n")  # the label view, without an answer prefix
+    summary = module.main(*recipe_parser(module).parse_args_and_config(argv))
+    assert "the prompt saved with the teacher (RationaleSFTTrainer label view)" in capsys.readouterr().out
+    llm = summary["llm"]
+    assert llm["normalization"] == "sum" and llm["label_words"] == {n: [n] for n in CLASS_NAMES}
+    assert llm["prompt"]["task_description"] == saved.prompt.task_description and llm["prompt"]["answer_prefix"] == ""
+    assert llm["prompt_text"].endswith("Post: {text}\n")  # the label view, without an answer prefix
 
-        # 'zero-shot' ignores the saved prompt; a dataset with other classes is refused before the LLM loads
-        recipe, _ = recipe_parser(module).parse_args_and_config([*argv, "--teacher_prompt", "zero-shot"])
-        assert recipe.saved_prompt() is None
-        recipe, args = recipe_parser(module).parse_args_and_config(arguments("sst2", tmp_path / "sst2"))
-        with pytest.raises(ValueError, match="answers with the classes"):
-            module.main(recipe, args)
-        assert not (tmp_path / "sst2" / "llm_teacher").exists()
-        with pytest.raises(FileNotFoundError, match="no such file"):
-            recipe_parser(module).parse_args_and_config([*argv, "--teacher_prompt", str(tmp_path / "none.json")])
-    finally:
-        (teacher / CLASSIFIER_PROMPT_FILE).unlink()  # the module-scoped LLM is shared with other tests
+    # 'zero-shot' ignores the saved prompt; a dataset with other classes is refused before the LLM loads
+    recipe, _ = recipe_parser(module).parse_args_and_config([*argv, "--teacher_prompt", "zero-shot"])
+    assert recipe.saved_prompt() is None
+    recipe, args = recipe_parser(module).parse_args_and_config(arguments("sst2", tmp_path / "sst2"))
+    with pytest.raises(ValueError, match="answers with the classes"):
+        module.main(recipe, args)
+    assert not (tmp_path / "sst2" / "llm_teacher").exists()
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        recipe_parser(module).parse_args_and_config([*argv, "--teacher_prompt", str(tmp_path / "none.json")])

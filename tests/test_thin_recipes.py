@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MINILM, load_recipe, recipe_parser, tiny_minilm_base
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import MINILM, load_recipe, recipe_parser, tiny_minilm_base, tiny_minilm_llm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
@@ -133,18 +133,7 @@ def test_a_missing_teacher_says_how_to_make_one(recipe, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory) -> str:
-    """A 2-layer Llama over MiniLM's WordPiece vocabulary (random weights), saved with its tokenizer."""
-    from distil_trainers.models import resolve_model_name_or_path
-
-    directory = tmp_path_factory.mktemp("tiny_llm")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path(MINILM))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.3, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return tiny_minilm_llm(tmp_path_factory.mktemp("tiny_llm"))
 
 
 def test_llm_to_classifier_distils_the_llms_soft_labels(tiny_llm, tiny_base, tmp_path):
