@@ -83,6 +83,8 @@ DEFAULT_RESULTS_DIR = ROOT / "benchmarks" / "results" / "quality"
 SMOKE_DIR = ROOT / "runs" / "quality_smoke"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Full-data results"
+README_MD = ROOT / "README.md"
+README_START, README_END = "<!-- quality:start -->", "<!-- quality:end -->"
 PACKAGES = ["torch", "transformers", "accelerate", "datasets", "scikit-learn", "distil-trainers"]
 
 METHODS = ("alone", "kd", "bam", "ffn", "ddml", "kd_c0")
@@ -1084,7 +1086,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                               _duration(train["mean"]) if train else "-"))
         numbers["rows"][f"{row}|{variant or '-'}"] = {
             "f1_macro": _stats(f1), "samples_per_second_b1": b1, "samples_per_second_b64": b64, "params": params,
-            "train_seconds": train}
+            "train_seconds": train, "b64_vs_teacher": ratio}
 
     # paired differences (same seed), macro-F1 points
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
@@ -1210,6 +1212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-results", action="store_true", help="With --report: write the tables into the "
                    f"'{SECTION[3:]}' section of --results-md.")
     p.add_argument("--results-md", default=str(RESULTS_MD), help="The Markdown file --write-results updates.")
+    p.add_argument("--write-readme", action="store_true", help="With --report: write the headline table (per dataset: "
+                   "teacher, best TF-IDF, student alone, best distilled student) between the quality markers of "
+                   "--readme-md.")
+    p.add_argument("--readme-md", default=str(README_MD), help="The Markdown file --write-readme updates.")
     p.add_argument("--quiet", action="store_true", help="No progress bars.")
     return p
 
@@ -1219,6 +1225,36 @@ def _path(value: str | None, default: Path) -> Path:
         return default
     path = Path(value)
     return path if path.is_absolute() else ROOT / path
+
+
+def headline_table(data: list, numbers: dict, invocation: str) -> str:
+    """Per dataset with a finished teacher: macro-F1 (mean ± std over the seeds, n) of the teacher, the better TF-IDF
+    baseline, the 3-layer student alone and the best distilled student, with that student's gap to the teacher and
+    its batch-64 throughput against the teacher's (same threads)."""
+    lines = ["| dataset | seeds | teacher (MiniLM-L6) | best TF-IDF | 3-layer student alone | best distilled student "
+             "| − teacher | throughput × teacher |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for d in data:
+        found = numbers.get(d.key, {})
+        rows, paired = found.get("rows", {}), found.get("paired", {})
+        teacher = rows.get("teacher|-", {}).get("f1_macro")
+        if not teacher:
+            continue
+        tfidf = max((rows.get(f"{r}|-", {}).get("f1_macro") for r in ("tfidf_lr", "tfidf_svm")),
+                    key=lambda st: st["mean"] if st else -1.0)  # fmt: skip
+        alone = rows.get("alone|default", {}).get("f1_macro")
+        distilled = {k: v for k, v in rows.items() if v.get("f1_macro") and k.split("|")[0] not in (
+            "teacher", "alone", "majority", "tfidf_lr", "tfidf_svm")}
+        best = max(distilled, key=lambda k: distilled[k]["f1_macro"]["mean"]) if distilled else None
+        best_cell = gap = speed = "-"
+        if best:
+            row, variant = best.split("|")
+            best_cell = f"{_fmt(distilled[best]['f1_macro'])}: {_row_label(row)} [{variant}]"
+            gap = _fmt(paired.get(best, {}).get("teacher"), sign=True)
+            speed = distilled[best].get("b64_vs_teacher") or "-"
+        seeds = teacher["n"]
+        lines.append(C.md_row(d.key, seeds, _fmt(teacher), _fmt(tfidf), _fmt(alone), best_cell, gap, speed))
+    return "\n".join([*lines, "", f"Macro-F1 (%) on the full test splits, from `{invocation}`; every row, the seeds and "
+                       "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results)."])
 
 
 def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
@@ -1242,8 +1278,8 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.write_results and not args.report:
-        print("error: --write-results goes with --report", file=sys.stderr)
+    if (args.write_results or args.write_readme) and not args.report:
+        print("error: --write-results and --write-readme go with --report", file=sys.stderr)
         return 2
     runs_dir = _path(args.runs_dir, SMOKE_DIR / "runs" if args.smoke else DEFAULT_RUNS_DIR)
     results_dir = _path(args.results_dir, SMOKE_DIR / "results" if args.smoke else DEFAULT_RESULTS_DIR)
@@ -1277,6 +1313,10 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
         results_dir.mkdir(parents=True, exist_ok=True)
         (results_dir / "report.md").write_text(body)
         C.write_json_atomic(results_dir / "report.json", numbers)
+        if args.write_readme:
+            table = headline_table(data, numbers, invocation)
+            C.replace_marked_section(_path(args.readme_md, README_MD), README_START, README_END, table)
+            say(f"Wrote the headline table into {shown(_path(args.readme_md, README_MD))}:\n{table}")
         if args.write_results:
             intro = ("Written by `benchmarks/quality.py --report --write-results` from the stage results in "
                      f"`{shown(results_dir)}` on {time.strftime('%Y-%m-%d %H:%M %Z')}: every number below was printed "

@@ -184,6 +184,20 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     assert "--report --write-results" in written and "python benchmarks/quality.py --smoke" in written
     assert (tmp_path / "results" / "report.md").is_file()
 
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## After\n")
+    code, printed = run(*args, "--report", "--write-readme", "--readme-md", str(readme))
+    assert code == 0 and "Wrote the headline table" in printed
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("## After\n") and text.count("<!-- quality:start -->") == 1
+    numbers = json.loads((tmp_path / "results" / "report.json").read_text())["davidson"]["rows"]
+    best = max((k for k in numbers if k.split("|")[0] not in ("teacher", "alone", "majority", "tfidf_lr", "tfidf_svm")),
+               key=lambda k: numbers[k]["f1_macro"]["mean"])  # fmt: skip
+    row = next(line for line in text.splitlines() if line.startswith("| davidson |"))
+    assert row.startswith("| davidson | 2 | ") and f"{100 * numbers[best]['f1_macro']['mean']:.2f} ± " in row
+    assert f"{100 * numbers['teacher|-']['f1_macro']['mean']:.2f} ± " in row and "×" in row
+    assert run(*args, "--write-readme")[0] == 2  # only with --report
+
 
 class StopAt:
     """Stops the training stage whose output folder ends with ``folder`` at optimizer step ``step`` (once)."""
