@@ -781,12 +781,16 @@ def rows_to_card_metrics(
     return out
 
 
-def llm_teacher_summary(meta: Mapping[str, Any], gold_labels: bool | None = None) -> dict[str, Any]:
+def llm_teacher_summary(
+    meta: Mapping[str, Any], gold_labels: bool | None = None, prompt_source: str | None = None
+) -> dict[str, Any]:
     """What a student's card says about the LLM that labelled its training data, from the ``meta`` of the LLM
     teacher-output cache (:func:`~distil_trainers.teachers.precompute_llm_teacher_outputs`): the model and backend,
     the prompt (``{text}`` standing for each text; the chat messages for a first-token backend), the label words per
     class, the scoring and the calibration. ``gold_labels``: whether the student also saw the gold labels (``None``:
-    not said).
+    not said). ``prompt_source``: where a prompt the LLM was trained to answer comes from (a
+    :class:`~distil_trainers.teachers.SavedClassifierPrompt`'s ``source``); without it the prompt is described as
+    zero- or few-shot.
 
     Raises:
         ValueError: ``meta`` is not that of an LLM teacher (no ``meta["llm"]``).
@@ -817,7 +821,13 @@ def llm_teacher_summary(meta: Mapping[str, Any], gold_labels: bool | None = None
         scoring = (f"log-probability of each label word after the prompt, {llm.get('normalization')} over its tokens; "
                    "a class sums its words' probabilities, renormalised over the classes")
         prompt = llm.get("prompt_text", "")
+    shots = len((llm.get("prompt") or {}).get("demonstrations") or [])
+    if prompt_source:
+        asked = f"asked the label prompt it was trained to answer ({prompt_source})"
+    else:
+        asked = f"read as a {f'{shots}-shot' if shots else 'zero-shot'} classifier"
     return {
+        "asked": asked,
         "model": llm.get("model") or backend.get("model"),
         "backend": backend.get("backend", "unknown"),
         "backend_details": {k: f"{v / 2**20:.1f} MiB" if k == "size" and isinstance(v, int) else v

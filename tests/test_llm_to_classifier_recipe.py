@@ -85,6 +85,7 @@ def test_a_student_learns_an_llms_labels_without_gold_labels(tiny_llm, tiny_base
     # the card says which LLM labelled the data, with which prompt, label words and calibration
     card = (out / "student" / "README.md").read_text()
     assert f"The teacher is the LLM `{tiny_llm}` (transformers" in card
+    assert ") read as a zero-shot classifier: its soft labels are" in card
     assert "Classify social media posts as hate speech" in card and "Post: {text}\nLabel:\n```" in card
     assert "| hate | hate |" in card and "| neither | neither |" in card
     assert "without any gold label" in card and "contextual calibration" in card and "fitted on 12 labelled" in card

@@ -113,6 +113,8 @@ def test_the_pipeline_asks_a_rationale_student_its_own_question(tiny_llm, tiny_b
     assert llm["normalization"] == "sum" and llm["label_words"] == {n: [n] for n in CLASS_NAMES}
     assert llm["prompt"]["task_description"] == saved.prompt.task_description and llm["prompt"]["answer_prefix"] == ""
     assert llm["prompt_text"].endswith("Post: {text}\n")  # the label view, without an answer prefix
+    card = (out / "student" / "README.md").read_text()
+    assert "asked the label prompt it was trained to answer (RationaleSFTTrainer label view)" in card
 
     # 'zero-shot' ignores the saved prompt; a dataset with other classes is refused before the LLM loads
     recipe, _ = recipe_parser(module).parse_args_and_config([*argv, "--teacher_prompt", "zero-shot"])

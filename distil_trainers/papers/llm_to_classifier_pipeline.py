@@ -387,7 +387,8 @@ def main(recipe: LLMToClassifierArguments, args: AnnealingArguments) -> dict:
                         student_description=f"encoder layers {recipe.student_layers} of {recipe.student_base}"
                         if recipe.student_layers else None,
                         metrics=rows_to_card_metrics(rows, label, split=split, compare=[r["model"] for r in rows]),
-                        llm_teacher=llm_teacher_summary(cache.meta, gold_labels=recipe.use_gold_labels))
+                        llm_teacher=llm_teacher_summary(cache.meta, gold_labels=recipe.use_gold_labels,
+                                                        prompt_source=saved.source if saved else None))
     with main_process_only(args) as writer:
         if writer:
             print("\n" + header + "\n\n" + table + "\n")
