@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import datasets
 import pytest
 import torch
 from conftest import tiny_classifier
+from json_server import JSONHandler
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -398,23 +399,12 @@ class FakeOpenAIServer:
         self.requests = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, payload, status=200):
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(JSONHandler):
             def do_GET(self):
-                self._send({"data": [{"id": server.name}]})
+                self._send(200, {"data": [{"id": server.name}]})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_json()
                 server.requests += 1
                 if self.path.endswith("/completions") and "chat" not in self.path:
                     tokens, offsets, values, text = server.backend_model.echo(body["prompt"])
@@ -423,12 +413,12 @@ class FakeOpenAIServer:
                         tokens, offsets = tokens[:-1], offsets[:-1]
                     logprobs = {"tokens": tokens, "text_offset": offsets, "token_logprobs": values,
                                 "top_logprobs": [None] * len(tokens)}
-                    self._send({"choices": [{"text": text, "logprobs": logprobs, "finish_reason": "length"}]})
+                    self._send(200, {"choices": [{"text": text, "logprobs": logprobs, "finish_reason": "length"}]})
                 else:
                     top = server.backend_model.chat_top(body["messages"], body["top_logprobs"])
                     content = [{"token": top[0][0], "logprob": top[0][1],
                                 "top_logprobs": [{"token": t, "logprob": v} for t, v in top]}]
-                    self._send({"choices": [{"message": {"role": "assistant", "content": top[0][0]},
+                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": top[0][0]},
                                              "logprobs": {"content": content}, "finish_reason": "length"}]})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

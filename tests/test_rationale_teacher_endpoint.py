@@ -15,11 +15,12 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from datasets import ClassLabel, Dataset
+from json_server import JSONHandler
 
 from distil_trainers.teachers.rationales import (
     CacheMismatchError,
@@ -39,30 +40,19 @@ NAMES = ["hate", "offensive", "neither"]
 # ---- the fake server ------------------------------------------------------------------------------------------------
 
 
-class FakeTeacherHandler(BaseHTTPRequestHandler):
+class FakeTeacherHandler(JSONHandler):
     """``POST /v1/chat/completions``: the answer explains the post and labels it ``hate``. What the post contains
     decides what else happens: ``[400]`` -> HTTP 400 (a prompt over the server's limit), ``[503]`` -> HTTP 503 every
     time, ``[len]`` -> ``finish_reason="length"``, ``[sleep=S]`` -> answer after S seconds, ``[hang]`` -> answer
     only once ``state["release"]`` is set; a post in ``state["fail_texts"]`` -> HTTP 400 too. ``state["fixed"]``: the
     server was repaired, every post is answered."""
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, payload):
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self):
         self._send(200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]})
 
     def do_POST(self):
         state = self.server.state
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         post = body["messages"][-1]["content"].removeprefix("Post: ")
         with state["lock"]:
             state["requests"].append(post)

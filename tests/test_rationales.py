@@ -11,13 +11,14 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
+from json_server import JSONHandler
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -518,18 +519,7 @@ def test_teacher_report_by_hand():
 # ---- OpenAI-compatible endpoint against a local HTTP server --------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, payload):
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(JSONHandler):
     def do_GET(self):
         if self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": "stub-teacher", "object": "model"}]})
@@ -538,7 +528,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         state = self.server.state
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         with state["lock"]:
             state["requests"].append((body, self.headers.get("Authorization")))
             fail = state["fail"] > 0
