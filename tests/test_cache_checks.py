@@ -366,6 +366,27 @@ def test_multitask_cache_refuses_other_examples_under_its_ids():
         cache.attach(mixed(10))
 
 
+def test_a_raw_text_dataset_is_checked_before_the_trainer_tokenises_it_and_not_warned_about(tmp_path, caplog):
+    from rationale_fixtures import tiny_tokenizer
+
+    tok = tiny_tokenizer(chat=False)
+    texts = ["you are all stupid idiots", "good morning all", "nice day", "we love you", "stupid word", "hello"]
+    raw = Dataset.from_dict({"id": [f"p{i}" for i in range(6)], "text": texts, "label": [1, 2, 2, 2, 1, 2]})
+    view = raw.map(lambda b: {f"teacher_{k}": v for k, v in tok(b["text"]).items()}, batched=True)
+    cache = precompute_teacher_outputs(tiny_classifier(0, vocab_size=len(tok)), view, tokenizer=tok)
+    assert "text" in cache.content_hashes
+
+    def trainer(data):
+        return AnnealingTrainer(model=tiny_classifier(1, vocab_size=len(tok)), teacher_outputs=cache,
+                                args=args_for(tmp_path), train_dataset=data, processing_class=tok)  # fmt: skip
+
+    with caplog.at_level(logging.WARNING, logger="distil_trainers.teachers.cache"):
+        trained_on = trainer(raw).train_dataset
+    assert "cannot be checked" not in caplog.text and "text" not in trained_on.column_names  # checked, then tokenised
+    with pytest.raises(ValueError, match="other texts that reuse these ids"):
+        trainer(raw.map(lambda row, i: {"text": row["text"] + " !" if i == 3 else row["text"]}, with_indices=True))
+
+
 def test_no_shared_columns_skips_the_check_with_a_warning(caplog):
     data = text_dataset(TEXTS_A)
     data = data.add_column("teacher_input_ids", data["input_ids"][:])

@@ -507,7 +507,7 @@ class TeacherOutputs:
             out.append({k: self.tensors[k][a:b] for k in ("topk_logprobs", "topk_indices", "rest_logprob")})
         return out
 
-    def attach(self, dataset: Any, what: str = "dataset") -> Any:
+    def attach(self, dataset: Any, what: str = "dataset", check_contents: bool = True) -> Any:
         """``dataset`` with the :data:`CACHE_ROW_COLUMN` column (its examples' cache rows, looked up by id).
         Non-``datasets.Dataset`` objects and ``None`` pass through unchanged.
 
@@ -523,12 +523,15 @@ class TeacherOutputs:
           stored (format versions 1 and 2; :meth:`load` warns about those).
 
         The hashes are computed in one Arrow pass over the hashed columns, which keeps this fast on large datasets.
+        ``check_contents=False`` skips that comparison, for a dataset whose examples were already compared (the
+        trainers check a raw-text dataset's texts before tokenising drops them).
         """
         if not isinstance(dataset, datasets.Dataset):
             return dataset
         self._check_finite("cached teacher outputs", TEACHER_FAULT_ADVICE)
         rows = self.rows(_check_ids(dataset, what), what)
-        self.check_contents(dataset, what, rows)
+        if check_contents:
+            self.check_contents(dataset, what, rows)
         if self.is_multitask and TASK_COLUMN in dataset.column_names:
             self._check_tasks(rows, dataset[TASK_COLUMN][:], what)
         if CACHE_ROW_COLUMN in dataset.column_names:

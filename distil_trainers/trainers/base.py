@@ -201,8 +201,9 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         self._input_prep = {"tokenizers": tokenizers, "label_names": classes, "max_length": max_length}
         if not self._with_teacher:
             self._input_prep["role"] = "model"  # labels are mapped to the model's classes
+        self._texts_checked = set()
         if teacher_outputs is not None:  # texts are compared before tokenising drops them
-            check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
+            self._texts_checked = check_raw_texts(teacher_outputs, train_dataset, eval_dataset)
         unlabelled = args is not None and self._with_teacher and not self.learns_from_labels(args)
         train_dataset = prepare_classification_dataset(
             train_dataset, "train dataset", allow_unlabelled=unlabelled, **self._input_prep
@@ -323,7 +324,8 @@ class DistillationTrainer(HubMixin, TaskAwareTrainer):
         live teacher, each training example's row (so that a non-finite teacher output names its example)."""
         self._train_ids = None
         if teacher_outputs is not None:
-            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset)
+            checked = getattr(self, "_texts_checked", ())
+            train_dataset, eval_dataset = attach_cache(teacher_outputs, train_dataset, eval_dataset, checked)
         if teacher is not None:
             train_dataset, self._train_ids = add_row_column(train_dataset)
         return train_dataset, eval_dataset

@@ -4,6 +4,7 @@ teacher, students, cached teacher outputs and datasets agree on them before trai
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Any
 
 import datasets
@@ -159,21 +160,32 @@ def check_cached_label_space(cache: TeacherOutputs, students: dict[str, nn.Modul
     return space
 
 
-def attach_cache(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> tuple[Any, Any]:
-    """Give the datasets the cache-row column (each example's cache row, looked up by its id)."""
-    train_dataset = cache.attach(train_dataset, "train dataset")
+def attach_cache(
+    cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any, checked: Collection[str] = ()
+) -> tuple[Any, Any]:
+    """Give the datasets the cache-row column (each example's cache row, looked up by its id). The datasets named in
+    ``checked`` (by :func:`check_raw_texts`, before tokenising dropped their texts) are not checked again."""
+
+    def attach(ds: Any, what: str) -> Any:
+        return cache.attach(ds, what, check_contents=what not in checked)
+
+    train_dataset = attach(train_dataset, "train dataset")
     if isinstance(eval_dataset, dict):
-        eval_dataset = {k: cache.attach(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
+        eval_dataset = {k: attach(v, f"eval dataset {k!r}") for k, v in eval_dataset.items()}
     else:
-        eval_dataset = cache.attach(eval_dataset, "eval dataset")
+        eval_dataset = attach(eval_dataset, "eval dataset")
     return train_dataset, eval_dataset
 
 
-def check_raw_texts(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> None:
-    """Compare the raw-text datasets' texts with those the cache was built on (before tokenising drops them)."""
+def check_raw_texts(cache: TeacherOutputs, train_dataset: Any, eval_dataset: Any) -> set[str]:
+    """Compare the raw-text datasets' texts with those the cache was built on (before tokenising drops them); returns
+    the names of the datasets checked."""
     named = [("train dataset", train_dataset)]
     named += [(f"eval dataset {k!r}", v) for k, v in eval_dataset.items()] if isinstance(eval_dataset, dict) else [
         ("eval dataset", eval_dataset)]
+    checked = set()
     for what, ds in named:
         if isinstance(ds, datasets.Dataset) and "text" in ds.column_names and "id" in ds.column_names:
             cache.check_contents(ds, what)
+            checked.add(what)
+    return checked
