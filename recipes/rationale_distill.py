@@ -89,7 +89,7 @@ def main(
     eval_split = "test" if "test" in posts else "validation"
     names = posts["train"].features["label"].names
     prompt = script_args.prompt(names)  # a demonstration naming no class fails here, before the teacher loads
-    teacher = teacher or script_args.build_backend()
+    built, teacher = teacher is None, teacher or script_args.build_backend()  # a named teacher loads when first asked
     rationales = {
         split: generate_rationales(
             posts[split], teacher, prompt, os.path.join(training_args.output_dir, "rationales", f"{split}.jsonl"),
@@ -98,6 +98,8 @@ def main(
         for split in ("train", eval_split)
     }  # answers cached per post as they finish; failed requests and truncated answers recorded (--retry_failed)
     print(f"[teacher] on the {eval_split} posts: {teacher_report(rationales[eval_split], names)}")
+    if built:
+        teacher.close()  # its weights (or connections) are not needed for training
     rationales["train"] = drop_failed_rows(rationales["train"], "train")  # no answer, no training target
 
     # ---- student: a causal LM (from a GGUF file: dequantized), LoRA / QLoRA as TRL's ModelConfig says ----

@@ -1,5 +1,6 @@
 """Run by tests/test_rationales_ddp.py under `torchrun --nproc_per_node 2`: both processes call generate_rationales on
-the same posts and the same cache file; each writes how many prompts it sent to the teacher and what it got back."""
+the same posts and the same cache file; each writes how many prompts it sent to the teacher and what it got back. Then
+both do the same with a transformers teacher named by path (``<out>/llm``) and write whether they loaded its weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import sys
 import datasets
 import torch.distributed as dist
 
-from distil_trainers.teachers.rationales import GenerationResult, TeacherBackend, default_prompt, generate_rationales
+from distil_trainers.teachers.rationales import (
+    GenerationResult,
+    TeacherBackend,
+    TransformersBackend,
+    default_prompt,
+    generate_rationales,
+)
 
 NAMES = ["hate", "offensive", "neither"]
 
@@ -35,8 +42,12 @@ def main(out: str) -> None:
     backend = CountingBackend()
     result = generate_rationales(posts, backend, default_prompt(NAMES), os.path.join(out, "teacher.jsonl"),
                                  batch_size=3, show_progress=False)
+    llm = TransformersBackend(os.path.join(out, "llm"))
+    answers = generate_rationales(posts, llm, default_prompt(NAMES), os.path.join(out, "llm.jsonl"), batch_size=4,
+                                  max_new_tokens=4, show_progress=False)
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({"prompts": backend.prompts, "rows": result.to_dict()}, f)
+        json.dump({"prompts": backend.prompts, "rows": result.to_dict(), "llm_loaded": llm.loaded,
+                   "llm_answers": answers["raw_output"][:]}, f)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -62,10 +62,12 @@ def test_device_map_and_max_memory_reach_from_pretrained(tiny_dir, spy):
     args = TeacherArguments(teacher_backend="transformers", teacher_model=tiny_dir, teacher_device_map="auto",
                             teacher_max_memory={"cpu": "2GiB"})
     backend = args.build_backend()
+    assert spy.calls == [] and not backend.loaded  # the weights load when the teacher is first asked
+    assert backend.model is not None and backend.loaded
     assert spy.calls[-1]["device_map"] == "auto" and spy.calls[-1]["max_memory"] == {"cpu": "2GiB"}
     assert str(backend.device) == "cpu" and backend.generate([[{"role": "user", "content": "hello"}]], 2)[0].text
     # max_memory alone: from_pretrained places the model itself (device_map auto)
-    TransformersBackend(tiny_dir, max_memory={"cpu": 2**31})
+    assert TransformersBackend(tiny_dir, max_memory={"cpu": 2**31}).model is not None
     assert spy.calls[-1]["device_map"] == "auto" and spy.calls[-1]["max_memory"] == {"cpu": 2**31}
 
 
@@ -77,10 +79,10 @@ def test_the_two_gpu_example_reaches_from_pretrained_with_int_gpu_keys(tiny_dir,
     args = TeacherArguments(teacher_backend="transformers", teacher_model=tiny_dir, teacher_device_map="auto",
                             teacher_max_memory='{"0": "20GiB", "1": "20GiB", "cpu": "60GiB"}')  # as on the CLI
     assert args.teacher_max_memory == {0: "20GiB", 1: "20GiB", "cpu": "60GiB"}
-    args.build_backend()
+    assert args.build_backend().model is not None
     assert spy.calls[-1]["device_map"] == "auto"
     assert spy.calls[-1]["max_memory"] == {0: "20GiB", 1: "20GiB", "cpu": "60GiB"}  # accelerate wants int GPU keys
-    TransformersBackend(tiny_dir, device_map={"model": 1, "lm_head": "cpu"})
+    assert TransformersBackend(tiny_dir, device_map={"model": 1, "lm_head": "cpu"}).model is not None
     assert spy.calls[-1]["device_map"] == {"model": 1, "lm_head": "cpu"}
 
 

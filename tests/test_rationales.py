@@ -281,6 +281,32 @@ def test_transformers_backend_end_to_end_marks_gibberish_unparsed(tiny_teacher, 
     assert out["raw_output"][:] == [json.loads(line)["raw_output"] for line in cache_lines(tmp_path / "c.jsonl")[1:]]
 
 
+def test_a_named_transformers_teacher_loads_only_when_asked(tiny_teacher, tmp_path):
+    """Processes sharing a rationale cache: the one that asks the teacher loads it; one that finds every answer
+    cached never does, and gets the same rationales. close() frees the weights and they load again when asked."""
+    model, tokenizer = tiny_teacher
+    model.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    name = str(tmp_path / "teacher")
+    first, second = TransformersBackend(name), TransformersBackend(name)
+    assert not first.loaded and not second.loaded
+    assert first.describe() == {"backend": "TransformersBackend", "model": name}  # known before loading: the cache key
+    ds, prompt, cache = posts_dataset(4), default_prompt(NAMES), tmp_path / "c.jsonl"
+    asked = generate_rationales(ds, first, prompt, cache, batch_size=2, max_new_tokens=6, show_progress=False)
+    assert first.loaded and first.describe() == second.describe()
+    read = generate_rationales(ds, second, prompt, cache, batch_size=2, max_new_tokens=6, show_progress=False)
+    assert not second.loaded
+    assert read["raw_output"][:] == asked["raw_output"][:]
+    conversation = [prompt.to_messages("you are a idiot")]
+    before = first.generate(conversation, max_new_tokens=6)[0].text
+    first.close()
+    assert not first.loaded
+    assert first.generate(conversation, max_new_tokens=6)[0].text == before and first.loaded
+    given = TransformersBackend(model, tokenizer)
+    given.close()  # a model object belongs to its owner
+    assert given.loaded and given.model is model
+
+
 def test_transformers_backend_needs_a_chat_template(tiny_teacher):
     model, tokenizer = tiny_teacher
     plain = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, pad_token="<pad>", eos_token="</s>")

@@ -1,6 +1,6 @@
 """Rationale distillation under two processes (torchrun, gloo). Teacher rationales: one process asks the teacher, the
 other waits on the cache's lock and reads the finished cache; the cache holds every post once and both processes
-return the same answers. RationaleSFTTrainer: two processes give the weights and the logged per-view losses of one
+return the same answers; a transformers teacher named by path is loaded by the process that asks it only. RationaleSFTTrainer: two processes give the weights and the logged per-view losses of one
 process at the same global batch, and train on every view row once per epoch."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rationale_fixtures import tiny_llama, tiny_tokenizer
 from test_ddp import assert_each_example_once, assert_same_global_batches, assert_same_run, free_port, run, seen_rows
 
 WORKER = Path(__file__).resolve().parent / "rationale_ddp_worker.py"
@@ -19,6 +20,9 @@ SFT_WORKER = Path(__file__).resolve().parent / "rationale_sft_ddp_worker.py"
 
 
 def test_two_processes_ask_the_teacher_once_per_post(tmp_path):
+    tokenizer = tiny_tokenizer()
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(WORKER), str(tmp_path)]
@@ -30,6 +34,8 @@ def test_two_processes_ask_the_teacher_once_per_post(tmp_path):
     lines = (tmp_path / "teacher.jsonl").read_text().splitlines()
     ids = [json.loads(line)["id"] for line in lines[1:]]  # the first line is the cache's header
     assert sorted(ids) == sorted(f"p{i}" for i in range(7))  # every post once: no second writer
+    assert sorted(r["llm_loaded"] for r in ranks) == [False, True]  # one copy of the LLM's weights, not one per rank
+    assert ranks[0]["llm_answers"] == ranks[1]["llm_answers"]
 
 
 @pytest.mark.slow

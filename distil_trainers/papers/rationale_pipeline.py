@@ -359,9 +359,10 @@ def stage_generate(script, args: RationaleSFTConfig, out: Path) -> Path:
             directory / f"cache_{split}.jsonl",
             **script.generation_kwargs(),
         ).cast_column("label", datasets.ClassLabel(names=names))  # the class names travel with the rationales
+    backend.close()  # the student trains without the teacher's weights in memory
     report = {split: teacher_report(generated[split], names) for split in generated}
     generated["train"] = drop_failed_rows(generated["train"], "train")  # no teacher answer: no training target
-    with main_process_only(args) as writer:  # every process generated (the cache's lock: one asked the teacher)
+    with main_process_only(args) as writer:  # every process generated (the cache lock: one asked the teacher)
         if writer:
             generated.save_to_disk(str(directory / "dataset"))
             (directory / "teacher_report.json").write_text(json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ post never stops the others.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import os
@@ -156,6 +157,9 @@ class TeacherBackend(ABC):
         if len(results) != len(batch):
             raise RuntimeError(f"{type(self).__name__} returned {len(results)} answers for {len(batch)} prompts")
         yield from enumerate(results, start)
+
+    def close(self) -> None:  # noqa: B027 - a backend holding nothing has nothing to free
+        """Free what the backend holds (weights, connections) once its answers are all in."""
 
     def describe(self) -> dict[str, Any]:
         """What identifies this teacher's answers (backend kind and model, and settings that change the answers when
@@ -392,8 +396,10 @@ class TransformersBackend(TeacherBackend):
         chat_template_kwargs: extra arguments of ``apply_chat_template`` (e.g. ``{"enable_thinking": False}``).
         model_id: name recorded in the cache (default: the model's name or path).
 
-    Bad ``device_map`` / ``max_memory`` values (including GPUs that torch does not see) raise ``ValueError`` before
-    anything is loaded. The cache fingerprint
+    A model given by name loads on first use (:attr:`model`, or the first :meth:`generate`), the tokenizer at once:
+    of several processes sharing a rationale cache, only the one that asks the teacher loads it; :meth:`close` frees
+    the weights again. Bad ``device_map`` / ``max_memory`` values (including GPUs that torch does not see) raise
+    ``ValueError`` before anything is loaded. The cache fingerprint
     (:meth:`describe`) records the quantization (4-bit or a ``quantization_config`` of ``model_kwargs``), an explicit
     ``dtype`` and the chat-template arguments; the placement (device map, memory limits) is not recorded.
     """
@@ -414,7 +420,7 @@ class TransformersBackend(TeacherBackend):
         model_id: str | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         model_kwargs = dict(model_kwargs or {})
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
@@ -462,9 +468,9 @@ class TransformersBackend(TeacherBackend):
                 model_kwargs["max_memory"] = dict(max_memory)  # accelerate converts the sizes in place
             if model_kwargs.get("quantization_config") is not None:
                 self.settings["quantization"] = _quantization_summary(model_kwargs["quantization_config"])
-            self.model = AutoModelForCausalLM.from_pretrained(load_from, **model_kwargs)
-            if device is not None and device_map is None and not load_in_4bit:
-                self.model.to(device)
+            # the weights load on first use (see `model`): a process that finds every answer cached never loads them
+            self._model, self._load_from, self._model_kwargs = None, load_from, model_kwargs
+            self._move_to = device if device_map is None and not load_in_4bit else None
             if tokenizer is None:
                 tokenizer = load_from
                 tok_kwargs = {"gguf_file": gguf} if gguf else {}
@@ -474,9 +480,7 @@ class TransformersBackend(TeacherBackend):
         else:
             if load_in_4bit:
                 raise ValueError("load_in_4bit applies when loading by name; quantize the model object yourself")
-            self.model = model
-            if device is not None:
-                self.model.to(device)
+            self._model, self._move_to = model, device
             if tokenizer is None:
                 raise ValueError("a model object needs its tokenizer: TransformersBackend(model, tokenizer)")
             tok_kwargs = {}
@@ -497,12 +501,53 @@ class TransformersBackend(TeacherBackend):
         self.tokenizer.padding_side = "left"  # generation continues at the right end of every row
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.eval()
-        if device is not None:
-            self.device = torch.device(device)
-        else:  # with a device map, the inputs go where the embeddings are (accelerate's hooks move the rest)
-            weight = self.model.get_input_embeddings().weight
-            self.device = weight.device if weight.device.type != "meta" else torch.device("cpu")
+        self._device = torch.device(device) if device is not None else None
+        if self._model is not None:
+            self._prepare(self._model)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (a teacher named by path or Hub id loads them on first use)."""
+        return self._model is not None
+
+    @property
+    def model(self):
+        """The causal LM, loaded on first access when the backend was given a name."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM
+
+            logger.info("Loading the teacher %s", self.model_id)
+            self._prepare(AutoModelForCausalLM.from_pretrained(self._load_from, **self._model_kwargs))
+        return self._model
+
+    @property
+    def device(self):
+        """Where the inputs go: ``device`` if given, else where the input embeddings are (with a device map,
+        accelerate's hooks move the rest)."""
+        import torch
+
+        model = self.model
+        if self._device is None:
+            weight = model.get_input_embeddings().weight
+            self._device = weight.device if weight.device.type != "meta" else torch.device("cpu")
+        return self._device
+
+    def _prepare(self, model) -> None:
+        if self._move_to is not None:
+            model.to(self._move_to)
+        self._model = model.eval()
+
+    def close(self) -> None:
+        """Free the weights of a teacher loaded by name (they load again if it is asked again); a model object given
+        to the backend is left to its owner."""
+        if self._model is None or not hasattr(self, "_load_from"):
+            return
+        import torch
+
+        self._model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.settings}
