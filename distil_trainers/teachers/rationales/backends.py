@@ -480,7 +480,7 @@ class TransformersBackend(TeacherBackend):
         else:
             if load_in_4bit:
                 raise ValueError("load_in_4bit applies when loading by name; quantize the model object yourself")
-            self._model, self._move_to = model, device
+            self._model, self._load_from, self._move_to = model, None, device
             if tokenizer is None:
                 raise ValueError("a model object needs its tokenizer: TransformersBackend(model, tokenizer)")
             tok_kwargs = {}
@@ -540,7 +540,7 @@ class TransformersBackend(TeacherBackend):
     def close(self) -> None:
         """Free the weights of a teacher loaded by name (they load again if it is asked again); a model object given
         to the backend is left to its owner."""
-        if self._model is None or not hasattr(self, "_load_from"):
+        if self._model is None or self._load_from is None:
             return
         import torch
 
