@@ -9,9 +9,9 @@ again with the same settings):
   evaluated;
 - the teacher-output cache: the teacher's logits on the train split, computed once per seed and read by every student
   method that does not need the live teacher (kd, bam, ddml, kd_c0);
-- for every variant (combination of ``--class_weights``, ``--bf16`` and ``--group_by_length``) every student method,
-  trained then evaluated: ``alone`` (the 3-layer student: layers 0, 2, 4 of the teacher's base encoder, on the labels
-  only), ``kd`` (Hinton KD), ``bam`` (teacher annealing), ``ffn`` (feature KD on the live teacher's hidden states),
+- for every variant (combination of ``--class_weights``, ``--bf16``, ``--group_by_length`` and ``--student_init``)
+  every student method, trained then evaluated: ``alone`` (the 3-layer student: layers 0, 2, 4 of the teacher's base
+  encoder, or with ``--student_init teacher`` of the fine-tuned teacher, on the labels only), ``kd`` (Hinton KD), ``bam`` (teacher annealing), ``ffn`` (feature KD on the live teacher's hidden states),
   ``ddml`` (minilm3 + wpbert, a small DistilBERT with its own vocabulary, learning from the teacher and from each
   other) and ``kd_c0`` (the same two students with c = 0: single-teacher KD).
 
@@ -27,6 +27,7 @@ Usage (from the repository root):
     python benchmarks/quality.py --datasets all               # davidson, tweeteval_hate, hasoc_en_a, sst2, emotion
     python benchmarks/quality.py --dataset_name my.csv --text_column text --label_column label
     python benchmarks/quality.py --datasets davidson --bf16 off,on --group_by_length off,on --methods alone,kd
+    python benchmarks/quality.py --datasets sst2 --student_init base,teacher --methods alone,kd
     python benchmarks/quality.py --report --datasets all      # the tables from the results on disk
     python benchmarks/quality.py --report --datasets all --write-results   # ... also into benchmarks/RESULTS.md
     python benchmarks/quality.py --smoke --datasets davidson  # every stage on a few dozen posts, in minutes
@@ -177,32 +178,46 @@ def _switch(value: Any, axis: str) -> bool:
 @dataclass(frozen=True)
 class Variant:
     """The settings of one set of student stages: class weights of the label terms, bf16 autocast, length-grouped
-    batches."""
+    batches, and where the 3-layer student's weights come from (``base``: the pre-trained encoder's layers and a new
+    head; ``teacher``: the fine-tuned teacher's layers and its classification head)."""
 
     class_weights: str = "none"
     bf16: bool = False
     group_by_length: bool = False
+    student_init: str = "base"
 
     @property
     def name(self) -> str:
         parts = [p for p, on in (("balanced", self.class_weights == "balanced"), ("bf16", self.bf16),
-                                 ("grouped", self.group_by_length)) if on]
+                                 ("grouped", self.group_by_length), ("teacher-init", self.from_teacher)) if on]
         return "+".join(parts) or "default"
 
+    @property
+    def from_teacher(self) -> bool:
+        return self.student_init == "teacher"
+
     def settings(self) -> dict[str, Any]:
-        return {"class_weights": self.class_weights, "bf16": self.bf16, "group_by_length": self.group_by_length}
+        out = {"class_weights": self.class_weights, "bf16": self.bf16, "group_by_length": self.group_by_length}
+        if self.from_teacher:  # only when set: the fingerprints of the stages made before this axis stay valid
+            out["student_init"] = self.student_init
+        return out
 
 
 def variants_of(axes: dict[str, Sequence[Any]]) -> list[Variant]:
-    """Every combination of the values of the three axes, the first value of each axis first (the reference)."""
-    weights = [str(v).strip().lower() for v in axes.get("class_weights") or ["none"]]
-    bad = [w for w in weights if w not in ("none", "balanced")]
-    if bad:
-        raise ConfigError(f"class_weights: expected none / balanced, got {bad}")
+    """Every combination of the values of the four axes, the first value of each axis first (the reference)."""
+    def choices(axis: str, allowed: tuple[str, ...]) -> list[str]:
+        values = [str(v).strip().lower() for v in axes.get(axis) or [allowed[0]]]
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ConfigError(f"{axis}: expected {' / '.join(allowed)}, got {bad}")
+        return values
+
+    weights = choices("class_weights", ("none", "balanced"))
     bf16 = [_switch(v, "bf16") for v in axes.get("bf16") or ["off"]]
     grouped = [_switch(v, "group_by_length") for v in axes.get("group_by_length") or ["off"]]
+    init = choices("student_init", ("base", "teacher"))
     out = []
-    for combo in itertools.product(dict.fromkeys(weights), dict.fromkeys(bf16), dict.fromkeys(grouped)):
+    for combo in itertools.product(*(dict.fromkeys(axis) for axis in (weights, bf16, grouped, init))):
         out.append(Variant(*combo))
     return out
 
@@ -283,7 +298,7 @@ def dataset_jobs(args, config: dict) -> list[tuple[str, str, Any, dict]]:
             cli[name] = getattr(args, name)
     if args.seeds:
         cli["seeds"] = [int(s) for s in _csv(args.seeds)]
-    axes = {axis: _csv(getattr(args, axis)) for axis in ("class_weights", "bf16", "group_by_length")}
+    axes = {axis: _csv(getattr(args, axis)) for axis in ("class_weights", "bf16", "group_by_length", "student_init")}
     cli_variants = {axis: values for axis, values in axes.items() if values}
     smoke = config["smoke"] if args.smoke else None
     jobs = []
@@ -432,6 +447,8 @@ class SeedJob:
 
     def student_key(self, method: str, variant: Variant) -> str:
         upstream = self.teacher_key if method == "ffn" else None if method == "alone" else self.cache_key
+        if variant.from_teacher:  # the student starts from the teacher's weights
+            upstream = (upstream, self.teacher_key)
         ddml = {"students": self.s["ddml_students"], "lr": self.s["ddml_learning_rates"]} if method in (
             "ddml", "kd_c0") else None
         return self.fingerprint("student", method, self.common, self.s["student_layers"], variant.settings(),
@@ -490,6 +507,8 @@ class SeedJob:
                 train_name = f"{variant.name}/train_{method}"
                 stage_dir = self.run_dir / variant.name / method
                 needs = () if method == "alone" else ("train_teacher",) if method == "ffn" else ("teacher_cache",)
+                if variant.from_teacher and "train_teacher" not in needs:
+                    needs = (*needs, "train_teacher")  # cut from the teacher's folder
                 epochs = self.s["students"]["epochs"]
                 out.append(Stage(
                     train_name, "train", key, self.res_dir / variant.name / f"train_{method}.json",
@@ -639,12 +658,14 @@ class SeedJob:
         mark_complete(cache_dir, info)
         return info
 
-    def _student_model(self):
+    def _student_model(self, variant: Variant):
         from transformers import set_seed
 
         from distil_trainers.models import make_student
 
         set_seed(self.seed)  # the same initial student (its new head included) for every method
+        if variant.from_teacher:  # the fine-tuned teacher's layers, pooler and classification head
+            return make_student(self.run_dir / "teacher", self.s["student_layers"])
         return make_student(self.base, self.s["student_layers"], **self.label_kwargs)
 
     def train_student(self, method: str, variant: Variant) -> dict:
@@ -667,7 +688,7 @@ class SeedJob:
 
             def build():
                 return classes["label"](
-                    model=self._student_model(), args=args, train_dataset=self._tokenized_train(tok),
+                    model=self._student_model(variant), args=args, train_dataset=self._tokenized_train(tok),
                     data_collator=MultiTokenizerCollator({"": tok}), processing_class=tok,
                     class_weights=variant.class_weights)
 
@@ -677,7 +698,7 @@ class SeedJob:
                                        **params)
 
             def build():
-                return classes["annealing"](model=self._student_model(), teacher_outputs=cache, args=args,
+                return classes["annealing"](model=self._student_model(variant), teacher_outputs=cache, args=args,
                                             train_dataset=self.train_split, processing_class=tok)
 
             return self._fit(stage_dir, key, args, build, tokenizer=tok)
@@ -693,7 +714,7 @@ class SeedJob:
                                        feature_matches=[m.to_dict() for m in matches], **params)
 
             def build():
-                return classes["annealing"](model=self._student_model(), teacher_model=teacher,
+                return classes["annealing"](model=self._student_model(variant), teacher_model=teacher,
                                             teacher_processing_class=tok, args=args, train_dataset=self.train_split,
                                             processing_class=tok)
 
@@ -705,7 +726,7 @@ class SeedJob:
                                    student_learning_rates=dict(self.s["ddml_learning_rates"]), **params)
 
         def build():
-            students = {MINILM3: self._student_model()}
+            students = {MINILM3: self._student_model(variant)}
             tokenizers = {MINILM3: tok}
             texts = self.train_split["text"][:]
             for name, spec in self.s["ddml_students"].items():
@@ -1197,6 +1218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_weights", help="Variants: none,balanced (default: the job file's; Davidson: both).")
     p.add_argument("--bf16", help="Variants: off,on = train every student both with and without bf16 autocast.")
     p.add_argument("--group_by_length", help="Variants: off,on = with and without length-grouped batches.")
+    p.add_argument("--student_init", help="Variants: base,teacher = the 3-layer student cut from the pre-trained "
+                   "encoder (a new head) and / or from the fine-tuned teacher (its layers and head).")
     p.add_argument("--max_train_samples", type=int, help="Subsample the train split (seeded, stratified).")
     p.add_argument("--max_eval_samples", type=int, help="Subsample the validation and test splits.")
     p.add_argument("--max_steps", type=int, help="Optimizer steps of every model (instead of epochs).")

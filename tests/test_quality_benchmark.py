@@ -83,6 +83,19 @@ def test_variants_are_every_combination_reference_first():
         quality.variants_of({"bf16": ["maybe"]})
 
 
+def test_student_init_is_a_variant_axis_that_keeps_the_older_fingerprints():
+    variants = quality.variants_of({"class_weights": ["none"], "student_init": ["base", "teacher"]})
+    assert [v.name for v in variants] == ["default", "teacher-init"]
+    base, teacher = variants
+    # a stage made before the axis existed keeps its fingerprint: the default init adds no setting
+    assert base.settings() == {"class_weights": "none", "bf16": False, "group_by_length": False}
+    assert teacher.settings()["student_init"] == "teacher" and teacher.from_teacher and not base.from_teacher
+    both = quality.variants_of({"class_weights": ["none", "balanced"], "student_init": ["teacher"]})
+    assert [v.name for v in both] == ["teacher-init", "balanced+teacher-init"]
+    with pytest.raises(quality.ConfigError, match="student_init: expected base / teacher"):
+        quality.variants_of({"student_init": ["random"]})
+
+
 def test_job_file_is_valid_and_names_the_five_datasets():
     config = quality.load_config(quality.DEFAULT_CONFIG)
     assert list(config["datasets"]) == ["davidson", "tweeteval_hate", "hasoc_en_a", "sst2", "tweeteval_emotion"]
@@ -252,6 +265,46 @@ def test_stopped_stage_resumes_from_its_checkpoint_and_speed_variants_run(tmp_pa
     assert "×" in variants
     if not bf16_supported:
         assert "no bf16 support" in report
+
+
+@real_data
+def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_base):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    args = smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,kd", "--class_weights", "none",
+                      "--student_init", "base,teacher")
+    code, text = run(*args)
+    assert code == 0, text[-3000:]
+    results = tmp_path / "results" / "davidson" / "seed1"
+    for variant in ("default", "teacher-init"):
+        for stage in ("train_alone", "train_kd", "eval_alone", "eval_kd"):
+            assert json.loads((results / variant / f"{stage}.json").read_text())["status"] == "ok"
+    code, report = run(*args, "--report")
+    assert code == 0 and "| 3-layer student, Hinton KD | teacher-init |" in report.split("Variants against")[1]
+
+    # the initial students, built as the stages build them: from the teacher's layers 0, 2, 4 and head, or the base's
+    parsed = quality.build_parser().parse_args(args)
+    key, title, spec, settings = quality.dataset_jobs(parsed, quality.load_config(quality.DEFAULT_CONFIG))[0]
+    data = quality.load_data(key, title, spec, settings, None)
+    job = quality.SeedJob(data, 1, quality.variants_of(settings["variants"]), ["alone", "kd"], tmp_path / "runs",
+                          tmp_path / "results", {}, False, True)
+    base_init, teacher_init = (job._student_model(v) for v in quality.variants_of(settings["variants"]))
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "runs" / "davidson" / "seed1" / "teacher")
+    state, ours, theirs = teacher.state_dict(), teacher_init.state_dict(), base_init.state_dict()
+    assert teacher_init.config.num_hidden_layers == 3 and teacher_init.config.id2label == teacher.config.id2label
+    for new, old in enumerate((0, 2, 4)):
+        name = "bert.encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(ours[name.format(new)], state[name.format(old)])
+    assert torch.equal(ours["classifier.weight"], state["classifier.weight"])
+    assert not torch.equal(theirs["classifier.weight"], state["classifier.weight"])  # a new head on the base
+    # the teacher-init stages depend on the teacher: a new teacher makes them stale
+    kd = {v.name: job.student_key("kd", v) for v in quality.variants_of(settings["variants"])}
+    alone = {v.name: job.student_key("alone", v) for v in quality.variants_of(settings["variants"])}
+    job.teacher_key = "another teacher"
+    assert job.student_key("alone", quality.Variant(student_init="teacher")) != alone["teacher-init"]
+    assert job.student_key("alone", quality.Variant()) == alone["default"]
+    assert kd["default"] != kd["teacher-init"]
 
 
 def test_a_speed_ratio_needs_both_timings_made_with_the_same_threads():
