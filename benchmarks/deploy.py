@@ -2,7 +2,8 @@
 to ONNX (fp32) and ONNX with int8 weights, in one table.
 
 Given a teacher folder and a student folder (saved sequence classifiers with their tokenizers; nothing is trained
-here), the student is exported with :func:`distil_trainers.export.export_student` (``onnx`` and ``onnx-int8``, into
+here), the student is exported with :func:`distil_trainers.export.export_student` (``onnx`` and ``onnx-int8``, each
+as PyTorch's default exporter writes it and with onnxruntime's fused transformer operators, ``optimize=True``; into
 ``--workdir``), and every contender classifies the same posts of a registered dataset's split:
 
 - **latency, batch 1**: the median wall time (ms) of classifying one post, over the first ``--latency-posts`` posts,
@@ -149,14 +150,18 @@ def _version(name: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table; the speed-ups are against the first row (the teacher): its latency over the row's, the
+    row's throughput over its."""
     out = ["| model | runtime | parameters (M) | file (MB) | latency, batch 1 (ms, median) | throughput, batch 64 "
-           "(posts/s) | macro-F1 | accuracy | agrees with the student |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "(posts/s) | × teacher, batch 1 | × teacher, batch 64 | macro-F1 | accuracy | agrees with the student |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    reference = rows[0]
     for row in rows:
         agreement = "" if row["agreement"] is None else f"{100 * row['agreement']:.1f}%"
         out.append(
             f"| {row['name']} | {row['runtime']} | {row['params'] / 1e6:.1f} | {row['file_mb']:.1f} | "
-            f"{row['latency_ms']:.1f} | {row['throughput']:.1f} | {100 * row['f1_macro']:.1f} | "
+            f"{row['latency_ms']:.1f} | {row['throughput']:.1f} | {reference['latency_ms'] / row['latency_ms']:.2f}× | "
+            f"{row['throughput'] / reference['throughput']:.2f}× | {100 * row['f1_macro']:.1f} | "
             f"{100 * row['accuracy']:.1f} | {agreement} |"
         )
     return out
@@ -215,19 +220,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     exports: dict[str, float] = {}
     for fmt in ("onnx", "onnx-int8"):
-        start = time.perf_counter()
-        export_student(student_dir, workdir / f"student-{fmt}", format=fmt, overwrite=True)
-        exports[fmt] = time.perf_counter() - start
-        print(f"exported the student to {fmt} in {exports[fmt]:.1f} s", flush=True)
+        for optimize in (False, True):
+            name = f"{fmt}-fused" if optimize else fmt
+            start = time.perf_counter()
+            export_student(student_dir, workdir / f"student-{name}", format=fmt, optimize=optimize, overwrite=True)
+            exports[name] = time.perf_counter() - start
+            print(f"exported the student to {name} in {exports[name]:.1f} s", flush=True)
 
     student = TorchRunner(student_dir, args.max_length)
+
+    def onnx(folder: str):
+        return OnnxRunner(workdir / folder, args.max_length, args.threads, student.params, args.spin)
+
     runners = {
         "teacher": (TorchRunner(teacher_dir, args.max_length), "PyTorch fp32"),
         "student": (student, "PyTorch fp32"),
-        "student ONNX": (OnnxRunner(workdir / "student-onnx", args.max_length, args.threads, student.params,
-                                    args.spin), "onnxruntime fp32"),
-        "student ONNX int8": (OnnxRunner(workdir / "student-onnx-int8", args.max_length, args.threads,
-                                         student.params, args.spin), "onnxruntime int8 (dynamic)"),
+        "student ONNX": (onnx("student-onnx"), "onnxruntime fp32"),
+        "student ONNX int8": (onnx("student-onnx-int8"), "onnxruntime int8 (dynamic)"),
+        "student ONNX, fused": (onnx("student-onnx-fused"), "onnxruntime fp32, fused operators"),
+        "student ONNX int8, fused": (onnx("student-onnx-int8-fused"), "onnxruntime int8 (dynamic), fused operators"),
     }  # fmt: skip
     load_before = load_average()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, (runner, _) in runners.items():
             result = measure(runner, texts, args.latency_posts, args.batch_size, args.warmup)
             runs[name].append(result)
-            print(f"  rep {rep + 1}/{args.reps} {name:<18} {result['latency_ms']:8.1f} ms/post (batch 1) "
+            print(f"  rep {rep + 1}/{args.reps} {name:<24} {result['latency_ms']:8.1f} ms/post (batch 1) "
                   f"{result['throughput']:8.1f} posts/s (batch {args.batch_size})", flush=True)  # fmt: skip
 
     reference = runs["student"][0]["predictions"]
@@ -282,7 +293,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.write_results:
         section = ("## A student you can deploy (`benchmarks/deploy.py`)\n\n"
                    "CPU latency (batch 1), throughput (batch 64), size and F1 of the teacher, the student and the "
-                   "student exported to ONNX and ONNX int8 (`distil_trainers.export`); tokenisation included.\n\n"
+                   "student exported to ONNX and ONNX int8 (`distil_trainers.export`), each also with onnxruntime's "
+                   "fused transformer operators (`optimize=True`); tokenisation included.\n\n"
                    + text)  # fmt: skip
         write_results_md(Path(args.results_md), section)
         print(f"Written to {args.results_md}")

@@ -167,6 +167,92 @@ def test_other_student_architectures(architecture, encoder_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# optimize=True: onnxruntime's fused transformer operators, the same logits
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _op_types(path: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
+
+
+def test_optimized_export_fuses_the_encoder_and_gives_pytorch_logits(tiny_dir, tiny_onnx, tmp_path, capsys):
+    from distil_trainers.papers.cli import main
+
+    assert main(["export", "--model", str(tiny_dir), "--output", str(tmp_path / "fused"), "--optimize"]) == 0
+    assert "fused operators: EmbedLayerNormalization 1, Attention 2" in capsys.readouterr().out
+    out = tmp_path / "fused"
+    manifest = json.loads((out / "export.json").read_text())
+    # the tiny classifier has 2 layers: one fused attention and two fused residual + layer norms per layer
+    fused = manifest["optimization"]["fused_operators"]
+    assert fused["Attention"] == 2 and fused["EmbedLayerNormalization"] == 1 and fused["SkipLayerNormalization"] == 4
+    ops = _op_types(out / "model.onnx")
+    assert ops["Attention"] == 2 and "Softmax" not in ops  # the attention is one operator
+    assert "Attention" not in _op_types(tiny_onnx / "model.onnx") and json.loads(
+        (tiny_onnx / "export.json").read_text())["optimization"] is None  # fmt: skip
+    classifier = load_exported(out, threads=1)
+    for texts in (SENTENCES, SENTENCES[:1], [SENTENCES[3]] * 3, ["word " * 100]):  # padded, single, truncated
+        np.testing.assert_allclose(classifier.logits(texts, max_length=64), pytorch_logits(tiny_dir, texts),
+                                   atol=FP32_ATOL, rtol=0)  # fmt: skip
+
+
+def test_optimized_int8_export_quantises_the_fused_attention(fitted_dir, davidson, tmp_path):
+    out = export_student(fitted_dir, tmp_path / "int8-fused", format="onnx-int8", optimize=True)
+    ops = _op_types(out / "model.onnx")
+    assert ops.get("QAttention") == 2 and "Attention" not in ops  # int8 weights inside the fused attention too
+    texts = davidson["test"][0]
+    expected = pytorch_logits(fitted_dir, texts)
+    got = load_exported(out, threads=1).logits(texts, max_length=64)
+    agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    assert agreement >= INT8_AGREEMENT, agreement
+
+
+@pytest.mark.parametrize("architecture", ["distilbert", "roberta"])
+def test_optimized_export_of_other_student_architectures(architecture, encoder_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig, RobertaConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    common = dict(vocab_size=len(tokenizer), num_labels=3, id2label=dict(enumerate(LABELS)))
+    if architecture == "distilbert":
+        config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64, **common)
+    else:
+        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                               max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id, **common)  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = export_student(tmp_path / "model", tmp_path / "onnx", optimize=True)
+    assert json.loads((out / "export.json").read_text())["optimization"]["fused_operators"].get("Attention") == 2
+    classifier = load_exported(out)
+    with torch.no_grad():
+        encoded = tokenizer(SENTENCES, padding=True, truncation=True, max_length=classifier.max_length,
+                            return_tensors="pt")  # fmt: skip
+        expected = model(**{k: v for k, v in encoded.items() if k in classifier.input_names}).logits.numpy()
+    np.testing.assert_allclose(classifier.logits(SENTENCES), expected, atol=FP32_ATOL, rtol=0)
+
+
+def test_optimize_refuses_a_model_it_cannot_fuse_before_exporting(encoder_dir, tmp_path, capsys):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from distil_trainers.papers.cli import main
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    config = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tokenizer), num_labels=3,
+                        pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="'gpt2' model: export it without optimize"):
+        export_student(tmp_path / "gpt2", tmp_path / "out", optimize=True)
+    assert not (tmp_path / "out").exists()
+    assert main(["export", "--model", str(tmp_path / "gpt2"), "--output", str(tmp_path / "out"), "--optimize"]) == 1
+    assert "export it without optimize" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # int8 ONNX: PyTorch's decisions on real posts, a quarter of the size
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -274,12 +360,15 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = {row["name"]: row for row in result["rows"]}
-    assert list(rows) == ["teacher", "student", "student ONNX", "student ONNX int8"]
+    assert list(rows) == ["teacher", "student", "student ONNX", "student ONNX int8", "student ONNX, fused",
+                          "student ONNX int8, fused"]
     for row in rows.values():
         for key in ("latency_ms", "throughput", "file_mb", "f1_macro", "accuracy"):
             assert math.isfinite(row[key]) and row[key] >= 0, (row["name"], key)
         assert row["params"] > 0
     assert rows["student ONNX"]["agreement"] == 1.0 and rows["teacher"]["agreement"] is None
+    assert rows["student ONNX, fused"]["agreement"] == 1.0
+    assert "| teacher | PyTorch fp32 |" in proc.stdout and "| 1.00× | 1.00× |" in proc.stdout  # against itself
     assert rows["student ONNX int8"]["file_mb"] < rows["student ONNX"]["file_mb"]
     assert result["header"]["posts"] == 16 and "| student ONNX int8 |" in proc.stdout
     assert (results_md.read_text() if results_md.exists() else None) == before  # no --write-results: untouched
