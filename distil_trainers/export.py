@@ -182,12 +182,17 @@ def _max_length(model, tokenizer) -> int | None:
     return min(limits) if limits else None
 
 
+def _example_inputs(model, tokenizer, input_names: list[str]) -> dict:
+    """The inputs the exporters trace with: two texts padded to 16 tokens (the check uses other shapes)."""
+    example = tokenizer(list(_CHECK_TEXTS[:2]), padding="max_length", truncation=True,
+                        max_length=min(16, _max_length(model, tokenizer) or 16), return_tensors="pt")  # fmt: skip
+    return {name: example[name] for name in input_names}
+
+
 def _export_onnx(model, tokenizer, input_names: list[str], path: Path, opset: int | None) -> None:
     import torch
 
     max_length = _max_length(model, tokenizer)
-    example = tokenizer(list(_CHECK_TEXTS[:2]), padding="max_length", truncation=True,
-                        max_length=min(16, max_length or 16), return_tensors="pt")  # fmt: skip
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence", max=max_length) if max_length else torch.export.Dim("sequence")
     with _quiet_export():
@@ -195,7 +200,7 @@ def _export_onnx(model, tokenizer, input_names: list[str], path: Path, opset: in
             model,
             (),
             str(path),
-            kwargs={name: example[name] for name in input_names},
+            kwargs=_example_inputs(model, tokenizer, input_names),
             input_names=input_names,
             output_names=["logits"],
             dynamic_shapes={name: {0: batch, 1: sequence} for name in input_names},
@@ -215,9 +220,6 @@ def _export_onnx_fusable(model, tokenizer, input_names: list[str], path: Path, o
     # this exporter names the graph's inputs in the order of forward's parameters, whatever the tokenizer's order
     order = list(inspect.signature(model.forward).parameters)
     input_names = sorted(input_names, key=order.index)
-    max_length = _max_length(model, tokenizer)
-    example = tokenizer(list(_CHECK_TEXTS[:2]), padding="max_length", truncation=True,
-                        max_length=min(16, max_length or 16), return_tensors="pt")  # fmt: skip
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     with _quiet_export(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the traced masks hold for every length (checked)
@@ -226,7 +228,7 @@ def _export_onnx_fusable(model, tokenizer, input_names: list[str], path: Path, o
             model,
             (),
             str(path),
-            kwargs={name: example[name] for name in input_names},
+            kwargs=_example_inputs(model, tokenizer, input_names),
             input_names=input_names,
             output_names=["logits"],
             dynamic_axes={**axes, "logits": {0: "batch"}},

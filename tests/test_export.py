@@ -139,10 +139,8 @@ def test_exported_classifier_answers_like_the_text_classification_pipeline(tiny_
     )
 
 
-@pytest.mark.parametrize("architecture", ["distilbert", "roberta"])
-def test_other_student_architectures(architecture, encoder_dir, tmp_path):
-    """The architectures students are built from besides BERT; RoBERTa's positions start after the padding index, so
-    its longest input is padding index + 1 tokens shorter than its position table (512 of 514 for roberta-base)."""
+def other_architecture(architecture: str, encoder_dir: Path, directory: Path):
+    """A tiny random DistilBERT or RoBERTa classifier with the MiniLM tokenizer, saved in ``directory``."""
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, RobertaConfig
 
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
@@ -154,8 +152,16 @@ def test_other_student_architectures(architecture, encoder_dir, tmp_path):
                                max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id, **common)  # fmt: skip
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("architecture", ["distilbert", "roberta"])
+def test_other_student_architectures(architecture, encoder_dir, tmp_path):
+    """The architectures students are built from besides BERT; RoBERTa's positions start after the padding index, so
+    its longest input is padding index + 1 tokens shorter than its position table (512 of 514 for roberta-base)."""
+    model, tokenizer = other_architecture(architecture, encoder_dir, tmp_path / "model")
     classifier = load_exported(export_student(tmp_path / "model", tmp_path / "onnx"))
     assert classifier.max_length == (64 if architecture == "distilbert" else 66 - (tokenizer.pad_token_id + 1))
     texts = [*SENTENCES, "word " * 200]  # the last one is truncated
@@ -212,19 +218,7 @@ def test_optimized_int8_export_quantises_the_fused_attention(fitted_dir, davidso
 
 @pytest.mark.parametrize("architecture", ["distilbert", "roberta"])
 def test_optimized_export_of_other_student_architectures(architecture, encoder_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification, DistilBertConfig, RobertaConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    common = dict(vocab_size=len(tokenizer), num_labels=3, id2label=dict(enumerate(LABELS)))
-    if architecture == "distilbert":
-        config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64, **common)
-    else:
-        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                               max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id, **common)  # fmt: skip
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
+    model, tokenizer = other_architecture(architecture, encoder_dir, tmp_path / "model")
     out = export_student(tmp_path / "model", tmp_path / "onnx", optimize=True)
     assert json.loads((out / "export.json").read_text())["optimization"]["fused_operators"].get("Attention") == 2
     classifier = load_exported(out)
