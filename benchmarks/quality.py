@@ -1070,6 +1070,10 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                     results_dir, assumptions, bf16["supported"], True)
     student_rows = [(row, v) for v in variants for m in methods
                     if v in [x.name for x in probe.student_variants(m)] for row in probe.method_rows(m)]
+    # every row of the reference variant is listed ("not run" says what is left); another variant's rows only once a
+    # seed of them has finished, so that asking for an axis does not fill the tables with empty rows
+    unrun = [(row, v) for row, v in student_rows if v != reference and not _per_seed(collected, row, v)]
+    student_rows = [pair for pair in student_rows if pair not in unrun]
     all_rows = [(row, None) for row in (*BASELINES, "teacher")] + student_rows
     classes = data.label_names
     tb = data.settings["teacher_base"]
@@ -1176,6 +1180,9 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         lines += ["", f"Machine: {env.get('cpu_count')} cores, torch threads: {env.get('torch_threads')}; bf16 "
                   f"{'supported' if b.get('supported') else 'not supported'} (native: "
                   f"{', '.join(b.get('native_bf16_instructions') or []) or 'none'}); {versions}."]
+    if unrun:
+        lines += ["", f"Not listed: {len(unrun)} row(s) of the variants "
+                  f"{', '.join(dict.fromkeys(v for _, v in unrun))} with no finished seed."]
     skipped = [v.name for v in variants_of(data.settings["variants"]) if v.bf16 and not bf16["supported"]]
     if skipped:
         lines += ["", f"Variants not run: {', '.join(skipped)} (this CPU has no bf16 support)."]

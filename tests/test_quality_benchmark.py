@@ -282,6 +282,14 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
             assert json.loads((results / variant / f"{stage}.json").read_text())["status"] == "ok"
     code, report = run(*args, "--report")
     assert code == 0 and "| 3-layer student, Hinton KD | teacher-init |" in report.split("Variants against")[1]
+    # a method with no finished seed: listed as "not run" in the reference variant, left out of the other one
+    code, report = run(*smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,kd,bam",
+                                   "--class_weights", "none", "--student_init", "base,teacher"), "--report")
+    table = report.split("Paired differences")[0]
+    assert code == 0 and "| 3-layer student, BAM (teacher annealing) | default | 0 | not run |" in table
+    assert "BAM (teacher annealing) | teacher-init" not in report
+    assert "| 3-layer student, Hinton KD | teacher-init | 1 |" in table
+    assert "Not listed: 1 row(s) of the variants teacher-init with no finished seed." in report
 
     # the initial students, built as the stages build them: from the teacher's layers 0, 2, 4 and head, or the base's
     parsed = quality.build_parser().parse_args(args)
