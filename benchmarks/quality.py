@@ -114,6 +114,9 @@ SETTING_KEYS = {
     "dataset_name", "title", "validation_size",
 }
 # settings that never change what a stage produces (left out of the fingerprints)
+# the student's evaluation times it and the teacher in turn, this many rounds (see SeedJob.beside_teacher); not in the
+# fingerprints: results timed the older way (one timing per stage) are kept and reported as such
+TIMING_ROUNDS = 3
 NOT_IN_FINGERPRINT = ("save_steps", "logging_steps", "title", "seeds")
 
 # Extra transformers.TrainerCallback objects given to every trainer this script builds (for instance to stop a run
@@ -470,7 +473,14 @@ class SeedJob:
         n = len(self.test_split)
         t = self.s["throughput"]
         n1, n64 = min(n, t["batch1_texts"]), min(n, t["batch64_texts"])
-        return group, float(n), n / rate + n1 / (rate / 2) + n64 / rate
+
+        def timing(samples_per_second: float) -> float:
+            return n1 / (samples_per_second / 2) + n64 / samples_per_second
+
+        if model == "teacher":
+            return group, float(n), n / rate + timing(rate)
+        teacher = float(self.assumptions["inference_samples_per_second"]["teacher"])
+        return group, float(n), n / rate + TIMING_ROUNDS * (timing(rate) + timing(teacher))  # timed beside the teacher
 
     # ---- the stages ----------------------------------------------------------------------------------------------
 
@@ -760,6 +770,39 @@ class SeedJob:
             out[f"timed_texts_b{batch}"] = len(sample)
         return out
 
+    def beside_teacher(self, row: str, predict: Callable, model) -> dict:
+        """The student's throughput, and its ratio to the teacher's timed in the same stage: ``TIMING_ROUNDS`` rounds,
+        the two models in turn (the order alternating), the ratio of each round then the median over the rounds, so
+        that a machine that slows down for a while slows both sides of a ratio alike. The student's samples/s are the
+        medians over the rounds. Without a teacher on disk (e.g. ``--methods alone`` first), the student alone."""
+        import statistics
+
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from distil_trainers.papers.efficiency import forward_predictor
+        from distil_trainers.papers.workflow import is_complete
+
+        teacher_dir = self.run_dir / "teacher"
+        if not is_complete(teacher_dir, self.teacher_key):
+            return self.throughput(row, predict, model=model)
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+        teacher_predict = forward_predictor(teacher, AutoTokenizer.from_pretrained(teacher_dir), self.s["max_length"])
+        timers = {"student": lambda: self.throughput(row, predict, model=model),
+                  "teacher": lambda: self.throughput(f"teacher beside {row}", teacher_predict, model=teacher)}
+        rounds: list[dict[str, dict]] = []
+        for i in range(TIMING_ROUNDS):
+            order = ("student", "teacher") if i % 2 == 0 else ("teacher", "student")
+            rounds.append({side: timers[side]() for side in order})
+        out = {k: statistics.median(r["student"][k] for r in rounds) for k in rounds[0]["student"]}
+        out["torch_threads"] = rounds[0]["student"]["torch_threads"]
+        summary: dict[str, float] = {"rounds": TIMING_ROUNDS}
+        for b in (1, 64):
+            key = f"samples_per_second_b{b}"
+            summary[f"vs_teacher_b{b}"] = statistics.median(r["student"][key] / r["teacher"][key] for r in rounds)
+            summary[f"teacher_samples_per_second_b{b}"] = statistics.median(r["teacher"][key] for r in rounds)
+        out["beside_teacher"] = summary
+        return out
+
     def evaluate(self, row: str, stage_dir: Path, student: str | None = None) -> dict:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -778,7 +821,9 @@ class SeedJob:
                                          desc=f"Scoring {row}")
         metrics = classification_metrics(list(split["label"][:]), logits.argmax(-1),
                                          label_names=self.data.label_names, include_confusion=True)
-        speed = self.throughput(row, forward_predictor(model, tok, self.s["max_length"]), model=model)
+        predict = forward_predictor(model, tok, self.s["max_length"])
+        speed = self.throughput(row, predict, model=model) if row == "teacher" else self.beside_teacher(
+            row, predict, model)
         return {"row": row, "model_dir": shown(folder), "metrics": metrics, "params": count_parameters(model),
                 "test_examples": len(split), "predict_seconds": seconds, **speed}
 
@@ -1043,15 +1088,43 @@ def _best_tfidf(collected: dict) -> dict[int, float]:
     return {s: max(lr[s], svm[s]) for s in lr if s in svm}
 
 
-def _speed_ratio(collected: dict, row: str, variant: str | None, b64: dict | None, teacher_b64: dict | None) -> str:
-    """The row's batch-64 throughput over the teacher's, only when both were timed with the same torch threads."""
-    if not (b64 and teacher_b64):
-        return "-"
-    threads = {int(t) for t in _per_seed(collected, row, variant, "torch_threads").values()}
-    teacher = {int(t) for t in _per_seed(collected, "teacher", None, "torch_threads").values()}
-    if threads != teacher and threads and teacher:
-        return f"n/a ({'/'.join(map(str, sorted(threads)))} vs {'/'.join(map(str, sorted(teacher)))} threads)"
-    return f"{b64['mean'] / teacher_b64['mean']:.2f}×"
+def _speed_ratios(collected: dict, row: str, variant: str | None, batch: int = 64,
+                  separate: bool = True) -> tuple[dict[int, float], int, str]:
+    """Per seed, the row's samples/s at ``batch`` over the teacher's: as timed beside the teacher in the row's own
+    evaluation stage where it was (``beside_teacher``), else (with ``separate``) the ratio of the two stages' own
+    timings when both used the same torch threads. Returns the ratios, how many of them were timed beside the
+    teacher, and why seeds were left out (empty when none was)."""
+    key = f"samples_per_second_b{batch}"
+    found, teacher = collected["evals"].get((row, variant), {}), collected["evals"].get(("teacher", None), {})
+    ratios: dict[int, float] = {}
+    beside, mismatched = 0, set()
+    for seed, result in found.items():
+        paired = (result.get("beside_teacher") or {}).get(f"vs_teacher_b{batch}")
+        if paired is not None:
+            ratios[seed], beside = float(paired), beside + 1
+            continue
+        other = teacher.get(seed)
+        if not separate or not other or not result.get(key) or not other.get(key):
+            continue
+        if result.get("torch_threads") != other.get("torch_threads"):
+            mismatched.add((result.get("torch_threads"), other.get("torch_threads")))
+            continue
+        ratios[seed] = float(result[key]) / float(other[key])
+    why = ", ".join(f"{a} vs {b} threads" for a, b in sorted(mismatched, key=str))
+    return ratios, beside, why
+
+
+def _speed_ratio(collected: dict, row: str, variant: str | None, batch: int = 64) -> str:
+    """The mean over the seeds of :func:`_speed_ratios`, as a table cell: ``†`` marks a mean with seeds whose two
+    models were timed in separate stages. At batch 1 only timings made beside the teacher count (a single post's
+    timing is too short to compare across two moments of a shared machine)."""
+    if row == "teacher":
+        return "1.00×" if collected["evals"].get((row, variant)) else "-"
+    ratios, beside, why = _speed_ratios(collected, row, variant, batch, separate=batch != 1)
+    if not ratios:
+        return f"n/a ({why})" if why else "-"
+    mark = "" if beside == len(ratios) else "†"
+    return f"{sum(ratios.values()) / len(ratios):.2f}×{mark}"
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
@@ -1085,13 +1158,15 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
              f"{describe(data)}. Seeds {', '.join(map(str, seeds))} (data split seed {data.settings['data_seed']}); "
              f"{collected['finished']} of {collected['expected']} stages finished. Scores on the "
              f"{data.report_split} split in %, mean ± sample std over the seeds that finished (n); samples/s: CPU "
-             "inference from raw text (tokenisation included), one timing per seed, mean over the seeds; train "
-             "time: wall time of the training stage.", ""]
+             "inference from raw text (tokenisation included), mean over the seeds; × teacher: the row's samples/s "
+             f"over the teacher's, both timed in turn in the row's evaluation stage ({TIMING_ROUNDS} rounds, median "
+             "of the rounds' ratios), mean over the seeds; † marks a mean with seeds timed the older way (each model "
+             "once, in its own stage, so the machine's load at two moments enters the ratio); train time: wall time "
+             "of the training stage.", ""]
     header = ["row", "variant", "n", "params", "macro-F1", "accuracy", *[f"F1 {c}" for c in classes],
-              "samples/s b1", "samples/s b64", "b64 × teacher", "train time"]
+              "samples/s b1", "samples/s b64", "b1 × teacher", "b64 × teacher", "train time"]
     lines += [C.md_row(*header), "|" + "---|" * len(header)]
     numbers: dict[str, Any] = {"rows": {}, "paired": {}, "variants": {}}
-    teacher_b64 = _stats(_per_seed(collected, "teacher", None, "samples_per_second_b64"))
     for row, variant in all_rows:
         f1 = _per_seed(collected, row, variant)
         if not f1:
@@ -1101,17 +1176,17 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         params = next((r.get("params") for r in found.values() if r.get("params")), None)
         b1 = _stats(_per_seed(collected, row, variant, "samples_per_second_b1"))
         b64 = _stats(_per_seed(collected, row, variant, "samples_per_second_b64"))
-        ratio = _speed_ratio(collected, row, variant, b64, teacher_b64)
+        ratio, ratio_b1 = _speed_ratio(collected, row, variant), _speed_ratio(collected, row, variant, 1)
         train = _stats(collected["trains"].get((row, variant), {}))
         cells = [_fmt(_stats(f1)), _fmt(_stats(_per_seed(collected, row, variant, "accuracy")))]
         cells += [_fmt(_stats(_per_seed(collected, row, variant, f"f1_{k}"))) for k in class_keys]
         lines.append(C.md_row(_row_label(row, tb), variant or "-", len(f1),
                               _params(params), *cells,
-                              _speed(b1 and b1["mean"]), _speed(b64 and b64["mean"]), ratio,
+                              _speed(b1 and b1["mean"]), _speed(b64 and b64["mean"]), ratio_b1, ratio,
                               _duration(train["mean"]) if train else "-"))
         numbers["rows"][f"{row}|{variant or '-'}"] = {
             "f1_macro": _stats(f1), "samples_per_second_b1": b1, "samples_per_second_b64": b64, "params": params,
-            "train_seconds": train, "b64_vs_teacher": ratio}
+            "train_seconds": train, "b64_vs_teacher": ratio, "b1_vs_teacher": ratio_b1}
 
     # paired differences (same seed), macro-F1 points
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
@@ -1155,9 +1230,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     if students and tfidf_stats and teacher_stats:
         best = max(students, key=lambda k: students[k]["mean"])
         row, variant = best.split("|")
-        b64 = _stats(_per_seed(collected, row, variant, "samples_per_second_b64"))
-        ratio = _speed_ratio(collected, row, variant, b64, teacher_b64)
-        speed = f", {ratio} the teacher's batch-64 throughput" if ratio.endswith("×") else ""
+        ratio = _speed_ratio(collected, row, variant)
+        speed = f", {ratio} the teacher's batch-64 throughput" if "×" in ratio else ""
         lines += ["", f"Best distilled student (mean macro-F1): {_row_label(row, tb)} [{variant}] "
                   f"{100 * students[best]['mean']:.2f}, against {_row_label(best_tfidf_row, tb)} "
                   f"{100 * tfidf_stats['mean']:.2f} ({100 * (students[best]['mean'] - tfidf_stats['mean']):+.2f}) and "
@@ -1283,8 +1357,11 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
             speed = distilled[best].get("b64_vs_teacher") or "-"
         seeds = teacher["n"]
         lines.append(C.md_row(d.key, seeds, _fmt(teacher), _fmt(tfidf), _fmt(alone), best_cell, gap, speed))
+    dagger = (" Throughput: the student's batch-64 samples/s over the teacher's, both timed in turn in the student's "
+              "evaluation; † where some seeds timed the two in separate stages." if any("†" in x for x in lines) else "")
     return "\n".join([*lines, "", f"Macro-F1 (%) on the full test splits, from `{invocation}`; every row, the seeds and "
-                       "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results)."])
+                       "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results)."
+                       + dagger])
 
 
 def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:

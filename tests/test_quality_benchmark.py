@@ -165,6 +165,11 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     assert {"f1_macro", "accuracy", "f1_hate", "f1_offensive", "f1_neither", "confusion_matrix"} <= set(metrics)
     assert record["result"]["samples_per_second_b1"] > 0 and record["result"]["samples_per_second_b64"] > 0
     assert record["result"]["params"] > 0
+    # timed in turn with the teacher, in the same stage: the ratio is that of the rounds' own timings
+    beside = record["result"]["beside_teacher"]
+    assert beside["rounds"] == quality.TIMING_ROUNDS and beside["vs_teacher_b64"] > 0
+    assert beside["teacher_samples_per_second_b64"] > 0 and beside["vs_teacher_b1"] > 0
+    assert "beside_teacher" not in json.loads((results / "seed1" / "eval_teacher.json").read_text())["result"]
     kd = json.loads((results / "seed2" / "balanced" / "train_kd.json").read_text())
     assert kd["result"]["global_step"] == 2 and kd["variant"] == "balanced"
     cache = json.loads((results / "seed1" / "teacher_cache.json").read_text())
@@ -187,6 +192,8 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| 2 |" in line]
     assert len(rows) == 4 + 8 + 7  # baselines + teacher, 8 rows of default, 7 of balanced (no FFN)
     assert all("±" in row for row in rows)  # two seeds: mean ± std
+    kd_row = next(row for row in rows if row.startswith("| 3-layer student, Hinton KD | default |"))
+    assert re.search(r"\| \d+\.\d\d× \| \d+\.\d\d× \| \S", kd_row), kd_row  # b1 and b64 × teacher, no †
     assert "| row | variant | − alone | − KD c = 0 | − best TF-IDF | − teacher |" in report
     paired = report.split("Paired differences")[1].split("Variants against")[0]
     assert re.search(r"\| DDML: minilm3 \| default \| [+-]\d+\.\d+ ± \d+\.\d+ \(n=2\) \| [+-]\d+\.\d+ ± ", paired)
@@ -315,14 +322,28 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
     assert kd["default"] != kd["teacher-init"]
 
 
-def test_a_speed_ratio_needs_both_timings_made_with_the_same_threads():
-    def record(threads, f1=0.5):
-        return {"metrics": {"f1_macro": f1}, "torch_threads": threads}
+def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
+    def record(threads, b64, beside=None):
+        out = {"metrics": {"f1_macro": 0.5}, "torch_threads": threads, "samples_per_second_b64": b64,
+               "samples_per_second_b1": b64 / 4}
+        if beside is not None:
+            out["beside_teacher"] = {"rounds": 3, "vs_teacher_b64": beside, "vs_teacher_b1": beside + 1}
+        return out
 
-    collected = {"evals": {("teacher", None): {1: record(1), 2: record(2)},
-                           ("kd", "default"): {1: record(1), 2: record(2)},
-                           ("bam", "default"): {1: record(2), 2: record(2)}}}  # fmt: skip
-    same = quality._speed_ratio(collected, "kd", "default", {"mean": 300.0}, {"mean": 100.0})
-    assert same == "3.00×"
-    assert quality._speed_ratio(collected, "bam", "default", {"mean": 300.0}, {"mean": 100.0}) == "n/a (2 vs 1/2 threads)"
-    assert quality._speed_ratio(collected, "kd", "default", None, {"mean": 100.0}) == "-"
+    collected = {"evals": {("teacher", None): {1: record(1, 100.0), 2: record(2, 100.0)},
+                           ("kd", "default"): {1: record(1, 300.0), 2: record(2, 200.0)},
+                           ("bam", "default"): {1: record(2, 300.0), 2: record(2, 500.0, beside=1.9)},
+                           ("ffn", "default"): {1: record(2, 300.0, beside=2.0), 2: record(2, 9.0, beside=2.2)},
+                           ("alone", "default"): {1: record(2, 300.0)}}}  # fmt: skip
+    # separate timings, same threads: the ratio of each seed, then their mean; † says how they were timed
+    assert quality._speed_ratio(collected, "kd", "default") == "2.50×†"
+    assert quality._speed_ratio(collected, "kd", "default", batch=1) == "-"  # batch 1: beside the teacher only
+    assert quality._speed_ratio(collected, "teacher", None) == "1.00×"
+    # timed beside the teacher: that ratio, whatever the stages' own samples/s say
+    assert quality._speed_ratio(collected, "ffn", "default") == "2.10×"
+    assert quality._speed_ratio(collected, "ffn", "default", batch=1) == "3.10×"
+    # a seed whose separate timings used other threads is left out, and said why
+    assert quality._speed_ratios(collected, "bam", "default") == ({2: 1.9}, 1, "2 vs 1 threads")
+    assert quality._speed_ratio(collected, "bam", "default") == "1.90×"
+    assert quality._speed_ratio(collected, "alone", "default") == "n/a (2 vs 1 threads)"
+    assert quality._speed_ratio(collected, "ddml_wpbert", "default") == "-"
