@@ -18,8 +18,8 @@ again with the same settings):
 Every evaluation: accuracy, macro-F1, per-class F1 and the confusion matrix on the test split (the validation split of
 data without one), the parameters, and CPU inference samples/s at batch 1 and at batch 64 (from raw text, tokenisation
 included), a student's timed in turn with the teacher's (three rounds), so that its ratio to the teacher does not
-compare two moments of a shared machine. ``--report`` prints mean ± sample std over the seeds, the paired (same-seed) differences between methods
-and between variants, and the wall time of every stage.
+compare two moments of a shared machine. ``--report`` prints mean ± sample std over the seeds, the paired (same-seed)
+differences between methods and between variants, and the wall time of every stage.
 
 Usage (from the repository root):
 
@@ -114,10 +114,10 @@ SETTING_KEYS = {
     "ddml_learning_rates", "variants", "throughput", "max_train_samples", "max_eval_samples", "max_steps",
     "dataset_name", "title", "validation_size",
 }
-# settings that never change what a stage produces (left out of the fingerprints)
 # the student's evaluation times it and the teacher in turn, this many rounds (see SeedJob.beside_teacher); not in the
 # fingerprints: results timed the older way (one timing per stage) are kept and reported as such
 TIMING_ROUNDS = 3
+# settings that never change what a stage produces (left out of the fingerprints)
 NOT_IN_FINGERPRINT = ("save_steps", "logging_steps", "title", "seeds")
 
 # Extra transformers.TrainerCallback objects given to every trainer this script builds (for instance to stop a run
@@ -795,7 +795,6 @@ class SeedJob:
             order = ("student", "teacher") if i % 2 == 0 else ("teacher", "student")
             rounds.append({side: timers[side]() for side in order})
         out = {k: statistics.median(r["student"][k] for r in rounds) for k in rounds[0]["student"]}
-        out["torch_threads"] = rounds[0]["student"]["torch_threads"]
         summary: dict[str, float] = {"rounds": TIMING_ROUNDS}
         for b in (1, 64):
             key = f"samples_per_second_b{b}"

@@ -116,11 +116,9 @@ def main(kind: str, out: str, per_device_batch: int, cache: str | None = None) -
     seen = record_rows(trainer, trainer.train_dataset) if {"id", "input_ids"} <= set(columns) else None
     trainer.train()
     save_run(trainer, out, seen)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # before exit: gloo's threads must not outlive the group
-        dist.barrier()
-        dist.destroy_process_group()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # before exit: gloo's threads must not outlive the group
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
