@@ -28,6 +28,10 @@ def _load_quality():
 
 
 quality = _load_quality()
+# its parts (quality.py put benchmarks/ on sys.path)
+import _quality_report as report_module  # noqa: E402
+import _quality_settings as settings_module  # noqa: E402
+import _quality_stages as stages_module  # noqa: E402
 
 
 def real_data(test):
@@ -99,7 +103,7 @@ def test_student_init_is_a_variant_axis_that_keeps_the_older_fingerprints():
 def test_job_file_is_valid_and_names_the_five_datasets():
     config = quality.load_config(quality.DEFAULT_CONFIG)
     assert list(config["datasets"]) == ["davidson", "tweeteval_hate", "hasoc_en_a", "sst2", "tweeteval_emotion"]
-    davidson = quality.merged(config["defaults"], config["datasets"]["davidson"])
+    davidson = settings_module.merged(config["defaults"], config["datasets"]["davidson"])
     assert davidson["variants"]["class_weights"] == ["none", "balanced"]
     assert davidson["variants"]["bf16"] == ["off"] and davidson["teacher"]["learning_rate"] == 5e-5
 
@@ -167,7 +171,7 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     assert record["result"]["params"] > 0
     # timed in turn with the teacher, in the same stage: the ratio is that of the rounds' own timings
     beside = record["result"]["beside_teacher"]
-    assert beside["rounds"] == quality.TIMING_ROUNDS and beside["vs_teacher_b64"] > 0
+    assert beside["rounds"] == settings_module.TIMING_ROUNDS and beside["vs_teacher_b64"] > 0
     assert beside["teacher_samples_per_second_b64"] > 0 and beside["vs_teacher_b1"] > 0
     assert "beside_teacher" not in json.loads((results / "seed1" / "eval_teacher.json").read_text())["result"]
     kd = json.loads((results / "seed2" / "balanced" / "train_kd.json").read_text())
@@ -240,7 +244,7 @@ class StopAt:
 @real_data
 def test_stopped_stage_resumes_from_its_checkpoint_and_speed_variants_run(tmp_path, tiny_base, monkeypatch):
     stop = StopAt("teacher", 2)
-    monkeypatch.setattr(quality, "CALLBACKS", [stop.callback])
+    monkeypatch.setattr(stages_module, "CALLBACKS", [stop.callback])
     args = smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,ddml", "--class_weights", "none",
                       "--bf16", "off,on", "--group_by_length", "off,on")
     code, first = run(*args)
@@ -302,7 +306,7 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
     parsed = quality.build_parser().parse_args(args)
     key, title, spec, settings = quality.dataset_jobs(parsed, quality.load_config(quality.DEFAULT_CONFIG))[0]
     data = quality.load_data(key, title, spec, settings, None)
-    job = quality.SeedJob(data, 1, quality.variants_of(settings["variants"]), ["alone", "kd"], tmp_path / "runs",
+    job = stages_module.SeedJob(data, 1, quality.variants_of(settings["variants"]), ["alone", "kd"], tmp_path / "runs",
                           tmp_path / "results", {}, False, True)
     base_init, teacher_init = (job._student_model(v) for v in quality.variants_of(settings["variants"]))
     teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "runs" / "davidson" / "seed1" / "teacher")
@@ -317,8 +321,8 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
     kd = {v.name: job.student_key("kd", v) for v in quality.variants_of(settings["variants"])}
     alone = {v.name: job.student_key("alone", v) for v in quality.variants_of(settings["variants"])}
     job.teacher_key = "another teacher"
-    assert job.student_key("alone", quality.Variant(student_init="teacher")) != alone["teacher-init"]
-    assert job.student_key("alone", quality.Variant()) == alone["default"]
+    assert job.student_key("alone", settings_module.Variant(student_init="teacher")) != alone["teacher-init"]
+    assert job.student_key("alone", settings_module.Variant()) == alone["default"]
     assert kd["default"] != kd["teacher-init"]
 
 
@@ -336,14 +340,14 @@ def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
                            ("ffn", "default"): {1: record(2, 300.0, beside=2.0), 2: record(2, 9.0, beside=2.2)},
                            ("alone", "default"): {1: record(2, 300.0)}}}  # fmt: skip
     # separate timings, same threads: the ratio of each seed, then their mean; † says how they were timed
-    assert quality._speed_ratio(collected, "kd", "default") == "2.50×†"
-    assert quality._speed_ratio(collected, "kd", "default", batch=1) == "-"  # batch 1: beside the teacher only
-    assert quality._speed_ratio(collected, "teacher", None) == "1.00×"
+    assert report_module._speed_ratio(collected, "kd", "default") == "2.50×†"
+    assert report_module._speed_ratio(collected, "kd", "default", batch=1) == "-"  # batch 1: beside the teacher only
+    assert report_module._speed_ratio(collected, "teacher", None) == "1.00×"
     # timed beside the teacher: that ratio, whatever the stages' own samples/s say
-    assert quality._speed_ratio(collected, "ffn", "default") == "2.10×"
-    assert quality._speed_ratio(collected, "ffn", "default", batch=1) == "3.10×"
+    assert report_module._speed_ratio(collected, "ffn", "default") == "2.10×"
+    assert report_module._speed_ratio(collected, "ffn", "default", batch=1) == "3.10×"
     # a seed whose separate timings used other threads is left out, and said why
-    assert quality._speed_ratios(collected, "bam", "default") == ({2: 1.9}, 1, "2 vs 1 threads")
-    assert quality._speed_ratio(collected, "bam", "default") == "1.90×"
-    assert quality._speed_ratio(collected, "alone", "default") == "n/a (2 vs 1 threads)"
-    assert quality._speed_ratio(collected, "ddml_wpbert", "default") == "-"
+    assert report_module._speed_ratios(collected, "bam", "default") == ({2: 1.9}, 1, "2 vs 1 threads")
+    assert report_module._speed_ratio(collected, "bam", "default") == "1.90×"
+    assert report_module._speed_ratio(collected, "alone", "default") == "n/a (2 vs 1 threads)"
+    assert report_module._speed_ratio(collected, "ddml_wpbert", "default") == "-"
