@@ -374,7 +374,7 @@ class SeedJob:
         view = self.train_split.map(teacher_columns, batched=True, desc="Tokenizing for the teacher")
         start = time.perf_counter()
         cache = precompute_teacher_outputs(teacher, view, cache_dir, tokenizer=tok,
-                                           batch_size=self.s["eval_batch_size"])
+                                           batch_size=self.s["eval_batch_size"], show_progress=not self.quiet)
         seconds = time.perf_counter() - start
         info = {"examples": len(cache), "build_seconds": seconds, "samples_per_second": len(cache) / seconds}
         mark_complete(cache_dir, info)
@@ -529,7 +529,7 @@ class SeedJob:
         split = self.test_split
         tokenized = tokenize_for_models(split, {"": tok}, max_length=self.s["max_length"], desc="Tokenizing test")
         logits, seconds = predict_logits(model, tokenized, tokenizer=tok, batch_size=self.s["eval_batch_size"],
-                                         desc=f"Scoring {row}")
+                                         desc=f"Scoring {row}", show_progress=not self.quiet)
         metrics = classification_metrics(list(split["label"][:]), logits.argmax(-1),
                                          label_names=self.data.label_names, include_confusion=True)
         predict = forward_predictor(model, tok, self.s["max_length"])

@@ -179,10 +179,11 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    if args.quiet:
+    if args.quiet:  # the trainers' bars are off through TrainingArguments(disable_tqdm=True)
         import datasets
 
         datasets.disable_progress_bars()
+        transformers.logging.disable_progress_bar()
     bf16 = C.bf16_support()
     assumptions = config["assumptions"]
     invocation = "python benchmarks/quality.py " + shlex.join(argv)

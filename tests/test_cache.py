@@ -171,6 +171,17 @@ def test_cache_is_reused_and_rebuilt_when_teacher_or_data_change(tmp_path):
     torch.testing.assert_close(changed_data.tensors["logits"][1:], changed_teacher.tensors["logits"][1:])
 
 
+def test_progress_bar_can_be_hidden(tmp_path, capsys):
+    ds = with_ids(random_classification_dataset(n=6, seed=2))
+    teacher = tiny_classifier(0)
+    shown = precompute_teacher_outputs(teacher, ds)
+    assert "Teacher outputs" in capsys.readouterr().err
+    hidden = precompute_teacher_outputs(teacher, ds, show_progress=False)
+    assert capsys.readouterr().err == ""
+    torch.testing.assert_close(hidden.tensors["logits"], shown.tensors["logits"])
+    assert hidden.fingerprint == shown.fingerprint  # not a setting of the cache
+
+
 def test_stale_cache_with_another_teacher_is_refused(tmp_path):
     ds = with_ids(random_classification_dataset(n=8))
     cache = precompute_teacher_outputs(tiny_classifier(0), ds)

@@ -139,6 +139,21 @@ def test_predict_logits_and_throughput():
         predict_logits(model, data.remove_columns("input_ids"), tok)
 
 
+def test_predict_logits_progress_bar_can_be_hidden(capsys):
+    from conftest import random_classification_dataset, tiny_classifier
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    model, data = tiny_classifier(), random_classification_dataset(n=6)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, "[UNK]")),
+                                  pad_token="[PAD]", unk_token="[UNK]")  # fmt: skip
+    shown, _ = predict_logits(model, data, tok, batch_size=4, desc="Scoring tiny")
+    assert "Scoring tiny" in capsys.readouterr().err
+    hidden, _ = predict_logits(model, data, tok, batch_size=4, desc="Scoring tiny", show_progress=False)
+    assert "Scoring tiny" not in capsys.readouterr().err
+    np.testing.assert_allclose(hidden, shown)
+
+
 def test_find_saved_models_roles_and_ensembles(tmp_path):
     import json as _json
 

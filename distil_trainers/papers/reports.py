@@ -110,12 +110,14 @@ def predict_logits(
     data_collator=None,
     device: str | None = None,
     desc: str | None = None,
+    show_progress: bool = True,
 ) -> tuple[np.ndarray, float]:
     """Logits ``(N, num_labels)`` of ``model`` on a tokenised ``dataset`` (``input_ids``, ``attention_mask``, …),
     and the seconds the forward passes took (tokenisation excluded; collation and device copies included).
 
     The model runs in eval mode under ``torch.inference_mode`` in batches of ``batch_size`` padded by ``data_collator``
-    (default: :class:`~transformers.DataCollatorWithPadding` with ``tokenizer``)."""
+    (default: :class:`~transformers.DataCollatorWithPadding` with ``tokenizer``); a progress bar (``desc``) unless
+    ``show_progress=False``."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -139,7 +141,7 @@ def predict_logits(
     chunks = []
     start = time.perf_counter()
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc or "Predicting", leave=False):
+        for batch in tqdm(loader, desc=desc or "Predicting", leave=False, disable=not show_progress):
             batch = {k: v.to(device) for k, v in batch.items() if k in keep}
             chunks.append(model(**batch).logits.float().cpu())
     seconds = time.perf_counter() - start

@@ -743,6 +743,7 @@ def precompute_teacher_outputs(
     rebuild: bool = False,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    show_progress: bool = True,
 ) -> TeacherOutputs:
     """Run a classifier teacher once over ``dataset`` (or several, e.g. ``{"train": ..., "validation": ...}``) and
     return its logits keyed by the ``id`` column.
@@ -763,6 +764,7 @@ def precompute_teacher_outputs(
     holding them would ruin every run that reads it. Every example's content is hashed into the cache
     (:func:`content_groups`), for :meth:`TeacherOutputs.attach` to check that a dataset holds the examples the
     cache was built on; a reused cache takes the hashes of the datasets given now (same fingerprint, same tokens).
+    ``show_progress=False`` hides the progress bar.
     """
     parts = _as_dataset_list(dataset)
     if batch_size < 1:
@@ -776,7 +778,7 @@ def precompute_teacher_outputs(
     if tasks is not None:
         return _precompute_multitask(teacher, tasks, parts, ids_all, cache_dir, tokenizer=tokenizer,
                                      data_collator=data_collator, batch_size=batch_size, rebuild=rebuild,
-                                     device=device, dtype=dtype)
+                                     device=device, dtype=dtype, show_progress=show_progress)
     teacher_fp = model_fingerprint(teacher)
     fp = _fingerprint(teacher_fp, parts, {"kind": "logits", "dtype": str(dtype)})
     hashes = _dataset_content_hashes(parts)
@@ -787,7 +789,7 @@ def precompute_teacher_outputs(
         dev = torch.device(device) if device is not None else next(teacher.parameters()).device
         chunks: list[Tensor] = []
         total = sum(len(ds) for _, ds in parts)
-        with tqdm(total=total, desc="Teacher outputs", unit="ex") as bar:
+        with tqdm(total=total, desc="Teacher outputs", unit="ex", disable=not show_progress) as bar:
             for _, ds in parts:
                 prefix, columns = _teacher_columns(ds)
                 collator = _make_collator(tokenizer, data_collator, prefix)
@@ -841,6 +843,7 @@ def _precompute_multitask(
     rebuild: bool,
     device,
     dtype: torch.dtype,
+    show_progress: bool,
 ) -> TeacherOutputs:
     """:func:`precompute_teacher_outputs` for a multi-task teacher: single-task batches, per-task widths."""
     names = list(tasks)
@@ -858,7 +861,7 @@ def _precompute_multitask(
         logit_chunks: list[Tensor] = []
         task_chunks: list[Tensor] = []
         total = sum(len(ds) for _, ds in parts)
-        with tqdm(total=total, desc="Teacher outputs", unit="ex") as bar:
+        with tqdm(total=total, desc="Teacher outputs", unit="ex", disable=not show_progress) as bar:
             for (_, ds), row_tasks in zip(parts, part_tasks):
                 prefix, columns = _teacher_columns(ds)
                 columns = [c for c in columns if c != TASK_COLUMN]  # the task of a batch is set below
@@ -907,6 +910,7 @@ def precompute_topk_logprobs(
     batch_size: int = 8,
     rebuild: bool = False,
     device: str | torch.device | None = None,
+    show_progress: bool = True,
 ) -> TeacherOutputs:
     """Run a causal-LM teacher once and keep, for every completion token, the top-``k`` log-probabilities of the
     next-token distribution ``log_softmax(logits / temperature)``, their token ids and the log of the remaining mass
@@ -921,7 +925,8 @@ def precompute_topk_logprobs(
 
     Entries holding NaN or ``+inf`` (a teacher whose logits overflowed) are refused with one error naming the
     examples; ``-inf`` is a valid log-probability (a token the teacher rules out; the rest mass when ``k`` covers the
-    vocabulary). Examples are hashed as in :func:`precompute_teacher_outputs`."""
+    vocabulary). Examples are hashed as in :func:`precompute_teacher_outputs`; ``show_progress=False`` hides the
+    progress bar."""
     parts = _as_dataset_list(dataset)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
@@ -943,7 +948,7 @@ def precompute_topk_logprobs(
         per_example: list[tuple[Tensor, Tensor, Tensor]] = []
         vocab_size = None
         total = sum(len(ds) for _, ds in parts)
-        with tqdm(total=total, desc="Teacher top-k log-probs", unit="ex") as bar:
+        with tqdm(total=total, desc="Teacher top-k log-probs", unit="ex", disable=not show_progress) as bar:
             for _, ds in parts:
                 prefix, columns = _teacher_columns(ds)
                 has_labels = "labels" in ds.column_names
