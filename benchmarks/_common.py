@@ -251,6 +251,17 @@ def cpu_flags() -> set[str]:
     return flags
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`; None when neither says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def bf16_support() -> dict[str, Any]:
     """Whether bf16 autocast training makes sense on this machine's CPU, and why: ``supported`` is true when the CPU
     has native bf16 instructions (``avx512_bf16`` or ``amx_bf16``) and a bf16 autocast matmul runs; without them

@@ -125,6 +125,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     stale: list[str] = []
     commands: list[str] = []
     environments: list[dict] = []
+    machines: dict[int, dict] = {}  # the machine of each seed's first finished stage
     expected = 0
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
         for stage in job.stages():
@@ -138,6 +139,8 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                 commands.append(record["command"])
             if record.get("environment") and not environments:
                 environments.append(record["environment"])
+            if record.get("environment"):
+                machines.setdefault(job.seed, record["environment"])
             walls.setdefault(stage.name, {})[job.seed] = record["seconds"]
             result = record["result"]
             if stage.kind in ("baseline", "eval"):
@@ -154,7 +157,8 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                     for row in job.method_rows(stage.method):
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
     return {"evals": evals, "trains": trains, "walls": walls, "stale": stale, "commands": commands,
-            "environment": environments[0] if environments else None, "resumed": resumed, "expected": expected,
+            "environment": environments[0] if environments else None, "machines": machines, "resumed": resumed,
+            "expected": expected,
             "finished": sum(len(v) for v in walls.values())}
 
 
@@ -227,6 +231,22 @@ def _speed_ratio(collected: dict, row: str, variant: str | None, batch: int = 64
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return _stats({s: a[s] - b[s] for s in a if s in b})
+
+
+def _machine(env: dict) -> str:
+    known = env.get("cpu") or "CPU model not recorded"
+    native = (env.get("bf16") or {}).get("native_bf16_instructions") or []
+    return f"{known}, bf16 instructions: {', '.join(native) or 'none'}"
+
+
+def machines_line(machines: dict[int, dict]) -> str | None:
+    """A sentence naming each seed's machine when the seeds ran on different machines (their wall times then compare
+    machines as much as methods); None when they ran on one kind of machine."""
+    described = {seed: _machine(env) for seed, env in sorted(machines.items())}
+    if len(set(described.values())) < 2:
+        return None
+    return ("The seeds ran on different machines, so compare stage times within a seed: "
+            + "; ".join(f"seed {seed}: {text}" for seed, text in described.items()) + ".")
 
 
 def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: Path, assumptions: dict,
@@ -352,6 +372,9 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         lines += ["", f"Machine: {env.get('cpu_count')} cores, torch threads: {env.get('torch_threads')}; bf16 "
                   f"{'supported' if b.get('supported') else 'not supported'} (native: "
                   f"{', '.join(b.get('native_bf16_instructions') or []) or 'none'}); {versions}."]
+    differ = machines_line(collected["machines"])
+    if differ:
+        lines += ["", differ]
     if unrun:
         lines += ["", f"Not listed: {len(unrun)} row(s) of the variants "
                   f"{', '.join(dict.fromkeys(v for _, v in unrun))} with no finished seed."]

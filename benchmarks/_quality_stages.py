@@ -608,7 +608,7 @@ def environment() -> dict:
 
     return {
         "versions": C.versions(PACKAGES), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "bf16": C.bf16_support(),
+        "platform": platform.platform(), "cpu": C.cpu_model(), "bf16": C.bf16_support(),
     }
 
 

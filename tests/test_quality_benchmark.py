@@ -351,3 +351,18 @@ def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
     assert report_module._speed_ratio(collected, "bam", "default") == "1.90×"
     assert report_module._speed_ratio(collected, "alone", "default") == "n/a (2 vs 1 threads)"
     assert report_module._speed_ratio(collected, "ddml_wpbert", "default") == "-"
+
+
+def test_report_names_the_machines_when_seeds_ran_on_different_ones():
+    def env(cpu, native):
+        out = {"bf16": {"native_bf16_instructions": native}}
+        return {**out, "cpu": cpu} if cpu else out
+
+    same = {1: env("AMD EPYC", ["avx512_bf16"]), 2: env("AMD EPYC", ["avx512_bf16"])}
+    assert report_module.machines_line(same) is None
+    assert report_module.machines_line({1: env(None, [])}) is None
+    mixed = {2: env("AMD EPYC", ["avx512_bf16"]), 1: env(None, ["amx_bf16", "avx512_bf16"])}
+    assert report_module.machines_line(mixed) == (
+        "The seeds ran on different machines, so compare stage times within a seed: seed 1: CPU model not recorded, "
+        "bf16 instructions: amx_bf16, avx512_bf16; seed 2: AMD EPYC, bf16 instructions: avx512_bf16.")
+    assert quality.C.cpu_model() is None or quality.C.cpu_model().strip()
