@@ -55,6 +55,7 @@ The code: this file is the command line; ``_quality_settings.py`` reads the job 
 ``_quality_stages.py`` holds what every stage does (``SeedJob``) and runs them (``run_stages``); ``_quality_report.py``
 reads the finished stages into the plan, the report and the README's headline table.
 """
+
 from __future__ import annotations
 
 import argparse
