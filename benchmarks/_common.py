@@ -238,14 +238,18 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _cpuinfo() -> list[str]:
+    """The lines of ``/proc/cpuinfo`` (none where there is no such file)."""
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (``/proc/cpuinfo``; empty where there is no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
     flags: set[str] = set()
-    for line in text.splitlines():
+    for line in _cpuinfo():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
     return flags
@@ -253,12 +257,9 @@ def cpu_flags() -> set[str]:
 
 def cpu_model() -> str | None:
     """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`; None when neither says)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
+    for line in _cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() or None
     return platform.processor() or None
 
 

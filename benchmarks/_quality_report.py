@@ -124,7 +124,6 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     resumed: list[str] = []
     stale: list[str] = []
     commands: list[str] = []
-    environments: list[dict] = []
     machines: dict[int, dict] = {}  # the machine of each seed's first finished stage
     expected = 0
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
@@ -137,8 +136,6 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                 continue
             if record.get("command") and record["command"] not in commands:
                 commands.append(record["command"])
-            if record.get("environment") and not environments:
-                environments.append(record["environment"])
             if record.get("environment"):
                 machines.setdefault(job.seed, record["environment"])
             walls.setdefault(stage.name, {})[job.seed] = record["seconds"]
@@ -157,7 +154,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                     for row in job.method_rows(stage.method):
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
     return {"evals": evals, "trains": trains, "walls": walls, "stale": stale, "commands": commands,
-            "environment": environments[0] if environments else None, "machines": machines, "resumed": resumed,
+            "environment": next(iter(machines.values()), None), "machines": machines, "resumed": resumed,
             "expected": expected,
             "finished": sum(len(v) for v in walls.values())}
 
