@@ -396,8 +396,9 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 
 def headline_table(data: list, numbers: dict, invocation: str) -> str:
     """Per dataset with a finished teacher: macro-F1 (mean ± std over the seeds, n) of the teacher, the better TF-IDF
-    baseline, the 3-layer student alone and the best distilled student, with that student's gap to the teacher and
-    its batch-64 throughput against the teacher's (same threads)."""
+    baseline, the 3-layer student alone and the best distilled student (the best mean among the rows run on two seeds
+    or more, where the teacher was), with that student's gap to the teacher and its batch-64 throughput against the teacher's (same
+    threads)."""
     lines = ["| dataset | seeds | teacher (MiniLM-L6) | best TF-IDF | 3-layer student alone | best distilled student "
              "| − teacher | throughput × teacher |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     for d in data:
@@ -411,7 +412,11 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
         alone = rows.get("alone|default", {}).get("f1_macro")
         distilled = {k: v for k, v in rows.items() if v.get("f1_macro") and k.split("|")[0] not in (
             "teacher", "alone", "majority", "tfidf_lr", "tfidf_svm")}
-        best = max(distilled, key=lambda k: distilled[k]["f1_macro"]["mean"]) if distilled else None
+        # a row with a spread beats a single seed's luck: where the teacher ran on two seeds or more, the best among
+        # the rows run on two or more (all rows if none was)
+        spread = min(teacher["n"], 2)
+        complete = {k: v for k, v in distilled.items() if v["f1_macro"]["n"] >= spread} or distilled
+        best = max(complete, key=lambda k: complete[k]["f1_macro"]["mean"]) if complete else None
         best_cell = gap = speed = "-"
         if best:
             row, variant = best.split("|")
@@ -423,5 +428,6 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
     dagger = (" Throughput: the student's batch-64 samples/s over the teacher's, both timed in turn in the student's "
               "evaluation; † where some seeds timed the two in separate stages." if any("†" in x for x in lines) else "")
     return "\n".join([*lines, "", f"Macro-F1 (%) on the full test splits, from `{invocation}`; every row, the seeds and "
-                       "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results)."
+                       "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results). Best "
+                       "distilled student: the best mean among the rows run on two seeds or more, where the teacher was."
                        + dagger])
