@@ -1,5 +1,5 @@
 """The layout rules of docs/layout.md, checked on the source: the core library never imports the paper pipelines,
-and the recipes stay short scripts."""
+no two modules import each other, and the recipes stay short scripts."""
 
 import ast
 from pathlib import Path
@@ -12,11 +12,12 @@ PIPELINES = PACKAGE / "papers"
 RECIPE_MAX_LINES = 150
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in ``path``, relative imports resolved (any nesting level)."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path`` (a file under ``root``), relative imports resolved
+    (any nesting level)."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
     if path.name == "__init__.py":
-        package = ".".join(path.relative_to(ROOT).parts[:-1])
+        package = ".".join(path.relative_to(root).parts[:-1])
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -36,7 +37,7 @@ def core_files() -> list[Path]:
     return [p for p in PACKAGE.rglob("*.py") if PIPELINES not in p.parents]
 
 
-def test_the_resolver_sees_relative_imports_of_the_pipelines(tmp_path):
+def test_the_resolver_sees_relative_imports_of_the_pipelines():
     # a check that cannot fail would prove nothing: a relative import of the pipelines must be seen
     pipeline = PIPELINES / "workflow.py"
     assert any(name.startswith("distil_trainers.trainers") for _, name in imported_modules(pipeline))
@@ -56,3 +57,53 @@ def test_recipes_are_short_scripts(path):
         f"recipes/{path.name} has {lines} lines (at most {RECIPE_MAX_LINES}): a recipe is one method, parse -> "
         "model -> data -> trainer -> train -> save/push; multi-stage comparisons go to distil_trainers/papers/"
     )
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if path.name == "__init__.py" else parts)
+
+
+def import_cycles(files: list[Path], root: Path = ROOT) -> list[list[str]]:
+    """The groups of modules among ``files`` that reach each other through their imports (at any depth, imports
+    inside functions included); a package's ``__init__`` re-exporting its modules is left out."""
+    modules = {module_name(p, root): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        if path.name != "__init__.py":
+            for _, target in imported_modules(path, root):
+                while target and target not in modules:  # `from a.b import f` -> a.b
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    targets.add(target)
+        graph[name] = targets
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    reached = {name: reach(name) for name in graph}
+    groups = {frozenset(n for n in reached[name] if name in reached[n]) | {name} for name in graph if name in reached[name]}
+    return sorted(sorted(group) for group in groups)
+
+
+def test_the_cycle_finder_sees_modules_that_import_each_other(tmp_path):
+    package = tmp_path / "distil_trainers"
+    files = {"a.py": "def f():\n    from distil_trainers.b import g\n", "b.py": "from distil_trainers import c\n",
+             "c.py": "from .a import f\n", "d.py": "import distil_trainers.a\n"}  # fmt: skip
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    # a -> b (inside a function) -> c -> a (relative) is one cycle; d only imports a
+    assert import_cycles(sorted(package.glob("*.py")), root=tmp_path) == [
+        ["distil_trainers.a", "distil_trainers.b", "distil_trainers.c"]]
+
+
+def test_no_two_modules_import_each_other():
+    cycles = import_cycles(sorted(PACKAGE.rglob("*.py")))
+    assert not cycles, f"modules that import each other (move what they share into a module of their own): {cycles}"

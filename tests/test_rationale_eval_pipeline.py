@@ -17,7 +17,7 @@ from rationale_fixtures import CLASS_NAMES, rationale_dataset, tiny_llama, tiny_
 from trl import ModelConfig
 
 from distil_trainers.metrics import classification_metrics
-from distil_trainers.papers import rationale_evaluation, rationale_pipeline
+from distil_trainers.papers import rationale_evaluation, rationale_parts, rationale_pipeline
 from distil_trainers.papers.efficiency import EfficiencyRow
 from distil_trainers.trainers.rationale import RationaleSFTConfig, RationaleSFTTrainer
 
@@ -199,14 +199,14 @@ def test_the_teacher_is_timed_after_the_students_are_released(tmp_path, monkeypa
     )  # fmt: skip
     _fixed_answers(monkeypatch, [])
     loaded = []
-    load = rationale_pipeline.load_trained_student
+    load = rationale_parts.load_trained_student
 
     def recording(*a, **k):
         model, tokenizer = load(*a, **k)
         loaded.append(weakref.ref(model))
         return model, tokenizer
 
-    monkeypatch.setattr(rationale_pipeline, "load_trained_student", recording)
+    monkeypatch.setattr(rationale_parts, "load_trained_student", recording)
     measured = []
 
     def fake_measure(name, load, texts, *, load_args=(), load_kwargs=None, batch_size=1, **kwargs):

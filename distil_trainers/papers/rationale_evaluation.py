@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distil_trainers.cards import write_model_card
+from distil_trainers.papers import rationale_parts as parts
 from distil_trainers.papers.efficiency import (
     EfficiencyRow,
     measure,
@@ -252,9 +253,7 @@ def release_memory(*objects: Any) -> None:
 
 
 def _student_trainer(directory, script, model_args, eval_args, rows: Mapping[str, list]) -> RationaleSFTTrainer:
-    from distil_trainers.papers import rationale_pipeline as pipeline
-
-    model, tokenizer = pipeline.load_trained_student(Path(directory), script, model_args)
+    model, tokenizer = parts.load_trained_student(Path(directory), script, model_args)
     args = dataclasses.replace(eval_args)  # set up again in this process
     return RationaleSFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_dict(dict(rows)), processing_class=tokenizer
@@ -282,18 +281,6 @@ def load_student_for_timing(
     return predict, {"model": trainer.model}
 
 
-def _teacher_prompt(script, names: Sequence[str]):
-    """The prompt the teacher wrote its rationales with (the pipeline's own, when it builds one from the settings)."""
-    from distil_trainers.papers import rationale_pipeline as pipeline
-
-    build = getattr(pipeline, "teacher_prompt", None)
-    if callable(build):
-        return build(script, names)
-    from distil_trainers.teachers.rationales import default_prompt
-
-    return default_prompt(names)
-
-
 def _teacher_answers(backend, prompt, texts: Sequence[str], max_new_tokens: int, temperature: float = 0.0) -> list:
     messages = [prompt.to_messages(t) for t in texts]
     results = backend.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature)
@@ -306,10 +293,8 @@ def _teacher_answers(backend, prompt, texts: Sequence[str], max_new_tokens: int,
 def load_teacher_for_timing(script, names: Sequence[str], max_new_tokens: int):
     """``(predict, info)`` of the teacher for :func:`measure_in_fresh_process`: its answer (explanation + label) to
     the generation prompt; ``info`` gives its torch model (transformers backend) or its weight file (llama.cpp)."""
-    from distil_trainers.papers import rationale_pipeline as pipeline
-
-    backend = pipeline.build_teacher(script)
-    prompt = _teacher_prompt(script, names)
+    backend = parts.build_teacher(script)
+    prompt = parts.teacher_prompt(script, names)
 
     def predict(batch):
         return _teacher_answers(backend, prompt, batch, max_new_tokens, getattr(script, "teacher_temperature", 0.0))
@@ -435,7 +420,7 @@ def _time_students(results: ResultsFile, script, model_args, args, out, names, e
     sample = eval_set.select(range(min(script.efficiency_samples, len(eval_set))))
     texts = sample["text"][:]
     rows = sample.to_dict()
-    eval_args = _eval_args(args, out, _students_of(script, args)["student"], names)
+    eval_args = _eval_args(args, out, parts.student_runs(script, args)["student"], names)
     new_tokens = _generation_settings(script)["max_new_tokens"]
     jobs = [
         (LABEL_SCORING_ROW, "label", 1),
@@ -475,10 +460,8 @@ def _time_teacher(results: ResultsFile, script, names, eval_set, fresh: bool) ->
     new_tokens = _generation_settings(script)["max_new_tokens"]
     if script.teacher_backend == "openai":
         try:
-            from distil_trainers.papers import rationale_pipeline as pipeline
-
-            backend = pipeline.build_teacher(script)
-            prompt = _teacher_prompt(script, names)
+            backend = parts.build_teacher(script)
+            prompt = parts.teacher_prompt(script, names)
             row = served_row(
                 name,
                 lambda batch: _teacher_answers(
@@ -503,28 +486,20 @@ def _time_teacher(results: ResultsFile, script, names, eval_set, fresh: bool) ->
     results.put_row(row)
 
 
-def _students_of(script, args) -> dict[str, float]:
-    from distil_trainers.papers import rationale_pipeline as pipeline
-
-    return pipeline._students(script, args)
-
-
 def evaluate_run(script, args, model_args, out: Path, contexts: dict | None = None) -> dict:
     """The evaluate stage (see the module docstring): ``results.json`` part by part, ``results.md`` from whatever is
     there, a model card beside each student (its :class:`~distil_trainers.cards.CardContext` also put in
     ``contexts``). Returns the results."""
-    from distil_trainers.papers import rationale_pipeline as pipeline
-
     out = Path(out)
-    rationales = pipeline.load_rationales(script, out)
+    rationales = parts.load_rationales(script, out)
     eval_set = rationales["eval"]
     names = list(args.class_names or eval_set.features["label"].names)
-    students = _students_of(script, args)
+    students = parts.student_runs(script, args)
     first = bool(args.should_save)  # the process that writes the run's files (see workflow.main_process_only)
     for name in students:
         if not (out / name / "training_complete.json").exists():
             raise FileNotFoundError(f"{out / name} holds no finished student: run --stage train first.")
-    header = {**pipeline.posts_info(script, out), "eval_posts": len(eval_set)}
+    header = {**parts.posts_info(script, out), "eval_posts": len(eval_set)}
     expected = _part_fingerprints(script, args, out, students, names, eval_set)
     # (computed before any trainer exists: building arguments resets accelerate's state, which a live trainer uses)
     answer_keys = {name: _answers_key(script, args, out, name, alpha, names) for name, alpha in students.items()}
@@ -545,7 +520,7 @@ def evaluate_run(script, args, model_args, out: Path, contexts: dict | None = No
         for name, alpha in students.items():
             wanted = [name] + (["explanations"] if name == "student" and "explanations" in expected else [])
             eval_args = _eval_args(args, out, alpha, names)
-            model, tokenizer = pipeline.load_trained_student(out / name, script, model_args)
+            model, tokenizer = parts.load_trained_student(out / name, script, model_args)
             trainer = RationaleSFTTrainer(
                 model=model, args=eval_args, train_dataset=eval_set, processing_class=tokenizer
             )
@@ -569,14 +544,14 @@ def evaluate_run(script, args, model_args, out: Path, contexts: dict | None = No
     finally:
         final = results.results()
         if first:
-            table = pipeline.results_markdown(final)
+            table = parts.results_markdown(final)
             (out / "results.md").write_text(table + "\n")
             print(table)
     with main_process_only(args) as writer:
         if writer:
             splits = {"train": len(rationales["train"]), final["eval_split"]: len(eval_set)}
             for name, (facts, run_args) in cards.items():
-                context = pipeline.student_card(script, model_args, facts, run_args, name, final, splits, names)
+                context = parts.student_card(script, model_args, facts, run_args, name, final, splits, names)
                 write_model_card(context, out / name)
                 if contexts is not None:
                     contexts[name] = context
