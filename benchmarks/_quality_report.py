@@ -124,7 +124,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     resumed: list[str] = []
     stale: list[str] = []
     commands: list[str] = []
-    machines: dict[int, dict] = {}  # the machine of each seed's first finished stage
+    machines: dict[int, dict] = {}  # the machine of each seed (see seed_machine)
     expected = 0
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
         for stage in job.stages():
@@ -137,7 +137,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
             if record.get("command") and record["command"] not in commands:
                 commands.append(record["command"])
             if record.get("environment"):
-                machines.setdefault(job.seed, record["environment"])
+                machines[job.seed] = seed_machine(machines.get(job.seed), record["environment"])
             walls.setdefault(stage.name, {})[job.seed] = record["seconds"]
             result = record["result"]
             if stage.kind in ("baseline", "eval"):
@@ -234,6 +234,14 @@ def _machine(env: dict) -> str:
     known = env.get("cpu") or "CPU model not recorded"
     native = (env.get("bf16") or {}).get("native_bf16_instructions") or []
     return f"{known}, bf16 instructions: {', '.join(native) or 'none'}"
+
+
+def seed_machine(known: dict | None, env: dict) -> dict:
+    """The machine a seed is reported on, given the one ``known`` so far and the ``env`` of its next stage: its first
+    stage's, unless a later stage names the CPU model that the earlier ones did not record."""
+    if known is None or (env.get("cpu") and not known.get("cpu")):
+        return env
+    return known
 
 
 def machines_line(machines: dict[int, dict]) -> str | None:

@@ -366,6 +366,12 @@ def test_report_names_the_machines_when_seeds_ran_on_different_ones():
         "The seeds ran on different machines, so compare stage times within a seed: seed 1: CPU model not recorded, "
         "bf16 instructions: amx_bf16, avx512_bf16; seed 2: AMD EPYC, bf16 instructions: avx512_bf16.")
     assert quality.C.cpu_model() is None or quality.C.cpu_model().strip()
+    # a seed whose first stages ran before the CPU model was recorded is named by a later stage that has it
+    older, named, other = env(None, ["avx512_bf16"]), env("AMD EPYC", ["avx512_bf16"]), env("Intel Xeon", ["amx_bf16"])
+    known = None
+    for stage_env in (older, named, other):
+        known = report_module.seed_machine(known, stage_env)
+    assert known is named
 
 
 def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
