@@ -405,8 +405,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 def headline_table(data: list, numbers: dict, invocation: str) -> str:
     """Per dataset with a finished teacher: macro-F1 (mean ± std over the seeds, n) of the teacher, the better TF-IDF
     baseline, the 3-layer student alone and the best distilled student (the best mean among the rows run on two seeds
-    or more, where the teacher was), with that student's gap to the teacher and its batch-64 throughput against the teacher's (same
-    threads)."""
+    or more, where the teacher was), with that student's gap to the teacher and its batch-64 throughput against the
+    teacher's (same threads)."""
     lines = ["| dataset | seeds | teacher (MiniLM-L6) | best TF-IDF | 3-layer student alone | best distilled student "
              "| − teacher | throughput × teacher |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     for d in data:

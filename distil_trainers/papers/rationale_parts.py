@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, get_quantization_config
 
 from distil_trainers.cards import CardContext, card_context, dataset_info, hub_id_of, rows_to_card_metrics
-from distil_trainers.papers.efficiency import efficiency_table
+from distil_trainers.papers.efficiency import EfficiencyRow, efficiency_table
 from distil_trainers.trainers.rationale import RationaleSFTConfig
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -256,8 +256,6 @@ def results_markdown(results: dict, efficiency=None) -> str:
             "fraction of those posts where both give the same label (an answer without a label disagrees).",
         ]
     if efficiency is None:
-        from distil_trainers.papers.efficiency import EfficiencyRow
-
         efficiency = [EfficiencyRow.from_dict(row) for row in results.get("efficiency") or []]
     if efficiency:
         lines += ["", efficiency_table(efficiency)]
