@@ -404,7 +404,7 @@ def test_attach_checks_25k_shuffled_examples_and_finds_the_one_that_changed():
     g = torch.Generator().manual_seed(0)
     data = Dataset.from_dict({"id": [f"r{i}" for i in range(n)], "text": [f"example number {i}" for i in range(n)],
                               "input_ids": torch.randint(1, 99, (n, 64), generator=g).tolist()})
-    from distil_trainers.teachers.cache import _dataset_content_hashes
+    from distil_trainers.teachers.cache.fingerprints import _dataset_content_hashes
 
     cache = TeacherOutputs(ids=data["id"][:], kind="logits", tensors={"logits": torch.randn(n, 3, generator=g)},
                            content_hashes=_dataset_content_hashes([("train", data)]))

@@ -217,11 +217,13 @@ def test_length_normalisation_and_several_label_words(tok, llama):
     assert not torch.allclose(w_mean[:, 2], w_sum[:, 2])
     # a class's score is the log of its words' summed probabilities, then renormalised over the classes
     by_hand = torch.stack([w_mean[:, 0:2].logsumexp(-1), w_mean[:, 2:4].logsumexp(-1), w_mean[:, 4]], -1)
-    torch.testing.assert_close(mean.class_log_probs(TEXTS), torch.log_softmax(by_hand, -1), atol=1e-12, rtol=0)
+    # class_log_probs batches the texts by length, word_log_probs took them in one batch: the float32 forward passes
+    # differ by rounding (~1e-7 with two threads), far below what a wrong combination of the words would change
+    torch.testing.assert_close(mean.class_log_probs(TEXTS), torch.log_softmax(by_hand, -1), atol=1e-5, rtol=0)
     one_word = make_classifier(llama, tok, prompt=prompt, label_words={"hate": "hate", "offensive": "offensive",
                                                                        "neither": "neither"})
     expected = torch.log_softmax(w_mean[:, [0, 3, 4]], -1)
-    torch.testing.assert_close(one_word.class_log_probs(TEXTS), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(one_word.class_log_probs(TEXTS), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
