@@ -25,7 +25,7 @@ from distil_trainers.teachers.rationales import (
     default_prompt,
     generate_rationales,
 )
-from distil_trainers.teachers.rationales import backends as backends_module
+from distil_trainers.teachers.rationales.backends import transformers_backend as backends_module
 
 NAMES = ["hate", "offensive", "neither"]
 BINARY_CONFIG = RECIPES / "configs" / "rationale_binary_hate.yaml"

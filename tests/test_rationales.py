@@ -38,7 +38,7 @@ from distil_trainers.teachers.rationales import (
     parse_teacher_output,
     teacher_report,
 )
-from distil_trainers.teachers.rationales.backends import _packaged_file
+from distil_trainers.teachers.rationales.backends.base import _packaged_file
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["hate", "offensive", "neither"]

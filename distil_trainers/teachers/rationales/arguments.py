@@ -167,7 +167,7 @@ class TeacherArguments:
         if self.balance_binary not in BALANCE_BINARY:
             raise ValueError(f"balance_binary must be one of {BALANCE_BINARY}, got {self.balance_binary!r}.")
         self.teacher_sampling = self._mapping("teacher_sampling")
-        from .backends import _RESERVED_BODY
+        from .backends.endpoint_backend import _RESERVED_BODY
 
         reserved = sorted(_RESERVED_BODY & set(self.teacher_sampling or {}))
         if reserved:
