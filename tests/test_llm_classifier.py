@@ -452,7 +452,7 @@ def test_openai_echo_mode_equals_the_local_backend(tok, llama):
 
 
 def test_echoed_tokens_are_read_back_from_the_end():
-    from distil_trainers.teachers.llm_backends import _echoed_continuation
+    from distil_trainers.teachers.llm_backends.openai_backend import _echoed_continuation
 
     # "Label:" + " hateful" tokenised as ..., "Label", ":", " hate", "ful" and the generated token ","
     tokens = ["<s>", "Post", ":", " hi", "\n", "Label", ":", " hate", "ful", ","]
