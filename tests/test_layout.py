@@ -1,5 +1,5 @@
 """The layout rules of docs/layout.md, checked on the source: the core library never imports the paper pipelines,
-no two modules import each other, and the recipes stay short scripts."""
+no two modules import each other, the recipes stay short scripts and no library module outgrows one reading."""
 
 import ast
 from pathlib import Path
@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "distil_trainers"
 PIPELINES = PACKAGE / "papers"
 RECIPE_MAX_LINES = 150
+MODULE_MAX_LINES = 800
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
@@ -56,6 +57,15 @@ def test_recipes_are_short_scripts(path):
     assert lines <= RECIPE_MAX_LINES, (
         f"recipes/{path.name} has {lines} lines (at most {RECIPE_MAX_LINES}): a recipe is one method, parse -> "
         "model -> data -> trainer -> train -> save/push; multi-stage comparisons go to distil_trainers/papers/"
+    )
+
+
+def test_library_modules_are_split_by_concern_before_they_outgrow_one_reading():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MODULE_MAX_LINES}
+    assert not long, (
+        f"library modules over {MODULE_MAX_LINES} lines: {long}. Split one by concern into a package whose __init__ "
+        "re-exports its names (as distil_trainers.losses and distil_trainers.teachers.cache are)"
     )
 
 
