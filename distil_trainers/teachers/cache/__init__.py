@@ -53,9 +53,10 @@ Example::
 """
 
 from .build import precompute_teacher_outputs, precompute_topk_logprobs, resolve_teacher_outputs, topk_entries
-from .checks import check_finite_logits
+from .checks import BUILD_ADVICE, LOADED_ADVICE, SHOWN_IDS, TEACHER_FAULT_ADVICE, check_finite_logits
 from .fingerprints import (
     CONTENT_HASH_CHARS,
+    CONTENT_TEXT_COLUMNS,
     ID_COLUMN,
     content_groups,
     dataset_fingerprint,
@@ -71,6 +72,7 @@ from .outputs import (
     META_FILE,
     SUPPORTED_FORMAT_VERSIONS,
     TENSORS_FILE,
+    UNVERIFIABLE_FORMAT_VERSIONS,
     TeacherOutputs,
 )
 

@@ -19,7 +19,15 @@ The code is in one module per backend, beside their interface: :mod:`.base` (:cl
 :mod:`.endpoint_backend`.
 """
 
-from .base import GenerationResult, Messages, TeacherBackend, TeacherBackendError, packaged_smollm2_gguf
+from .base import (
+    SMOLLM2_FILE,
+    SMOLLM2_PACKAGE,
+    GenerationResult,
+    Messages,
+    TeacherBackend,
+    TeacherBackendError,
+    packaged_smollm2_gguf,
+)
 from .endpoint_backend import OpenAIEndpointBackend
 from .llamacpp_backend import LlamaCppBackend
 from .transformers_backend import (
