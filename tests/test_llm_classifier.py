@@ -19,6 +19,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from distil_trainers import AnnealingArguments, AnnealingTrainer
+from distil_trainers._sequences import common_prefix_length
 from distil_trainers.teachers import (
     ClassifierPrompt,
     LLMCalibration,
@@ -152,6 +153,15 @@ def make_classifier(model, tokenizer, **kwargs):
 
 
 # ---- prompts -------------------------------------------------------------------------------------------------------
+
+
+def test_common_prefix_length_counts_the_shared_leading_tokens():
+    # the scored tokens of a candidate start after this prefix (LLM backends, rationale views)
+    assert common_prefix_length([5, 6, 7], [5, 6, 8, 9]) == 2
+    assert common_prefix_length([5, 6], [5, 6, 7]) == 2
+    assert common_prefix_length([5, 6, 7], [5, 6]) == 2
+    assert common_prefix_length([4, 6], [5, 6]) == 0
+    assert common_prefix_length([], [1]) == 0
 
 
 def test_plain_prompt_text_is_exact(tok, llama):

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..._sequences import common_prefix_length
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,15 +103,6 @@ class _Plan:
     starts: list[int]
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class _TokenLevelBackend(LogprobBackend):
     """Shared tokenisation plan of the local backends (they see token ids)."""
 
@@ -126,7 +119,7 @@ class _TokenLevelBackend(LogprobBackend):
         fulls = [self.encode(prompt + c) for c in continuations]
         cuts = []
         for cont, full in zip(continuations, fulls):
-            n = _common_prefix(prompt_ids, full)
+            n = common_prefix_length(prompt_ids, full)
             if n >= len(full):
                 raise ValueError(f"The continuation {cont!r} adds no token after the prompt (empty label word?).")
             if n == 0:

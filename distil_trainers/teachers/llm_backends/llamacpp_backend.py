@@ -7,8 +7,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..._sequences import common_prefix_length
 from ..rationales.backends import TeacherBackendError
-from .base import _common_prefix, _TokenLevelBackend, render_chat_template
+from .base import _TokenLevelBackend, render_chat_template
 
 
 def _file_identity(path: str, chunk: int = 16 << 20) -> dict[str, Any]:
@@ -152,7 +153,7 @@ class LlamaCppLogprobBackend(_TokenLevelBackend):
             # alone, which llama.cpp computes with other kernels (slightly different numbers) than inside a batch
             llm.n_tokens = len(tokens)
             return cached[1]
-        done = min(_common_prefix(evaluated, tokens), len(tokens) - 1)
+        done = min(common_prefix_length(evaluated, tokens), len(tokens) - 1)
         llm.n_tokens = done
         ctx = getattr(llm, "_ctx", None)
         if self.fast_prefix and hasattr(llm, "_logits_all") and ctx is not None and hasattr(ctx, "get_logits"):

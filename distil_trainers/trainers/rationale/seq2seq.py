@@ -10,6 +10,7 @@ import datasets
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
+from ..._sequences import common_prefix_length
 from ...hub import HubMixin
 from ..citations import PIOT_CITATION, STEP_BY_STEP_CITATION
 from .common import _RationaleTrainerMixin
@@ -18,7 +19,6 @@ from .loss import LABEL_VIEW, RATIONALE_VIEW
 from .views import (
     VIEW_COLUMN,
     _class_names,
-    _common_prefix_length,
     _is_view_dataset,
     build_rationale_views,
     view_prompt,
@@ -107,7 +107,7 @@ class RationaleSeq2SeqTrainer(_RationaleTrainerMixin, HubMixin, Seq2SeqTrainer):
             ids = self._tok(text_target=targets[i])["input_ids"]
             if len(ids) <= limit:
                 continue
-            answer = _common_prefix_length(self._tok(text_target=targets[i][:cut])["input_ids"], ids)
+            answer = common_prefix_length(self._tok(text_target=targets[i][:cut])["input_ids"], ids)
             room = limit - (len(ids) - answer)
             if room >= 0:
                 labels[i] = ids[:room] + ids[answer:]

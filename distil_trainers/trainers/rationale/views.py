@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
+from ..._sequences import common_prefix_length
 from .config import RationaleArguments, RationaleSeq2SeqConfig, RationaleSFTConfig
 
 if TYPE_CHECKING:
@@ -218,15 +219,6 @@ def _view_row_ids(dataset: datasets.Dataset, what: str = "dataset") -> list[str]
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _common_prefix_length(ids: Sequence[int], other: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(ids, other):
-        if a != b:
-            break
-        length += 1
-    return length
-
-
 _WARNED: set[str] = set()
 
 
@@ -246,7 +238,7 @@ def _answer_start(example: dict[str, Any], tokenizer, ids: Sequence[int], answer
         head_ids = tokenizer.apply_chat_template(prompt + head, tokenize=True, return_dict=True)["input_ids"]
     else:
         head_ids = tokenizer(text=prompt + content[:cut])["input_ids"]
-    return _common_prefix_length(head_ids, ids)
+    return common_prefix_length(head_ids, ids)
 
 
 def _keep_start(ids: list[int], labels: list[int], max_length: int, answer: int | None):
@@ -304,7 +296,7 @@ def _view_tokens(
             ids = tokenizer(text=prompt + completion)["input_ids"]
         ids = list(ids)
         # the completion starts where the tokenised prompt and prompt + completion diverge
-        start = _common_prefix_length(prompt_ids, ids)
+        start = common_prefix_length(prompt_ids, ids)
         if start < len(prompt_ids) and "prefix" not in _WARNED:
             _WARNED.add("prefix")  # once: it likely applies to every row
             logger.warning(
