@@ -16,6 +16,12 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel  # noqa: E402
 
+# Every in-process test runs on one torch thread, whichever tests are selected and in whatever order: the tiny models
+# run faster so, and float32 reductions always sum in the same order (two threads can change a logit by ~5e-7). A test
+# that changes the count gets one thread back afterwards; subprocess tests set OMP_NUM_THREADS themselves.
+TEST_THREADS = 1
+torch.set_num_threads(TEST_THREADS)
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -43,6 +49,13 @@ def _isolated_hf_home(tmp_path_factory):
         os.environ.pop("HF_HOME", None)
     else:
         os.environ["HF_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(TEST_THREADS)
 
 
 def tiny_bert_config(num_labels: int = 3, layers: int = 2, vocab_size: int = 99, dropout: float = 0.0, **kwargs):

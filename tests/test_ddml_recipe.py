@@ -16,7 +16,6 @@ pytestmark = real_data_marks()
 
 
 def test_ddml_recipe_baselines_train_with_each_students_learning_rate(tmp_path, capsys):
-    torch.set_num_threads(1)
     recipe = load_script("distil_trainers.papers.ddml_pipeline")
     base = tiny_minilm_base(tmp_path / "base", layers=2, seed=0)
     students = {

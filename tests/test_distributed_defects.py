@@ -21,15 +21,6 @@ from distil_trainers.teachers.cache import model_fingerprint
 from distil_trainers.trainers.adversarial import AdversarialArguments, AdversarialTrainer
 from distil_trainers.trainers.objective import Objective
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---- 1. nn.DataParallel -------------------------------------------------------------------------------------------
 
 

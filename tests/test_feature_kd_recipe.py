@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import torch
 from conftest import load_script, real_data_marks, tiny_minilm_base
 
 from distil_trainers import AnnealingArguments
@@ -15,7 +14,6 @@ pytestmark = real_data_marks()
 
 
 def test_feature_kd_recipe_compares_methods_and_born_again_generations(tmp_path, capsys):
-    torch.set_num_threads(1)
     recipe = load_script("distil_trainers.papers.feature_kd_pipeline")
     base = tiny_minilm_base(tmp_path / "base", layers=6, max_position_embeddings=128, seed=0)
     recipe_args = recipe.RecipeArguments(

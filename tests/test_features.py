@@ -36,8 +36,6 @@ from distil_trainers.features import (
     uniform_matches,
 )
 
-torch.set_num_threads(1)
-
 
 def narrow_student(seed: int = 1, layers: int = 1, hidden: int = 16, **kwargs) -> BertForSequenceClassification:
     """A student narrower than the tiny teacher (hidden 32), so vector matches need a projection."""

@@ -18,14 +18,6 @@ from distil_trainers import AnnealingArguments, AnnealingTrainer, MutualLearning
 from distil_trainers.hub import HubPushError, push_saved_models, student_folder, student_repo_id
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     return FakeHub(tmp_path / "hub").install(monkeypatch)

@@ -40,14 +40,6 @@ def assert_no_training_args_on_disk_holds_the_token(folder: Path) -> list[Path]:
     return saved
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 COMMON = dict(report_to="none", use_cpu=True, save_strategy="steps", save_steps=1, disable_tqdm=True, logging_steps=1,
               push_to_hub=True, hub_token=SECRET, hub_always_push=True, num_train_epochs=1)  # fmt: skip
 

@@ -31,7 +31,6 @@ def run(argv: list[str]) -> dict:
 
 @pytest.mark.skipif(get_data_dir() is None, reason="no data directory")
 def test_a_student_learns_an_llms_labels_without_gold_labels(minilm_llm, minilm_student_base, tmp_path, capsys):
-    torch.set_num_threads(1)
     out = tmp_path / "run"
     argv = ["--dataset_name", "davidson", "--max_train_samples", "40", "--max_eval_samples", "24",
             "--calibration", "contextual+temperature", "--calibration_samples", "12",
@@ -79,7 +78,6 @@ def test_a_student_learns_an_llms_labels_without_gold_labels(minilm_llm, minilm_
 
 
 def test_a_users_csv_with_string_labels_and_gold_labels(minilm_llm, minilm_student_base, tmp_path):
-    torch.set_num_threads(1)
     texts = ["you people are vermin", "go back to your country", "what a lovely day", "the match was great fun",
              "I hate these animals", "nice photo of the lake", "they should all be deported", "coffee with friends"]
     labels = ["hate", "hate", "none", "none", "hate", "none", "hate", "none"]

@@ -28,15 +28,6 @@ WEIGHTS = dict(hard_weight=0.5, soft_weight=2.0, mutual_weight=3.0, temperature=
 LOSS_KEYS = ("loss", "loss_hard", "loss_soft", "loss_mutual")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on 2 shared cores: intra-op threads only add contention (about 10x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---- helpers -------------------------------------------------------------------------------------------------------
 
 

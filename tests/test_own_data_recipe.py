@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from conftest import load_script, real_data_marks, tiny_minilm_base
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -78,7 +77,6 @@ def data_flags(path: Path) -> list[str]:
 
 
 def test_annealing_on_a_users_csv_with_string_labels(my_csv, tiny_base, tmp_path, capsys, caplog):
-    torch.set_num_threads(1)
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="distil_trainers.data.loading"):
         result = run_recipe("annealing", [*data_flags(my_csv), "--teacher_base", tiny_base, "--teacher_epochs", "1",
@@ -105,7 +103,6 @@ def save_teacher(base: str, directory: Path, names: list[str]) -> str:
 
 
 def test_annealing_maps_the_data_to_a_fine_tuned_teachers_classes(my_csv, tiny_base, tmp_path, caplog):
-    torch.set_num_threads(1)
     teacher = save_teacher(tiny_base, tmp_path / "teacher_none_hate", ["none", "hate"])  # the other order
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="distil_trainers.data.labels"):
@@ -126,7 +123,6 @@ def test_annealing_maps_the_data_to_a_fine_tuned_teachers_classes(my_csv, tiny_b
 
 
 def test_ddml_on_a_users_csv_with_string_labels(my_csv, tiny_base, tmp_path):
-    torch.set_num_threads(1)
     students = {
         "small": {"base": tiny_base, "layers": [0]},
         "scratch": {"architecture": "distilbert", "tokenizer_from": tiny_base, "vocab_size": 400, "hidden_size": 32,
@@ -146,7 +142,6 @@ def test_ddml_on_a_users_csv_with_string_labels(my_csv, tiny_base, tmp_path):
 
 
 def test_feature_kd_on_a_folder_of_split_files(tiny_base, tmp_path):
-    torch.set_num_threads(1)
     posts = real_posts()
     folder = tmp_path / "my_folder"
     folder.mkdir()

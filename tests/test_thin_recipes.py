@@ -65,7 +65,6 @@ def tiny_base(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def teacher(tiny_base, tmp_path_factory) -> str:
     """recipes/finetune.py: the teacher the other recipes distil."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("teacher") / "run"
     returned = run("finetune", [*flags(out), "--model_name_or_path", tiny_base])
     return str(out), returned
@@ -78,7 +77,7 @@ def test_finetune_saves_a_classifier_and_its_test_metrics(teacher):
 
 
 def test_finetune_with_layers_is_the_no_distillation_baseline(tiny_base, tmp_path):
-    torch.set_num_threads(1)  # with the class-weighted cross-entropy (its math: tests/test_objective.py)
+    # with the class-weighted cross-entropy (its math: tests/test_objective.py)
     run("finetune", [*flags(tmp_path / "run"), "--model_name_or_path", tiny_base, "--layers", "0", "2", "4",
                      "--class_weights", "balanced"])
     check_saved(tmp_path / "run", layers=3)
@@ -86,7 +85,6 @@ def test_finetune_with_layers_is_the_no_distillation_baseline(tiny_base, tmp_pat
 
 
 def test_annealing_distils_a_student_cut_from_the_encoder(teacher, tiny_base, tmp_path):
-    torch.set_num_threads(1)
     metrics = run("annealing", [*flags(tmp_path / "run"), "--teacher_model", teacher[0], "--model_name_or_path",
                                 tiny_base, "--student_layers", "0", "2", "4", "--annealing", "jafari"])  # fmt: skip
     check_saved(tmp_path / "run", layers=3)
@@ -95,7 +93,6 @@ def test_annealing_distils_a_student_cut_from_the_encoder(teacher, tiny_base, tm
 
 
 def test_feature_kd_distils_with_the_default_feature_matches(teacher, tiny_base, tmp_path):
-    torch.set_num_threads(1)
     run("feature_kd", [*flags(tmp_path / "run"), "--teacher_model", teacher[0], "--model_name_or_path", tiny_base,
                        "--student_layers", "0", "2", "4", "--annealing", "mse"])  # fmt: skip
     check_saved(tmp_path / "run", layers=3)
@@ -106,7 +103,6 @@ def test_feature_kd_distils_with_the_default_feature_matches(teacher, tiny_base,
 
 
 def test_ddml_trains_students_with_their_own_tokenizers(teacher, tiny_base, tmp_path):
-    torch.set_num_threads(1)
     students = {
         "small": {"base": tiny_base, "layers": [0]},
         "scratch": {"architecture": "distilbert", "tokenizer_from": tiny_base, "vocab_size": 400, "hidden_size": 32,
@@ -137,7 +133,6 @@ def tiny_llm(tmp_path_factory) -> str:
 
 
 def test_llm_to_classifier_distils_the_llms_soft_labels(tiny_llm, tiny_base, tmp_path):
-    torch.set_num_threads(1)
     out = tmp_path / "run"
     argv = [*flags(out), "--teacher_backend", "transformers", "--teacher_model", tiny_llm, "--teacher_batch_size", "8",
             "--model_name_or_path", tiny_base, "--student_layers", "0", "1", "--calibration_samples", "8",
@@ -158,7 +153,6 @@ def test_llm_to_classifier_asks_a_rationale_student_its_own_label_prompt(tiny_ll
     from distil_trainers.trainers.rationale import RationaleSFTConfig
     from distil_trainers.trainers.rationale.views import label_view_classifier_prompt
 
-    torch.set_num_threads(1)
     teacher = tmp_path / "student"  # a causal LM folder with the label prompt a RationaleSFTTrainer saves
     shutil.copytree(tiny_llm, teacher)
     config = RationaleSFTConfig(output_dir=str(tmp_path / "x"), use_cpu=True, bf16=False)
@@ -191,7 +185,6 @@ def test_a_thin_recipe_is_short_and_says_how_to_launch_it(recipe):
 def test_ddml_push_sends_each_student_to_its_own_repository_with_its_card(teacher, tiny_base, tmp_path, monkeypatch):
     from hub_fixtures import FakeHub
 
-    torch.set_num_threads(1)
     hub = FakeHub(tmp_path / "hub").install(monkeypatch)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     students = {"small": {"base": tiny_base, "layers": [0]}, "other": {"base": tiny_base, "layers": [1, 2]}}

@@ -27,14 +27,6 @@ POSTS = [("i hate you all", "hate"), ("love this nice day", "none"), ("go away i
          ("you idiot go away", "hate"), ("the best day ever", "none")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_tokenizer(folder, words=WORDS) -> BertTokenizerFast:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
