@@ -107,6 +107,13 @@ def _params(count: int | None) -> str:
     return f"{count / 1e6:.2f}M" if count >= 100_000 else f"{count:,}"
 
 
+def stage_time(wall: float, cpu: float | None) -> str:
+    """A stage's wall time and, when its CPU time was recorded, the cores it kept busy (CPU time / wall time)."""
+    if cpu is None or wall <= 0:
+        return _duration(wall)
+    return f"{_duration(wall)}, {cpu / wall:.1f} cores"
+
+
 def _speed(value: float | None) -> str:
     if value is None:
         return "-"
@@ -121,6 +128,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     evals: dict[tuple[str, str | None], dict[int, dict]] = {}
     trains: dict[tuple[str, str | None], dict[int, float]] = {}
     walls: dict[str, dict[int, float]] = {}
+    cpus: dict[str, dict[int, float]] = {}  # the stage process's CPU seconds (all its threads), where recorded
     resumed: list[str] = []
     stale: list[str] = []
     commands: list[str] = []
@@ -139,6 +147,8 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
             if record.get("environment"):
                 machines[job.seed] = seed_machine(machines.get(job.seed), record["environment"])
             walls.setdefault(stage.name, {})[job.seed] = record["seconds"]
+            if record.get("cpu_seconds") is not None:
+                cpus.setdefault(stage.name, {})[job.seed] = record["cpu_seconds"]
             result = record["result"]
             if stage.kind in ("baseline", "eval"):
                 evals.setdefault((stage.row, stage.variant), {})[job.seed] = result
@@ -153,7 +163,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                 else:
                     for row in job.method_rows(stage.method):
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
-    return {"evals": evals, "trains": trains, "walls": walls, "stale": stale, "commands": commands,
+    return {"evals": evals, "trains": trains, "walls": walls, "cpus": cpus, "stale": stale, "commands": commands,
             "environment": next(iter(machines.values()), None), "machines": machines, "resumed": resumed,
             "expected": expected,
             "finished": sum(len(v) for v in walls.values())}
@@ -364,10 +374,14 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     # wall time of every stage
     walls = collected["walls"]
     if walls:
+        cpus = collected["cpus"]
         lines += ["", "Wall time of every stage (as it ran; a stage resumed from a checkpoint counts its last run "
-                  "only):", "", C.md_row("stage", *[f"seed {s}" for s in seeds]), "|---|" + "---|" * len(seeds)]
+                  "only), and where it was recorded the cores it kept busy: its CPU time over its wall time. A stage "
+                  "that was paused or shared the CPU with other work kept fewer busy than the same stage of another "
+                  "seed:", "", C.md_row("stage", *[f"seed {s}" for s in seeds]), "|---|" + "---|" * len(seeds)]
         for name, per_seed in walls.items():
-            lines.append(C.md_row(name, *[_duration(per_seed.get(s)) if s in per_seed else "-" for s in seeds]))
+            lines.append(C.md_row(name, *[stage_time(per_seed[s], cpus.get(name, {}).get(s)) if s in per_seed else "-"
+                                          for s in seeds]))
         totals = [sum(w.get(s, 0.0) for w in walls.values()) for s in seeds]
         lines.append(C.md_row("**all stages**", *[_duration(t) for t in totals]))
     env = collected["environment"]

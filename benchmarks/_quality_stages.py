@@ -578,7 +578,7 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             failed.add(stage.name)
             continue
         say(f"{head}: running")
-        started, load_start = time.time(), _load()
+        started, load_start, cpu_start = time.time(), _load(), time.process_time()
         try:
             result = stage.action()
         except Exception as error:  # reported, and the other stages go on
@@ -588,11 +588,12 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             say(f"{head}: FAILED ({type(error).__name__}: {error})\n" + "\n".join("      " + x for x in lines[-8:]))
             events.append({"stage": stage.name, "status": "FAILED", "error": f"{type(error).__name__}: {error}"})
             continue
-        seconds = time.time() - started
+        seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_start
         gc.collect()  # the stage's models and trainer, before the next stage builds its own
         record = {
             "stage": stage.name, "kind": stage.kind, "row": stage.row, "method": stage.method,
             "variant": stage.variant, "fingerprint": stage.key, "status": "ok", "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "load_average": {"start": load_start, "end": _load()}, **context, "result": result,
         }

@@ -19,7 +19,8 @@ Every evaluation: accuracy, macro-F1, per-class F1 and the confusion matrix on t
 data without one), the parameters, and CPU inference samples/s at batch 1 and at batch 64 (from raw text, tokenisation
 included), a student's timed in turn with the teacher's (three rounds), so that its ratio to the teacher does not
 compare two moments of a shared machine. ``--report`` prints mean ± sample std over the seeds, the paired (same-seed)
-differences between methods and between variants, and the wall time of every stage.
+differences between methods and between variants, and the wall time of every stage with the cores it kept busy (CPU
+time over wall time: lower where a stage was paused or shared the machine).
 
 Usage (from the repository root):
 

@@ -165,6 +165,7 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
         assert (results / "seed1" / f"{name}.json").is_file() or (results / "seed2" / f"{name}.json").is_file()
     record = json.loads((results / "seed1" / "balanced" / "eval_ddml_wpbert.json").read_text())
     assert record["status"] == "ok" and record["seconds"] > 0 and record["command"].startswith("python benchmarks")
+    assert record["cpu_seconds"] > 0
     metrics = record["result"]["metrics"]
     assert {"f1_macro", "accuracy", "f1_hate", "f1_offensive", "f1_neither", "confusion_matrix"} <= set(metrics)
     assert record["result"]["samples_per_second_b1"] > 0 and record["result"]["samples_per_second_b64"] > 0
@@ -203,6 +204,7 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     assert re.search(r"\| DDML: minilm3 \| default \| [+-]\d+\.\d+ ± \d+\.\d+ \(n=2\) \| [+-]\d+\.\d+ ± ", paired)
     assert "Variants against `default`" in report and "| 3-layer student alone | balanced |" in report
     assert "Wall time of every stage" in report and "64 of 64 stages finished" in report
+    assert re.search(r"\| default/train_kd \| [^|]+, \d+\.\d cores \| [^|]+, \d+\.\d cores \|", report)
     written = results_md.read_text()
     assert written.count("## Full-data results") == 1 and "## Other\n\nkept" in written
     assert "--report --write-results" in written and "python benchmarks/quality.py --smoke" in written
@@ -324,6 +326,29 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
     assert job.student_key("alone", settings_module.Variant(student_init="teacher")) != alone["teacher-init"]
     assert job.student_key("alone", settings_module.Variant()) == alone["default"]
     assert kd["default"] != kd["teacher-init"]
+
+
+def test_a_stage_records_the_cpu_time_it_got_beside_its_wall_time(tmp_path):
+    import time
+
+    def sleep():  # a stage stopped or starved of CPU: wall time passes, CPU time does not
+        time.sleep(0.4)
+        return {}
+
+    def work():
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        return {}
+
+    stages = [stages_module.Stage(name, "baseline", "k", tmp_path / f"{name}.json", action)
+              for name, action in [("idle", sleep), ("busy", work)]]
+    stages_module.run_stages(stages, "t", {}, lambda line: None)
+    idle, busy = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("idle", "busy"))
+    assert idle["seconds"] >= 0.4 and idle["cpu_seconds"] < 0.1
+    assert busy["cpu_seconds"] >= 0.3
+    assert report_module.stage_time(600.0, 1140.0) == "10.0 min, 1.9 cores"
+    assert report_module.stage_time(600.0, None) == "10.0 min"  # a record made before CPU time was kept
 
 
 def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
