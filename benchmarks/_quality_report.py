@@ -9,7 +9,7 @@ from typing import Any
 
 import _common as C
 from _quality_settings import BASELINES, FIXED_ROWS, METHOD_TITLES, MINILM3, TIMING_ROUNDS, DatasetData, variants_of
-from _quality_stages import SeedJob, describe, seed_jobs, stage_record
+from _quality_stages import SeedJob, describe, finished_records, schedule, seed_jobs
 from paper_results import format_duration, shown
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -32,17 +32,23 @@ def plan_text(datasets_: list[DatasetData], methods: list[str], runs_dir: Path, 
         groups: dict[str, list] = {}
         done = count = 0
         seconds_all = seconds_left = 0.0
+        rebuilds = []
         for job in jobs:
-            for stage in job.stages():
+            stages = job.stages()
+            plan, records = schedule(stages, rebuild=True), finished_records(stages)
+            if plan.stale:
+                rebuilds.append(f"seed {job.seed}: {len(plan.rebuilt) + len(plan.stale)} finished stage(s) run again "
+                                f"with --rebuild ({', '.join(plan.rebuilt)}: folder gone)")
+            for stage in stages:
                 group, examples, seconds = stage.estimate
-                finished = stage_record(stage) is not None
+                finished = records[stage.name] is not None
                 entry = groups.setdefault(group, [0, examples, seconds, 0])
                 entry[0] += 1
                 entry[3] += int(finished)
                 count += 1
                 done += int(finished)
                 seconds_all += seconds
-                seconds_left += 0 if finished else seconds
+                seconds_left += seconds if stage.name in plan.run else 0
         lines += [f"## {data.key}: {data.title}", "", describe(data), "",
                   f"Seeds {', '.join(map(str, data.settings['seeds']))}; variants "
                   f"{', '.join(v.name for v in variants if v.name not in skipped)}"
@@ -55,7 +61,8 @@ def plan_text(datasets_: list[DatasetData], methods: list[str], runs_dir: Path, 
                                   format_duration(seconds * runs)))
         lines += ["", f"{count} stages ({done} done); estimated {format_duration(seconds_all)} "
                       f"({seconds_all / 3600:.1f} h) in all, {format_duration(seconds_left)} left, on an idle "
-                      "machine.", ""]
+                      "machine" + (" (counting the stages --rebuild runs again)." if rebuilds else "."), ""]
+        lines += [f"Folders gone: {'; '.join(rebuilds)}.", ""] if rebuilds else []
         total += seconds_all
         remaining += seconds_left
         stage_count += count
@@ -124,7 +131,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
             bf16_ok: bool) -> dict:
     """The finished stages of a dataset under the current settings: ``{(row, variant): {seed: eval result}}``, the
     training wall times, every stage's wall time, the commands that produced them, and the result files left out
-    because they were made with other settings."""
+    because they were made with other settings or from a teacher or cache made again since."""
     evals: dict[tuple[str, str | None], dict[int, dict]] = {}
     trains: dict[tuple[str, str | None], dict[int, float]] = {}
     walls: dict[str, dict[int, float]] = {}
@@ -135,9 +142,11 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     machines: dict[int, dict] = {}  # the machine of each seed (see seed_machine)
     expected = 0
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
-        for stage in job.stages():
+        stages = job.stages()
+        records = finished_records(stages)
+        for stage in stages:
             expected += 1
-            record = stage_record(stage)
+            record = records[stage.name]
             if record is None:
                 if stage.result.is_file():
                     stale.append(shown(stage.result))
@@ -407,8 +416,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         lines += ["", "Resumed from a checkpoint (their train time is the last run's): "
                   + ", ".join(collected["resumed"]) + "."]
     if collected["stale"]:
-        lines += ["", f"Left out (made with other settings; running again replaces them): {len(collected['stale'])} "
-                  f"result file(s), e.g. {collected['stale'][0]}."]
+        lines += ["", "Left out (made with other settings or from a teacher or cache made again since; running again "
+                  f"replaces them): {len(collected['stale'])} result file(s), e.g. {collected['stale'][0]}."]
     if collected["commands"]:
         lines += ["", "Produced by:", ""] + [f"    {c}" for c in collected["commands"]]
     numbers["commands"] = collected["commands"]

@@ -10,6 +10,7 @@ import platform
 import shutil
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,24 @@ def stage_record(stage: Stage) -> dict | None:
     if isinstance(data, dict) and data.get("fingerprint") == stage.key and data.get("status") == "ok":
         return data
     return None
+
+
+def finished_records(stages: list[Stage]) -> dict[str, dict | None]:
+    """The record of every finished stage, else None. A stage counts as finished when its result holds its fingerprint
+    and was made from the runs of the stages it reads that are on record now (``inputs``: their ``run_id``): a
+    teacher trained again makes its evaluation, cache and students unfinished, in whatever run they were made.
+    Records made before runs had an id match a need whose record has none either."""
+    records: dict[str, dict | None] = {}
+    for stage in stages:  # in order: a stage comes after the stages it reads
+        record = stage_record(stage)
+        if record is not None:
+            inputs = record.get("inputs") or {}
+            for name in stage.needs:
+                if name in records and (records[name] is None or inputs.get(name) != records[name].get("run_id")):
+                    record = None
+                    break
+        records[stage.name] = record
+    return records
 
 
 class SeedJob:
@@ -557,17 +576,76 @@ def _load() -> list[float] | None:
         return None
 
 
-def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str], None]) -> list[dict]:
-    """Run the stages in order: a stage whose result holds its fingerprint is skipped (a training stage also needs
-    its model folder when a later stage that reads it has not finished: it is trained again otherwise); a failing
-    stage is reported and the stages that need it are not run. Returns the events ``{stage, status, ...}``."""
-    done = {s.name: stage_record(s) is not None for s in stages}
+@dataclass
+class Schedule:
+    """Which stages of one seed run. ``rebuilt``: finished training or cache stages run again because a stage that
+    runs reads their folder and it is gone; ``stale``: other finished stages that read what a rebuilt stage makes
+    (directly or through another), so their results came from the model or cache it replaces."""
+
+    run: set[str]
+    rebuilt: list[str]
+    stale: list[str]
+    outdated: list[str]  # results of this fingerprint made from a run of a stage they read that is no longer on record
+
+
+def schedule(stages: list[Stage], rebuild: bool = False) -> Schedule:
+    """What :func:`run_stages` runs: every unfinished stage, every finished stage whose folder is gone while a stage
+    that runs reads it (up the chain: a cache rebuilt for a student needs the teacher's folder in turn), and with
+    ``rebuild`` the finished stages downstream of those, so that all of a seed's rows come from one teacher."""
+    by_name = {s.name: s for s in stages}
+    records = finished_records(stages)
+    run = {name for name, record in records.items() if record is None}
+    rebuilt: set[str] = set()
+    grown = True
+    while grown:
+        grown = False
+        for stage in stages:
+            if stage.name not in run:
+                continue
+            for name in stage.needs:
+                need = by_name.get(name)
+                if need is not None and name not in run and need.artifact is not None and not _artifact_ok(need):
+                    run.add(name)
+                    rebuilt.add(name)
+                    grown = True
+    affected = set(rebuilt)
+    for stage in stages:  # in order: a stage comes after the stages it reads
+        if any(name in affected for name in stage.needs):
+            affected.add(stage.name)
+    stale = [s.name for s in stages if s.name in affected and s.name not in run]
+    if rebuild:
+        run |= set(stale)
+    outdated = [s.name for s in stages if records[s.name] is None and stage_record(s) is not None]
+    return Schedule(run, [s.name for s in stages if s.name in rebuilt], stale, outdated)
+
+
+def stale_message(tag: str, stages: list[Stage], plan: Schedule) -> str:
+    """The error for a seed whose finished results would be left beside a model they were not made from."""
+    by_name = {s.name: s for s in stages}
+    gone = ", ".join(f"{shown(by_name[name].artifact)} ({name})" for name in plan.rebuilt)
+    listed = ", ".join(plan.stale[:4]) + (f" and {len(plan.stale) - 4} more" if len(plan.stale) > 4 else "")
+    return (f"{tag} the folder of a finished stage is gone and stages to run read it: {gone}. Making it again would "
+            f"leave {len(plan.stale)} finished stage(s) ({listed}) made from the model or cache it replaces. Run with "
+            "--rebuild to run those again too (the seed's rows then all come from the new one), or leave out the "
+            "methods that read it (--methods).")
+
+
+def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str], None],
+               rebuild: bool = False) -> list[dict]:
+    """Run the stages in order: a finished stage (its result holds its fingerprint) is skipped unless
+    :func:`schedule` says otherwise; a failing stage is reported and the stages that need it are not run. Raises
+    ``ValueError`` before running anything when finished results would go stale and ``rebuild`` is not set.
+    Returns the events ``{stage, status, ...}``."""
+    plan = schedule(stages, rebuild)
+    if plan.stale and not rebuild:
+        raise ValueError(stale_message(tag, stages, plan))
+    records = finished_records(stages)
+    made: set[str] = set()  # the stages run now: a folder made before from what they read is not reused or resumed
     events: list[dict] = []
     failed: set[str] = set()
     for index, stage in enumerate(stages, 1):
         head = f"{tag} [{index}/{len(stages)}] {stage.name}"
-        readers = [s for s in stages if stage.name in s.needs and not done[s.name]]
-        if done[stage.name] and (stage.artifact is None or not readers or _artifact_ok(stage)):
+        if stage.name not in plan.run:
             say(f"{head}: skipped (done: {shown(stage.result)})")
             events.append({"stage": stage.name, "status": "skipped"})
             continue
@@ -577,7 +655,13 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             events.append({"stage": stage.name, "status": "blocked"})
             failed.add(stage.name)
             continue
-        say(f"{head}: running")
+        again = plan.stale + plan.outdated
+        why = (f" again: {shown(stage.artifact)} is gone" if stage.name in plan.rebuilt
+               else " again: a model or cache it read was made again" if stage.name in again else "")
+        say(f"{head}: running{why}")
+        remade = [name for name in stage.needs if name in made]
+        if stage.artifact is not None and (stage.name in again or remade):  # not a folder made from what it replaces
+            shutil.rmtree(stage.artifact, ignore_errors=True)
         started, load_start, cpu_start = time.time(), _load(), time.process_time()
         try:
             result = stage.action()
@@ -596,9 +680,12 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             "cpu_seconds": cpu_seconds,
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "load_average": {"start": load_start, "end": _load()}, **context, "result": result,
+            "run_id": uuid.uuid4().hex,
+            "inputs": {name: (records.get(name) or {}).get("run_id") for name in stage.needs},
         }
         C.write_json_atomic(stage.result, record)
-        done[stage.name] = True
+        records[stage.name] = record
+        made.add(stage.name)
         say(f"{head}: ran in {format_duration(seconds)} ({shown(stage.result)})")
         events.append({"stage": stage.name, "status": "ran", "seconds": seconds})
     return events

@@ -50,7 +50,10 @@ the second...), so that a run stopped early leaves whole seeds.
 Resuming: run the same command again. A stage whose result file holds the fingerprint of the current settings is
 skipped; a training stage that was stopped resumes from its last Trainer checkpoint (every ``save_steps`` optimizer
 steps). Changing a setting changes the fingerprints of the stages that depend on it: those run again, and the report
-leaves their old results out. The settings are in ``benchmarks/quality.yaml``.
+leaves their old results out. The settings are in ``benchmarks/quality.yaml``. When the folder of a finished teacher
+or cache is gone (deleted to save disk) and a stage to run reads it, it is made again, and so is what it reads in turn;
+if finished stages were made from the one it replaces, the run stops before anything runs, naming them: ``--rebuild``
+runs them again too, so that all of a seed's rows come from one teacher.
 
 The code: this file is the command line; ``_quality_settings.py`` reads the job file, the datasets and the variants;
 ``_quality_stages.py`` holds what every stage does (``SeedJob``) and runs them (``run_stages``); ``_quality_report.py``
@@ -90,7 +93,7 @@ from _quality_settings import (  # noqa: E402
     load_data,
     variants_of,
 )
-from _quality_stages import describe, environment, run_stages, seed_jobs  # noqa: E402
+from _quality_stages import describe, environment, run_stages, schedule, seed_jobs, stale_message  # noqa: E402
 from paper_results import shown  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="Models, checkpoints, caches (default runs/quality).")
     p.add_argument("--results-dir", help="Stage results (default benchmarks/results/quality).")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's).")
+    p.add_argument("--rebuild", action="store_true", help="When the folder of a finished teacher or cache is gone "
+                   "and a stage to run reads it: make it again and run again the finished stages that read it.")
     p.add_argument("--plan", action="store_true", help="Print the stages and the estimated time; run nothing.")
     p.add_argument("--report", action="store_true", help="Print the tables from the results on disk; run nothing.")
     p.add_argument("--write-results", action="store_true", help="With --report: write the tables into the "
@@ -236,9 +241,15 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
             say(f"[{d.key}] variants {skipped} not run: this CPU has no bf16 support")
         jobs = seed_jobs(d, methods, runs_dir, results_dir, assumptions, bf16["supported"], args.quiet)
         work += [(index, d, job) for index, job in enumerate(jobs)]
+    # one error before anything runs when finished results would be left beside a model they were not made from
+    stale = [stale_message(f"[{d.key} seed {job.seed}]", stages, plan) for _, d, job in work
+             for stages in [job.stages()] for plan in [schedule(stages)] if plan.stale]
+    if stale and not args.rebuild:
+        print("error: " + "\n".join(stale), file=sys.stderr)
+        return 2
     # seed by seed: with several datasets, every dataset has its first seed before any has its second
     for _, d, job in sorted(work, key=lambda w: w[0]):
-        events = run_stages(job.stages(), f"[{d.key} seed {job.seed}]", context, say)
+        events = run_stages(job.stages(), f"[{d.key} seed {job.seed}]", context, say, rebuild=args.rebuild)
         failures += [f"{d.key} seed {job.seed} {e['stage']}" for e in events if e["status"] in ("FAILED", "blocked")]
     if failures:
         say(f"{len(failures)} stage(s) failed or not run: " + "; ".join(failures))

@@ -151,7 +151,7 @@ def test_plan_counts_the_stages_and_names_missing_data(tmp_path):
 
 
 @real_data
-def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
+def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     args = smoke_args(tmp_path, tiny_base, "--seeds", "1,2")
     code, first = run(*args)
     found = statuses(first)
@@ -223,6 +223,21 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base):
     assert row.startswith("| davidson | 2 | ") and f"{100 * numbers[best]['f1_macro']['mean']:.2f} ± " in row
     assert f"{100 * numbers['teacher|-']['f1_macro']['mean']:.2f} ± " in row and "×" in row
     assert run(*args, "--write-readme")[0] == 2  # only with --report
+
+    # the teacher's and the cache's folders deleted, then a student to run again: one error before anything runs
+    import shutil
+
+    capsys.readouterr()
+    for folder in ("teacher", "teacher_cache"):
+        shutil.rmtree(tmp_path / "runs" / "davidson" / "seed1" / folder)
+    (results / "seed1" / "default" / "train_bam.json").unlink()
+    code, printed = run(*args)
+    error = capsys.readouterr().err
+    assert code == 2 and "running" not in printed and "ran in" not in printed
+    assert "[davidson seed 1] the folder of a finished stage is gone" in error and "(train_teacher)" in error
+    assert "teacher_cache (teacher_cache)" in error and "--rebuild" in error and "seed 2" not in error
+    code, plan = run(*args, "--plan")
+    assert code == 0 and "Folders gone: seed 1: " in plan and "train_teacher, teacher_cache: folder gone" in plan
 
 
 class StopAt:
@@ -349,6 +364,83 @@ def test_a_stage_records_the_cpu_time_it_got_beside_its_wall_time(tmp_path):
     assert busy["cpu_seconds"] >= 0.3
     assert report_module.stage_time(600.0, 1140.0) == "10.0 min, 1.9 cores"
     assert report_module.stage_time(600.0, None) == "10.0 min"  # a record made before CPU time was kept
+
+
+def test_a_gone_folder_is_made_again_up_the_chain_and_never_leaves_stale_rows(tmp_path):
+    from distil_trainers.papers.workflow import COMPLETE_MARKER, STAGE_FILE
+
+    ran: list[str] = []
+
+    def stage(name, kind, needs=(), folder=True):
+        artifact = tmp_path / "runs" / name if folder else None
+
+        def action():
+            ran.append(name)
+            if artifact is not None:  # what a training stage leaves: its folder, marked finished with its key
+                assert not (artifact / COMPLETE_MARKER).exists(), f"{name}: a finished folder would be reused"
+                artifact.mkdir(parents=True, exist_ok=True)
+                (artifact / STAGE_FILE).write_text(json.dumps({"fingerprint": name}))
+                (artifact / COMPLETE_MARKER).write_text("{}")
+            return {}
+
+        return stages_module.Stage(name, kind, name, tmp_path / "results" / f"{name}.json", action, artifact=artifact,
+                                   needs=needs)
+
+    stages = [stage("teacher", "train"), stage("eval_teacher", "eval", ("teacher",), folder=False),
+              stage("cache", "cache", ("teacher",)), stage("kd", "train", ("cache",)),
+              stage("eval_kd", "eval", ("kd",), folder=False), stage("bam", "train", ("cache",))]
+    stages_module.run_stages(stages[:5], "t", {}, lambda line: None)
+    assert ran == ["teacher", "eval_teacher", "cache", "kd", "eval_kd"]
+    # every folder there: only the new student runs
+    assert stages_module.schedule(stages).run == {"bam"}
+    # the teacher's folder gone: nothing unfinished reads it, nothing runs
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "teacher")
+    assert stages_module.schedule(stages[:5]).run == set()
+    # the cache's folder gone too: BAM reads the cache, which reads the teacher; the finished evaluation and KD student
+    # were made from the teacher and cache that would replace them
+    shutil.rmtree(tmp_path / "runs" / "cache")
+    plan = stages_module.schedule(stages)
+    assert plan.run == {"teacher", "cache", "bam"} and plan.rebuilt == ["teacher", "cache"]
+    assert plan.stale == ["eval_teacher", "kd", "eval_kd"]
+    ran.clear()
+    with pytest.raises(ValueError, match=r"runs/teacher \(teacher\), .*runs/cache \(cache\).* 3 finished stage\(s\) "
+                                         r"\(eval_teacher, kd, eval_kd\).*--rebuild"):
+        stages_module.run_stages(stages, "t", {}, lambda line: None)
+    assert ran == []  # before anything ran
+    lines: list[str] = []
+    stages_module.run_stages(stages, "t", {}, lines.append, rebuild=True)
+    assert ran == ["teacher", "eval_teacher", "cache", "kd", "eval_kd", "bam"]  # the KD folder was cleared first
+    assert "t [1/6] teacher: running again: " in lines[0] and "is gone" in lines[0]
+    assert stages_module.schedule(stages).run == set()
+    record = json.loads((tmp_path / "results" / "kd.json").read_text())
+    cache = json.loads((tmp_path / "results" / "cache.json").read_text())
+    assert record["inputs"] == {"cache": cache["run_id"]} and len(cache["run_id"]) == 32
+
+    # made again by a run that did not list the KD student (another --methods) for a BAM student whose result was
+    # lost: its results are no longer finished, in the report as in the next run, which clears its folder before
+    # training it again; BAM's own folder, made from the old cache, is not reused either
+    shutil.rmtree(tmp_path / "runs" / "teacher")
+    shutil.rmtree(tmp_path / "runs" / "cache")
+    (tmp_path / "results" / "bam.json").unlink()
+    ran.clear()
+    selected = [s for s in stages if s.name not in ("kd", "eval_kd")]
+    stages_module.run_stages(selected, "t", {}, lambda line: None, rebuild=True)
+    assert ran == ["teacher", "eval_teacher", "cache", "bam"]
+    records = stages_module.finished_records(stages)
+    assert records["kd"] is None and records["eval_kd"] is None and records["bam"] is not None
+    plan = stages_module.schedule(stages)
+    assert plan.outdated == ["kd", "eval_kd"] and plan.run == {"kd", "eval_kd"} and not plan.stale
+    ran.clear()
+    stages_module.run_stages(stages, "t", {}, lambda line: None)
+    assert ran == ["kd", "eval_kd"]
+
+    # records made before runs had ids (no run_id, no inputs) still count as finished
+    for path in (tmp_path / "results").glob("*.json"):
+        legacy = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("run_id", "inputs")}
+        path.write_text(json.dumps(legacy))
+    assert all(r is not None for r in stages_module.finished_records(stages).values())
 
 
 def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
