@@ -35,10 +35,13 @@ def plan_text(datasets_: list[DatasetData], methods: list[str], runs_dir: Path, 
         rebuilds = []
         for job in jobs:
             stages = job.stages()
-            plan, records = schedule(stages, rebuild=True), finished_records(stages)
+            plan, records = schedule(stages, rebuild=True, every=job.every_stage()), finished_records(stages)
             if plan.stale:
-                rebuilds.append(f"seed {job.seed}: {len(plan.rebuilt) + len(plan.stale)} finished stage(s) run again "
-                                f"with --rebuild ({', '.join(plan.rebuilt)}: folder gone)")
+                again = [name for name in plan.stale if name in records]
+                rebuilds.append(f"seed {job.seed}: {len(plan.rebuilt) + len(again)} finished stage(s) run again with "
+                                f"--rebuild ({', '.join(plan.rebuilt)}: folder gone)" + (
+                                    f", {len(plan.stale) - len(again)} of other methods or variants left out"
+                                    if len(again) < len(plan.stale) else ""))
             for stage in stages:
                 group, examples, seconds = stage.estimate
                 finished = records[stage.name] is not None

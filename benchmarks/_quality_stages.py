@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -21,6 +22,7 @@ from _quality_settings import (
     BASELINES,
     FIXED_ROWS,
     LABEL_FREE,
+    METHODS,
     MINILM3,
     NOT_IN_FINGERPRINT,
     PACKAGES,
@@ -269,6 +271,16 @@ class SeedJob:
                         needs=(train_name,), row=row, method=method, variant=variant.name,
                         estimate=self._estimate_eval(f"evaluation: {row} [{variant.name}]", model)))
         return out
+
+    def every_stage(self) -> list[Stage]:
+        """The stages of this seed for every method and every variant, whichever a run lists: the results a teacher
+        or cache made again would leave behind can come from any of them."""
+        every = copy.copy(self)
+        every.methods = list(METHODS)
+        axes = {"class_weights": ["none", "balanced"], "bf16": ["off", "on"], "group_by_length": ["off", "on"],
+                "student_init": ["base", "teacher"]}
+        every.variants = [v for v in variants_of(axes) if self.bf16_ok or not v.bf16]
+        return every.stages()
 
     # ---- actions ---------------------------------------------------------------------------------------------------
 
@@ -588,10 +600,12 @@ class Schedule:
     outdated: list[str]  # results of this fingerprint made from a run of a stage they read that is no longer on record
 
 
-def schedule(stages: list[Stage], rebuild: bool = False) -> Schedule:
+def schedule(stages: list[Stage], rebuild: bool = False, every: list[Stage] | None = None) -> Schedule:
     """What :func:`run_stages` runs: every unfinished stage, every finished stage whose folder is gone while a stage
     that runs reads it (up the chain: a cache rebuilt for a student needs the teacher's folder in turn), and with
-    ``rebuild`` the finished stages downstream of those, so that all of a seed's rows come from one teacher."""
+    ``rebuild`` the finished stages downstream of those, so that all of a seed's rows come from one teacher.
+    ``every`` (:meth:`SeedJob.every_stage`): the seed's stages of every method and variant, among which ``stale``
+    is found; those of them that ``stages`` does not list are not run, and count as unfinished once it has."""
     by_name = {s.name: s for s in stages}
     records = finished_records(stages)
     run = {name for name, record in records.items() if record is None}
@@ -608,13 +622,15 @@ def schedule(stages: list[Stage], rebuild: bool = False) -> Schedule:
                     run.add(name)
                     rebuilt.add(name)
                     grown = True
+    every = stages if every is None else every
+    every_records = records if every is stages else finished_records(every)
     affected = set(rebuilt)
-    for stage in stages:  # in order: a stage comes after the stages it reads
+    for stage in every:  # in order: a stage comes after the stages it reads
         if any(name in affected for name in stage.needs):
             affected.add(stage.name)
-    stale = [s.name for s in stages if s.name in affected and s.name not in run]
+    stale = [s.name for s in every if s.name in affected and s.name not in run and every_records[s.name] is not None]
     if rebuild:
-        run |= set(stale)
+        run |= set(stale) & set(by_name)
     outdated = [s.name for s in stages if records[s.name] is None and stage_record(s) is not None]
     return Schedule(run, [s.name for s in stages if s.name in rebuilt], stale, outdated)
 
@@ -624,19 +640,22 @@ def stale_message(tag: str, stages: list[Stage], plan: Schedule) -> str:
     by_name = {s.name: s for s in stages}
     gone = ", ".join(f"{shown(by_name[name].artifact)} ({name})" for name in plan.rebuilt)
     listed = ", ".join(plan.stale[:4]) + (f" and {len(plan.stale) - 4} more" if len(plan.stale) > 4 else "")
+    unlisted = len([name for name in plan.stale if name not in by_name])
     return (f"{tag} the folder of a finished stage is gone and stages to run read it: {gone}. Making it again would "
             f"leave {len(plan.stale)} finished stage(s) ({listed}) made from the model or cache it replaces. Run with "
-            "--rebuild to run those again too (the seed's rows then all come from the new one), or leave out the "
-            "methods that read it (--methods).")
+            "--rebuild to run those again too (the seed's rows then all come from the new one"
+            + (f"; {unlisted} of them belong to methods or variants this run does not list: they are left out of the "
+               "report until a run that lists them makes them again" if unlisted else "")
+            + "), or leave out the methods that read it (--methods).")
 
 
 def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str], None],
-               rebuild: bool = False) -> list[dict]:
+               rebuild: bool = False, every: list[Stage] | None = None) -> list[dict]:
     """Run the stages in order: a finished stage (its result holds its fingerprint) is skipped unless
     :func:`schedule` says otherwise; a failing stage is reported and the stages that need it are not run. Raises
     ``ValueError`` before running anything when finished results would go stale and ``rebuild`` is not set.
     Returns the events ``{stage, status, ...}``."""
-    plan = schedule(stages, rebuild)
+    plan = schedule(stages, rebuild, every)
     if plan.stale and not rebuild:
         raise ValueError(stale_message(tag, stages, plan))
     records = finished_records(stages)

@@ -243,13 +243,14 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
         work += [(index, d, job) for index, job in enumerate(jobs)]
     # one error before anything runs when finished results would be left beside a model they were not made from
     stale = [stale_message(f"[{d.key} seed {job.seed}]", stages, plan) for _, d, job in work
-             for stages in [job.stages()] for plan in [schedule(stages)] if plan.stale]
+             for stages in [job.stages()] for plan in [schedule(stages, every=job.every_stage())] if plan.stale]
     if stale and not args.rebuild:
         print("error: " + "\n".join(stale), file=sys.stderr)
         return 2
     # seed by seed: with several datasets, every dataset has its first seed before any has its second
     for _, d, job in sorted(work, key=lambda w: w[0]):
-        events = run_stages(job.stages(), f"[{d.key} seed {job.seed}]", context, say, rebuild=args.rebuild)
+        events = run_stages(job.stages(), f"[{d.key} seed {job.seed}]", context, say, rebuild=args.rebuild,
+                            every=job.every_stage())
         failures += [f"{d.key} seed {job.seed} {e['stage']}" for e in events if e["status"] in ("FAILED", "blocked")]
     if failures:
         say(f"{len(failures)} stage(s) failed or not run: " + "; ".join(failures))

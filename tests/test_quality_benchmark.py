@@ -231,11 +231,13 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     for folder in ("teacher", "teacher_cache"):
         shutil.rmtree(tmp_path / "runs" / "davidson" / "seed1" / folder)
     (results / "seed1" / "default" / "train_bam.json").unlink()
-    code, printed = run(*args)
+    code, printed = run(*args, "--methods", "bam")  # the run that lists BAM alone names the other methods' results
     error = capsys.readouterr().err
     assert code == 2 and "running" not in printed and "ran in" not in printed
     assert "[davidson seed 1] the folder of a finished stage is gone" in error and "(train_teacher)" in error
     assert "teacher_cache (teacher_cache)" in error and "--rebuild" in error and "seed 2" not in error
+    assert re.search(r"leave 2\d finished stage\(s\) \(eval_teacher, default/train_kd, ", error), error
+    assert "of them belong to methods or variants this run does not list" in error, error
     code, plan = run(*args, "--plan")
     assert code == 0 and "Folders gone: seed 1: " in plan and "train_teacher, teacher_cache: folder gone" in plan
 
@@ -426,7 +428,12 @@ def test_a_gone_folder_is_made_again_up_the_chain_and_never_leaves_stale_rows(tm
     (tmp_path / "results" / "bam.json").unlink()
     ran.clear()
     selected = [s for s in stages if s.name not in ("kd", "eval_kd")]
-    stages_module.run_stages(selected, "t", {}, lambda line: None, rebuild=True)
+    plan = stages_module.schedule(selected, every=stages)  # the unlisted student is named among the stale results
+    assert plan.stale == ["eval_teacher", "kd", "eval_kd"] and plan.run == {"teacher", "cache", "bam"}
+    assert "3 finished stage(s)" in stages_module.stale_message("t", selected, plan)
+    assert "2 of them belong to methods or variants this run does not list" in stages_module.stale_message(
+        "t", selected, plan)
+    stages_module.run_stages(selected, "t", {}, lambda line: None, rebuild=True, every=stages)
     assert ran == ["teacher", "eval_teacher", "cache", "bam"]
     records = stages_module.finished_records(stages)
     assert records["kd"] is None and records["eval_kd"] is None and records["bam"] is not None
