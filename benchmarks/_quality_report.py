@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+from _quality_runner import finished_records, schedule
 from _quality_settings import BASELINES, FIXED_ROWS, METHOD_TITLES, MINILM3, TIMING_ROUNDS, DatasetData, variants_of
-from _quality_stages import SeedJob, describe, finished_records, schedule, seed_jobs
+from _quality_stages import SeedJob, describe, seed_jobs
 from paper_results import format_duration, shown
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -56,8 +56,9 @@ if finished stages were made from the one it replaces, the run stops before anyt
 runs them again too, so that all of a seed's rows come from one teacher.
 
 The code: this file is the command line; ``_quality_settings.py`` reads the job file, the datasets and the variants;
-``_quality_stages.py`` holds what every stage does (``SeedJob``) and runs them (``run_stages``); ``_quality_report.py``
-reads the finished stages into the plan, the report and the README's headline table.
+``_quality_stages.py`` holds what every stage does (``SeedJob``); ``_quality_runner.py`` decides which stages run and
+runs them (``schedule``, ``run_stages``); ``_quality_report.py`` reads the finished stages into the plan, the report
+and the README's headline table.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import _common as C  # noqa: E402
 from _quality_report import headline_table, plan_text, report_dataset  # noqa: E402
+from _quality_runner import run_stages, schedule, stale_message  # noqa: E402
 from _quality_settings import (  # noqa: E402
     DEFAULT_CONFIG,
     DEFAULT_RESULTS_DIR,
@@ -93,7 +95,7 @@ from _quality_settings import (  # noqa: E402
     load_data,
     variants_of,
 )
-from _quality_stages import describe, environment, run_stages, schedule, seed_jobs, stale_message  # noqa: E402
+from _quality_stages import describe, environment, seed_jobs  # noqa: E402
 from paper_results import shown  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def _load_quality():
 quality = _load_quality()
 # its parts (quality.py put benchmarks/ on sys.path)
 import _quality_report as report_module  # noqa: E402
+import _quality_runner as runner_module  # noqa: E402
 import _quality_settings as settings_module  # noqa: E402
 import _quality_stages as stages_module  # noqa: E402
 
@@ -358,9 +359,9 @@ def test_a_stage_records_the_cpu_time_it_got_beside_its_wall_time(tmp_path):
             pass
         return {}
 
-    stages = [stages_module.Stage(name, "baseline", "k", tmp_path / f"{name}.json", action)
+    stages = [runner_module.Stage(name, "baseline", "k", tmp_path / f"{name}.json", action)
               for name, action in [("idle", sleep), ("busy", work)]]
-    stages_module.run_stages(stages, "t", {}, lambda line: None)
+    runner_module.run_stages(stages, "t", {}, lambda line: None)
     idle, busy = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("idle", "busy"))
     assert idle["seconds"] >= 0.4 and idle["cpu_seconds"] < 0.1
     assert busy["cpu_seconds"] >= 0.3
@@ -385,37 +386,37 @@ def test_a_gone_folder_is_made_again_up_the_chain_and_never_leaves_stale_rows(tm
                 (artifact / COMPLETE_MARKER).write_text("{}")
             return {}
 
-        return stages_module.Stage(name, kind, name, tmp_path / "results" / f"{name}.json", action, artifact=artifact,
+        return runner_module.Stage(name, kind, name, tmp_path / "results" / f"{name}.json", action, artifact=artifact,
                                    needs=needs)
 
     stages = [stage("teacher", "train"), stage("eval_teacher", "eval", ("teacher",), folder=False),
               stage("cache", "cache", ("teacher",)), stage("kd", "train", ("cache",)),
               stage("eval_kd", "eval", ("kd",), folder=False), stage("bam", "train", ("cache",))]
-    stages_module.run_stages(stages[:5], "t", {}, lambda line: None)
+    runner_module.run_stages(stages[:5], "t", {}, lambda line: None)
     assert ran == ["teacher", "eval_teacher", "cache", "kd", "eval_kd"]
     # every folder there: only the new student runs
-    assert stages_module.schedule(stages).run == {"bam"}
+    assert runner_module.schedule(stages).run == {"bam"}
     # the teacher's folder gone: nothing unfinished reads it, nothing runs
     import shutil
 
     shutil.rmtree(tmp_path / "runs" / "teacher")
-    assert stages_module.schedule(stages[:5]).run == set()
+    assert runner_module.schedule(stages[:5]).run == set()
     # the cache's folder gone too: BAM reads the cache, which reads the teacher; the finished evaluation and KD student
     # were made from the teacher and cache that would replace them
     shutil.rmtree(tmp_path / "runs" / "cache")
-    plan = stages_module.schedule(stages)
+    plan = runner_module.schedule(stages)
     assert plan.run == {"teacher", "cache", "bam"} and plan.rebuilt == ["teacher", "cache"]
     assert plan.stale == ["eval_teacher", "kd", "eval_kd"]
     ran.clear()
     with pytest.raises(ValueError, match=r"runs/teacher \(teacher\), .*runs/cache \(cache\).* 3 finished stage\(s\) "
                                          r"\(eval_teacher, kd, eval_kd\).*--rebuild"):
-        stages_module.run_stages(stages, "t", {}, lambda line: None)
+        runner_module.run_stages(stages, "t", {}, lambda line: None)
     assert ran == []  # before anything ran
     lines: list[str] = []
-    stages_module.run_stages(stages, "t", {}, lines.append, rebuild=True)
+    runner_module.run_stages(stages, "t", {}, lines.append, rebuild=True)
     assert ran == ["teacher", "eval_teacher", "cache", "kd", "eval_kd", "bam"]  # the KD folder was cleared first
     assert "t [1/6] teacher: running again: " in lines[0] and "is gone" in lines[0]
-    assert stages_module.schedule(stages).run == set()
+    assert runner_module.schedule(stages).run == set()
     record = json.loads((tmp_path / "results" / "kd.json").read_text())
     cache = json.loads((tmp_path / "results" / "cache.json").read_text())
     assert record["inputs"] == {"cache": cache["run_id"]} and len(cache["run_id"]) == 32
@@ -428,26 +429,26 @@ def test_a_gone_folder_is_made_again_up_the_chain_and_never_leaves_stale_rows(tm
     (tmp_path / "results" / "bam.json").unlink()
     ran.clear()
     selected = [s for s in stages if s.name not in ("kd", "eval_kd")]
-    plan = stages_module.schedule(selected, every=stages)  # the unlisted student is named among the stale results
+    plan = runner_module.schedule(selected, every=stages)  # the unlisted student is named among the stale results
     assert plan.stale == ["eval_teacher", "kd", "eval_kd"] and plan.run == {"teacher", "cache", "bam"}
-    assert "3 finished stage(s)" in stages_module.stale_message("t", selected, plan)
-    assert "2 of them belong to methods or variants this run does not list" in stages_module.stale_message(
+    assert "3 finished stage(s)" in runner_module.stale_message("t", selected, plan)
+    assert "2 of them belong to methods or variants this run does not list" in runner_module.stale_message(
         "t", selected, plan)
-    stages_module.run_stages(selected, "t", {}, lambda line: None, rebuild=True, every=stages)
+    runner_module.run_stages(selected, "t", {}, lambda line: None, rebuild=True, every=stages)
     assert ran == ["teacher", "eval_teacher", "cache", "bam"]
-    records = stages_module.finished_records(stages)
+    records = runner_module.finished_records(stages)
     assert records["kd"] is None and records["eval_kd"] is None and records["bam"] is not None
-    plan = stages_module.schedule(stages)
+    plan = runner_module.schedule(stages)
     assert plan.outdated == ["kd", "eval_kd"] and plan.run == {"kd", "eval_kd"} and not plan.stale
     ran.clear()
-    stages_module.run_stages(stages, "t", {}, lambda line: None)
+    runner_module.run_stages(stages, "t", {}, lambda line: None)
     assert ran == ["kd", "eval_kd"]
 
     # records made before runs had ids (no run_id, no inputs) still count as finished
     for path in (tmp_path / "results").glob("*.json"):
         legacy = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("run_id", "inputs")}
         path.write_text(json.dumps(legacy))
-    assert all(r is not None for r in stages_module.finished_records(stages).values())
+    assert all(r is not None for r in runner_module.finished_records(stages).values())
 
 
 def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
