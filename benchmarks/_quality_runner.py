@@ -135,6 +135,24 @@ def stale_message(tag: str, stages: list[Stage], plan: Schedule) -> str:
             + "), or leave out the methods that read it (--methods).")
 
 
+def _inputs_file(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".inputs.json")
+
+
+def _prepare_folder(artifact: Path, inputs: dict[str, str | None]) -> None:
+    """Before a training or cache stage runs: its folder is kept (to resume from a checkpoint, or reused when it was
+    finished but not recorded) only when it was started from the same runs of what it reads, which
+    ``<folder>.inputs.json`` says while the stage has no record; a folder without one is from a run that had no ids,
+    kept while what it reads has none either. Otherwise the folder was made from a teacher or cache since made again,
+    and it is cleared."""
+    started = C.read_json(_inputs_file(artifact))
+    same = started.get("inputs") == inputs if isinstance(started, dict) else all(v is None for v in inputs.values())
+    if not same:
+        shutil.rmtree(artifact, ignore_errors=True)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    C.write_json_atomic(_inputs_file(artifact), {"inputs": inputs})
+
+
 def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str], None],
                rebuild: bool = False, every: list[Stage] | None = None) -> list[dict]:
     """Run the stages in order: a finished stage (its result holds its fingerprint) is skipped unless
@@ -145,7 +163,6 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
     if plan.stale and not rebuild:
         raise ValueError(stale_message(tag, stages, plan))
     records = finished_records(stages)
-    made: set[str] = set()  # the stages run now: a folder made before from what they read is not reused or resumed
     events: list[dict] = []
     failed: set[str] = set()
     for index, stage in enumerate(stages, 1):
@@ -160,13 +177,15 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             events.append({"stage": stage.name, "status": "blocked"})
             failed.add(stage.name)
             continue
-        again = plan.stale + plan.outdated
         why = (f" again: {shown(stage.artifact)} is gone" if stage.name in plan.rebuilt
-               else " again: a model or cache it read was made again" if stage.name in again else "")
+               else " again: a model or cache it read was made again" if stage.name in plan.stale + plan.outdated
+               else "")
         say(f"{head}: running{why}")
-        remade = [name for name in stage.needs if name in made]
-        if stage.artifact is not None and (stage.name in again or remade):  # not a folder made from what it replaces
-            shutil.rmtree(stage.artifact, ignore_errors=True)
+        inputs = {name: (records.get(name) or {}).get("run_id") for name in stage.needs}
+        if stage_record(stage) is not None:  # the record of the run this one replaces goes first, whatever happens
+            stage.result.unlink()
+        if stage.artifact is not None:
+            _prepare_folder(stage.artifact, inputs)
         started, load_start, cpu_start = time.time(), _load(), time.process_time()
         try:
             result = stage.action()
@@ -185,12 +204,12 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
             "cpu_seconds": cpu_seconds,
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "load_average": {"start": load_start, "end": _load()}, **context, "result": result,
-            "run_id": uuid.uuid4().hex,
-            "inputs": {name: (records.get(name) or {}).get("run_id") for name in stage.needs},
+            "run_id": uuid.uuid4().hex, "inputs": inputs,
         }
         C.write_json_atomic(stage.result, record)
         records[stage.name] = record
-        made.add(stage.name)
+        if stage.artifact is not None:
+            _inputs_file(stage.artifact).unlink(missing_ok=True)  # the record holds them now
         say(f"{head}: ran in {format_duration(seconds)} ({shown(stage.result)})")
         events.append({"stage": stage.name, "status": "ran", "seconds": seconds})
     return events

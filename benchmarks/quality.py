@@ -52,8 +52,9 @@ skipped; a training stage that was stopped resumes from its last Trainer checkpo
 steps). Changing a setting changes the fingerprints of the stages that depend on it: those run again, and the report
 leaves their old results out. The settings are in ``benchmarks/quality.yaml``. When the folder of a finished teacher
 or cache is gone (deleted to save disk) and a stage to run reads it, it is made again, and so is what it reads in turn;
-if finished stages were made from the one it replaces, the run stops before anything runs, naming them: ``--rebuild``
-runs them again too, so that all of a seed's rows come from one teacher.
+if finished stages (of any method or variant) were made from the one it replaces, the run stops before anything runs,
+naming them: ``--rebuild`` runs again those the run lists; the others are left out of the report until a run that lists
+them makes them again. No result or model folder made from a teacher or cache since made again is ever kept.
 
 The code: this file is the command line; ``_quality_settings.py`` reads the job file, the datasets and the variants;
 ``_quality_stages.py`` holds what every stage does (``SeedJob``); ``_quality_runner.py`` decides which stages run and
