@@ -141,8 +141,8 @@ def _inputs_file(artifact: Path) -> Path:
 
 def _prepare_folder(artifact: Path, inputs: dict[str, str | None]) -> None:
     """Before a training or cache stage runs: its folder is kept (to resume from a checkpoint, or reused when it was
-    finished but not recorded) only when it was started from the same runs of what it reads, which
-    ``<folder>.inputs.json`` says while the stage has no record; a folder without one is from a run that had no ids,
+    finished but its record is missing) only when it was started from the same runs of what it reads, which
+    ``<folder>.inputs.json`` says (written as the stage starts); a folder without one is from a run that had no ids,
     kept while what it reads has none either. Otherwise the folder was made from a teacher or cache since made again,
     and it is cleared."""
     started = C.read_json(_inputs_file(artifact))
@@ -208,8 +208,6 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
         }
         C.write_json_atomic(stage.result, record)
         records[stage.name] = record
-        if stage.artifact is not None:
-            _inputs_file(stage.artifact).unlink(missing_ok=True)  # the record holds them now
         say(f"{head}: ran in {format_duration(seconds)} ({shown(stage.result)})")
         events.append({"stage": stage.name, "status": "ran", "seconds": seconds})
     return events

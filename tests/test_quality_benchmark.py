@@ -520,6 +520,10 @@ def test_a_stage_stopped_while_made_again_resumes_and_never_revives_the_run_it_r
     assert chain.run()[:2] == [("teacher", "reused"), ("eval_teacher", "ran")]
     assert all(r is not None for r in runner_module.finished_records(stages).values())
 
+    # a finished student whose record was lost is reused from its folder, not trained again
+    (tmp_path / "results" / "kd.json").unlink()
+    assert chain.run() == [("kd", "reused"), ("eval_kd", "ran")]
+
 
 def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
     def record(threads, b64, beside=None):
