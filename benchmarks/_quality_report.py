@@ -36,7 +36,8 @@ def plan_text(datasets_: list[DatasetData], methods: list[str], runs_dir: Path, 
         rebuilds = []
         for job in jobs:
             stages = job.stages()
-            plan, records = schedule(stages, rebuild=True, every=job.every_stage()), finished_records(stages)
+            plan = schedule(stages, rebuild=True, every=job.every_stage())
+            records = plan.records
             if plan.stale:
                 again = [name for name in plan.stale if name in records]
                 rebuilds.append(f"seed {job.seed}: {len(plan.rebuilt) + len(again)} finished stage(s) run again with "

@@ -60,7 +60,6 @@ def finished_records(stages: list[Stage]) -> dict[str, dict | None]:
     return records
 
 
-
 def _artifact_ok(stage: Stage) -> bool:
     from distil_trainers.papers.workflow import is_complete
 
@@ -84,6 +83,7 @@ class Schedule:
     rebuilt: list[str]
     stale: list[str]
     outdated: list[str]  # results of this fingerprint made from a run of a stage they read that is no longer on record
+    records: dict[str, dict | None]  # finished_records(stages), read once
 
 
 def schedule(stages: list[Stage], rebuild: bool = False, every: list[Stage] | None = None) -> Schedule:
@@ -118,7 +118,7 @@ def schedule(stages: list[Stage], rebuild: bool = False, every: list[Stage] | No
     if rebuild:
         run |= set(stale) & set(by_name)
     outdated = [s.name for s in stages if records[s.name] is None and stage_record(s) is not None]
-    return Schedule(run, [s.name for s in stages if s.name in rebuilt], stale, outdated)
+    return Schedule(run, [s.name for s in stages if s.name in rebuilt], stale, outdated, records)
 
 
 def stale_message(tag: str, stages: list[Stage], plan: Schedule) -> str:
@@ -162,7 +162,7 @@ def run_stages(stages: list[Stage], tag: str, context: dict, say: Callable[[str]
     plan = schedule(stages, rebuild, every)
     if plan.stale and not rebuild:
         raise ValueError(stale_message(tag, stages, plan))
-    records = finished_records(stages)
+    records = dict(plan.records)  # updated as stages finish: the inputs of the stages after them
     events: list[dict] = []
     failed: set[str] = set()
     for index, stage in enumerate(stages, 1):
