@@ -9,7 +9,17 @@ from typing import Any
 
 import _common as C
 from _quality_runner import finished_records, schedule
-from _quality_settings import BASELINES, FIXED_ROWS, METHOD_TITLES, MINILM3, TIMING_ROUNDS, DatasetData, variants_of
+from _quality_settings import (
+    BASELINES,
+    FIXED_ROWS,
+    METHOD_TITLES,
+    MINILM3,
+    TEACHER,
+    TIMING_ROUNDS,
+    DatasetData,
+    Variant,
+    variants_of,
+)
 from _quality_stages import SeedJob, describe, seed_jobs
 from paper_results import format_duration, shown
 
@@ -254,6 +264,15 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return _stats({s: a[s] - b[s] for s in a if s in b})
 
 
+def weighted_teacher_variant(variant: str | None, variants: list[Variant]) -> str | None:
+    """The variant whose class-weighted teacher (the ``teacher`` method) has the class weights of ``variant``'s
+    students; None for a variant without class weights."""
+    found = next((v for v in variants if v.name == variant), None)
+    if found is None or found.class_weights == "none":
+        return None
+    return Variant(found.class_weights).name
+
+
 def _machine(env: dict) -> str:
     known = env.get("cpu") or "CPU model not recorded"
     native = (env.get("bf16") or {}).get("native_bf16_instructions") or []
@@ -337,22 +356,29 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 
     # paired differences (same seed), macro-F1 points
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
+    all_variants = variants_of(data.settings["variants"])
     lines += ["", "Paired differences in macro-F1 points (per seed, then mean ± std over the seeds that have both "
               "sides): each student against the student trained alone (same variant), DDML against single-teacher "
-              "KD (c = 0, same student), against the better TF-IDF baseline of the seed, and against the teacher.", "",
-              C.md_row("row", "variant", "− alone", "− KD c = 0", "− best TF-IDF", "− teacher"),
-              "|---|---|---|---|---|---|"]
+              "KD (c = 0, same student), against the better TF-IDF baseline of the seed, against the teacher (the "
+              "one every student distils, without class weights) and, in a variant with class weights, against the "
+              "teacher fine-tuned with the same weights.", "",
+              C.md_row("row", "variant", "− alone", "− KD c = 0", "− best TF-IDF", "− teacher",
+                       "− teacher, same class weights"),
+              "|---|---|---|---|---|---|---|"]
     for row, variant in [("teacher", None), *student_rows]:
         f1 = _per_seed(collected, row, variant)
-        alone = _per_seed(collected, "alone", variant) if row != "alone" and variant else {}
+        alone = _per_seed(collected, "alone", variant) if row not in ("alone", TEACHER) and variant else {}
         if row.startswith(("ddml_", "kd_c0_")) and not row.endswith(f"_{MINILM3}"):
             alone = {}  # the small own-vocabulary student has no "alone" run
         c0 = _per_seed(collected, "kd_c0_" + row[len("ddml_"):], variant) if row.startswith("ddml_") else {}
+        same = weighted_teacher_variant(variant, all_variants)
+        weighted = _per_seed(collected, TEACHER, same) if same and row != TEACHER else {}
         cells = {"alone": _paired(f1, alone), "kd_c0": _paired(f1, c0), "tfidf": _paired(f1, tfidf),
-                 "teacher": _paired(f1, teacher) if row != "teacher" else None}
+                 "teacher": _paired(f1, teacher) if (row, variant) != ("teacher", None) else None,
+                 "weighted_teacher": _paired(f1, weighted)}
         numbers["paired"][f"{row}|{variant or '-'}"] = cells
-        lines.append(C.md_row(_row_label(row, tb), variant or "-",
-                              *[_fmt(cells[k], sign=True) for k in ("alone", "kd_c0", "tfidf", "teacher")]))
+        lines.append(C.md_row(_row_label(row, tb), variant or "-", *[
+            _fmt(cells[k], sign=True) for k in ("alone", "kd_c0", "tfidf", "teacher", "weighted_teacher")]))
 
     # variants against the reference variant
     if len(variants) > 1:
@@ -362,15 +388,17 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         for row, variant in student_rows:
             if variant == reference:
                 continue
-            f1 = _paired(_per_seed(collected, row, variant), _per_seed(collected, row, reference))
-            mine, ref = collected["trains"].get((row, variant), {}), collected["trains"].get((row, reference), {})
+            # the class-weighted teacher against the teacher (no variant: trained once per seed, whatever the variants)
+            base = None if row == TEACHER else reference
+            f1 = _paired(_per_seed(collected, row, variant), _per_seed(collected, row, base))
+            mine, ref = collected["trains"].get((row, variant), {}), collected["trains"].get((row, base), {})
             ratio = _stats({s: mine[s] / ref[s] for s in mine if s in ref and ref[s]})
             numbers["variants"][f"{row}|{variant}"] = {"f1_macro": f1, "train_time_ratio": ratio}
             lines.append(C.md_row(_row_label(row, tb), variant, _fmt(f1, sign=True), _fmt(ratio, 1.0, unit="×")))
 
     # the goal of the issue, as measured
     students = {f"{row}|{v}": _stats(_per_seed(collected, row, v)) for row, v in student_rows
-                if row != "alone" and _per_seed(collected, row, v)}
+                if row not in ("alone", TEACHER) and _per_seed(collected, row, v)}
     best_tfidf_row = max(("tfidf_lr", "tfidf_svm"), key=lambda r: (_stats(_per_seed(collected, r, None)) or
                                                                   {"mean": -1})["mean"])
     tfidf_stats, teacher_stats = _stats(_per_seed(collected, best_tfidf_row, None)), _stats(teacher)
@@ -384,6 +412,12 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                   f"{100 * tfidf_stats['mean']:.2f} ({100 * (students[best]['mean'] - tfidf_stats['mean']):+.2f}) and "
                   f"the teacher {100 * teacher_stats['mean']:.2f} "
                   f"({100 * (students[best]['mean'] - teacher_stats['mean']):+.2f}){speed}."]
+        same = weighted_teacher_variant(variant, all_variants)
+        weighted = _stats(_per_seed(collected, TEACHER, same)) if same else None
+        if weighted:
+            lines[-1] = lines[-1][:-1] + (f"; the teacher fine-tuned with the same class weights "
+                                          f"{100 * weighted['mean']:.2f} "
+                                          f"({100 * (students[best]['mean'] - weighted['mean']):+.2f}).")
 
     # wall time of every stage
     walls = collected["walls"]
@@ -414,6 +448,10 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     skipped = [v.name for v in variants_of(data.settings["variants"]) if v.bf16 and not bf16["supported"]]
     if skipped:
         lines += ["", f"Variants not run: {', '.join(skipped)} (this CPU has no bf16 support)."]
+    if any(r == TEACHER and v for r, v in student_rows):
+        lines += ["", "The teacher in a variant with class weights is fine-tuned again with them, as that variant's "
+                  "reference: its students distil the teacher without them (the one cache of the seed), so that "
+                  "their rows differ from the variant without class weights in their own label term alone."]
     if "ffn" in methods and any(v.class_weights != "none" for v in variants_of(data.settings["variants"])):
         lines += ["", "The FFN student has no label term (logit MSE + feature KL): class weights change nothing, so "
                   "it runs only in the variants without them."]
@@ -426,6 +464,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     if collected["commands"]:
         lines += ["", "Produced by:", ""] + [f"    {c}" for c in collected["commands"]]
     numbers["commands"] = collected["commands"]
+    numbers["weighted_teachers"] = {v.name: weighted_teacher_variant(v.name, all_variants) for v in all_variants
+                                    if v.class_weights != "none"}
     numbers["finished"], numbers["expected"] = collected["finished"], collected["expected"]
     return "\n".join(lines) + "\n", numbers
 
@@ -437,6 +477,7 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
     teacher's (same threads)."""
     lines = ["| dataset | seeds | teacher (MiniLM-L6) | best TF-IDF | 3-layer student alone | best distilled student "
              "| − teacher | throughput × teacher |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+    notes = []
     for d in data:
         found = numbers.get(d.key, {})
         rows, paired = found.get("rows", {}), found.get("paired", {})
@@ -459,11 +500,18 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
             best_cell = f"{_fmt(distilled[best]['f1_macro'])}: {_row_label(row)} [{variant}]"
             gap = _fmt(paired.get(best, {}).get("teacher"), sign=True)
             speed = distilled[best].get("b64_vs_teacher") or "-"
+            same = found.get("weighted_teachers", {}).get(variant)
+            weighted = rows.get(f"{TEACHER}|{same}", {}).get("f1_macro")
+            if weighted:
+                notes.append(f"{d.key}: the best student is class-weighted; the teacher fine-tuned with the same "
+                             f"class weights scores {_fmt(weighted)}, and the student "
+                             f"{_fmt(paired[best].get('weighted_teacher'), sign=True)} against it (paired).")
         seeds = teacher["n"]
         lines.append(C.md_row(d.key, seeds, _fmt(teacher), _fmt(tfidf), _fmt(alone), best_cell, gap, speed))
     dagger = (" Throughput: the student's batch-64 samples/s over the teacher's, both timed in turn in the student's "
               "evaluation; † where some seeds timed the two in separate stages." if any("†" in x for x in lines) else "")
+    notes_text = "".join(f" {note}" for note in notes)
     return "\n".join([*lines, "", f"Macro-F1 (%) on the full test splits, from `{invocation}`; every row, the seeds and "
                        "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results). Best "
                        "distilled student: the best mean among the rows run on two seeds or more, where the teacher was."
-                       + dagger])
+                       + dagger + notes_text])

@@ -23,7 +23,11 @@ README_MD = ROOT / "README.md"
 README_START, README_END = "<!-- quality:start -->", "<!-- quality:end -->"
 PACKAGES = ["torch", "transformers", "accelerate", "datasets", "scikit-learn", "distil-trainers"]
 
-METHODS = ("alone", "kd", "bam", "ffn", "ddml", "kd_c0")
+METHODS = ("alone", "kd", "bam", "ffn", "ddml", "kd_c0", "teacher")
+# "teacher" among the methods: the teacher fine-tuned again with a variant's class weights, the reference row of that
+# variant's students (they all distil the unweighted teacher and its cache, so that the variants differ in their own
+# label term alone); it runs in the variants whose one change is class weights, after their students
+TEACHER = "teacher"
 # methods without a label term: class weights change nothing, so they run in the variants without class weights only
 LABEL_FREE = ("ffn",)
 BASELINES = {"majority": "majority", "tfidf_lr": "logreg", "tfidf_svm": "svm"}
@@ -40,6 +44,7 @@ METHOD_TITLES = {
     "ffn": "3-layer student, FFN feature KD",
     "ddml": "DDML",
     "kd_c0": "single-teacher KD (c = 0)",
+    "teacher": "teacher fine-tuned with the variant's class weights",
 }
 MINILM3 = "minilm3"  # the name of the 3-layer student among the DDML students
 SETTING_KEYS = {

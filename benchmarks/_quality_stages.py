@@ -23,6 +23,7 @@ from _quality_settings import (
     MINILM3,
     NOT_IN_FINGERPRINT,
     PACKAGES,
+    TEACHER,
     TIMING_ROUNDS,
     DatasetData,
     Variant,
@@ -133,11 +134,19 @@ class SeedJob:
         return [method]
 
     def student_variants(self, method: str) -> list[Variant]:
+        """The variants ``method`` runs in: a method without a label term only where there are no class weights, the
+        class-weighted teacher only where class weights are the one change (bf16, grouped batches and the student's
+        init never change the teacher)."""
         if method in LABEL_FREE:
             return [v for v in self.variants if v.class_weights == "none"]
+        if method == TEACHER:
+            return [v for v in self.variants if v.class_weights != "none" and v == Variant(v.class_weights)]
         return self.variants
 
     def student_key(self, method: str, variant: Variant) -> str:
+        if method == TEACHER:  # the unweighted teacher's settings and key, with the variant's class weights
+            return self.fingerprint("teacher", self.common, self.s["teacher"], self.teacher_bf16,
+                                    {"class_weights": variant.class_weights})
         upstream = self.teacher_key if method == "ffn" else None if method == "alone" else self.cache_key
         if variant.from_teacher:  # the student starts from the teacher's weights
             upstream = (upstream, self.teacher_key)
@@ -205,17 +214,24 @@ class SeedJob:
                 key = self.student_key(method, variant)
                 train_name = f"{variant.name}/train_{method}"
                 stage_dir = self.run_dir / variant.name / method
-                needs = () if method == "alone" else ("train_teacher",) if method == "ffn" else ("teacher_cache",)
+                needs = () if method in ("alone", TEACHER) else ("train_teacher",) if method == "ffn" else (
+                    "teacher_cache",)
                 if variant.from_teacher and "train_teacher" not in needs:
                     needs = (*needs, "train_teacher")  # cut from the teacher's folder
-                epochs = self.s["students"]["epochs"]
+                if method == TEACHER:
+                    estimate = self._estimate_train(f"teacher fine-tuning [{variant.name}]", "teacher",
+                                                    self.s["teacher"]["epochs"], self.teacher_bf16)
+                else:
+                    estimate = self._estimate_train(f"train {method} [{variant.name}]", method,
+                                                    self.s["students"]["epochs"], variant.bf16)
                 out.append(Stage(
                     train_name, "train", key, self.res_dir / variant.name / f"train_{method}.json",
                     lambda method=method, variant=variant: self.train_student(method, variant), artifact=stage_dir,
-                    needs=needs, method=method, variant=variant.name,
-                    estimate=self._estimate_train(f"train {method} [{variant.name}]", method, epochs, variant.bf16)))
+                    needs=needs, method=method, variant=variant.name, estimate=estimate))
                 for row in self.method_rows(method):
-                    if method in ("ddml", "kd_c0"):
+                    if method == TEACHER:
+                        student, model = None, "teacher"
+                    elif method in ("ddml", "kd_c0"):
                         student = row[len(method) + 1:]
                         model = "student" if student == MINILM3 else "wpbert"
                     else:
@@ -323,12 +339,16 @@ class SeedJob:
         return tokenize_for_models(self.train_split, {"": tokenizer}, max_length=self.s["max_length"],
                                    desc="Tokenizing train")
 
-    def train_teacher(self) -> dict:
+    def train_teacher(self, variant: Variant | None = None) -> dict:
+        """The teacher, fine-tuned from the base encoder on the labels; with a ``variant``, with its class weights (a
+        reference row in that variant's folder; the students distil the unweighted one)."""
         from transformers import AutoModelForSequenceClassification, TrainingArguments, set_seed
 
         from distil_trainers.data import MultiTokenizerCollator
 
-        stage_dir = self.run_dir / "teacher"
+        stage_dir = self.run_dir / "teacher" if variant is None else self.run_dir / variant.name / TEACHER
+        key = self.teacher_key if variant is None else self.student_key(TEACHER, variant)
+        weights = "none" if variant is None else variant.class_weights
         t = self.s["teacher"]
         args = self._training_args(TrainingArguments, stage_dir, epochs=t["epochs"], learning_rate=t["learning_rate"],
                                    bf16=self.teacher_bf16, grouped=False)
@@ -338,9 +358,10 @@ class SeedJob:
             model = AutoModelForSequenceClassification.from_pretrained(self.base, **self.label_kwargs)
             return _trainer_classes()["label"](
                 model=model, args=args, train_dataset=self._tokenized_train(self.tokenizer),
-                data_collator=MultiTokenizerCollator({"": self.tokenizer}), processing_class=self.tokenizer)
+                data_collator=MultiTokenizerCollator({"": self.tokenizer}), processing_class=self.tokenizer,
+                class_weights=weights)
 
-        return self._fit(stage_dir, self.teacher_key, args, build, tokenizer=self.tokenizer)
+        return self._fit(stage_dir, key, args, build, tokenizer=self.tokenizer)
 
     def build_cache(self) -> dict:
         from transformers import AutoModelForSequenceClassification
@@ -383,6 +404,8 @@ class SeedJob:
         from distil_trainers import AnnealingArguments, MutualLearningArguments
         from distil_trainers.data import MultiTokenizerCollator
 
+        if method == TEACHER:
+            return self.train_teacher(variant)
         stage_dir = self.run_dir / variant.name / method
         key = self.student_key(method, variant)
         st = self.s["students"]

@@ -13,7 +13,9 @@ again with the same settings):
   every student method, trained then evaluated: ``alone`` (the 3-layer student: layers 0, 2, 4 of the teacher's base
   encoder, or with ``--student_init teacher`` of the fine-tuned teacher, on the labels only), ``kd`` (Hinton KD), ``bam`` (teacher annealing), ``ffn`` (feature KD on the live teacher's hidden states),
   ``ddml`` (minilm3 + wpbert, a small DistilBERT with its own vocabulary, learning from the teacher and from each
-  other) and ``kd_c0`` (the same two students with c = 0: single-teacher KD).
+  other) and ``kd_c0`` (the same two students with c = 0: single-teacher KD); in a variant whose one change is class
+  weights, also ``teacher``: the teacher fine-tuned again with those weights, the reference of the variant's students
+  (they all distil the unweighted teacher, so that the variants differ in the students' label term alone).
 
 Every evaluation: accuracy, macro-F1, per-class F1 and the confusion matrix on the test split (the validation split of
 data without one), the parameters, and CPU inference samples/s at batch 1 and at batch 64 (from raw text, tokenisation
@@ -30,6 +32,7 @@ Usage (from the repository root):
     python benchmarks/quality.py --dataset_name my.csv --text_column text --label_column label
     python benchmarks/quality.py --datasets davidson --bf16 off,on --group_by_length off,on --methods alone,kd
     python benchmarks/quality.py --datasets sst2 --student_init base,teacher --methods alone,kd
+    python benchmarks/quality.py --datasets davidson --class_weights balanced --methods teacher   # weighted teacher
     python benchmarks/quality.py --report --datasets all      # the tables from the results on disk
     python benchmarks/quality.py --report --datasets all --write-results   # ... also into benchmarks/RESULTS.md
     python benchmarks/quality.py --smoke --datasets davidson  # every stage on a few dozen posts, in minutes
@@ -118,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None, help="Data directory of the registered datasets (default: "
                    "DISTIL_TRAINERS_DATA_DIR, else ../shared/data).")
     p.add_argument("--seeds", help="Comma-separated training seeds (default: the job file's, 1,2,3).")
-    p.add_argument("--methods", help=f"Comma-separated student methods among {','.join(METHODS)} (default: all).")
+    p.add_argument("--methods", help=f"Comma-separated methods among {','.join(METHODS)} (default: all; `teacher`: "
+                   "the teacher fine-tuned again with a variant's class weights).")
     p.add_argument("--class_weights", help="Variants: none,balanced (default: the job file's; Davidson: both).")
     p.add_argument("--bf16", help="Variants: off,on = train every student both with and without bf16 autocast.")
     p.add_argument("--group_by_length", help="Variants: off,on = with and without length-grouped batches.")

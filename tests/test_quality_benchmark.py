@@ -136,14 +136,34 @@ def test_plan_counts_the_stages_and_names_missing_data(tmp_path):
     code, text = run("--plan", "--datasets", "davidson,hasoc_en_a", "--results-dir", str(tmp_path))
     assert code == 0
     # davidson: 3 seeds x (3 baselines + teacher, its evaluation, the cache
-    #   + 2 variants x (6 methods trained + 8 rows evaluated) - the FFN student of the balanced variant (2 stages))
-    assert "96 stages (0 done)" in text and "19,827" in text and "variants default, balanced" in text
-    assert "60 stages (0 done)" in text  # hasoc_en_a: one variant, 20 stages per seed
-    assert "All datasets: 156 stages" in text and "Assumptions:" in text
+    #   + 2 variants x (6 methods trained + 8 rows evaluated) - the FFN student of the balanced variant (2 stages)
+    #   + the teacher fine-tuned with the balanced variant's class weights and its evaluation)
+    assert "102 stages (0 done)" in text and "19,827" in text and "variants default, balanced" in text
+    assert "teacher fine-tuning [balanced]" in text
+    assert "60 stages (0 done)" in text  # hasoc_en_a: one variant (no class weights, no second teacher), 20 per seed
+    assert "All datasets: 162 stages" in text and "Assumptions:" in text
     empty = tmp_path / "no_data"
     empty.mkdir()
     code, text = run("--plan", "--datasets", "sst2", "--data_dir", str(empty), "--results-dir", str(tmp_path))
     assert code == 0 and "## sst2: MISSING" in text
+
+
+@pytest.mark.parametrize("extra, stages", [
+    ([], 7),  # 3 baselines, the teacher and its evaluation (no cache: no student reads it), the weighted teacher x 2
+    (["--class_weights", "none"], 5),  # no variant with class weights
+    (["--student_init", "teacher"], 5),  # class weights, but not as the variant's one change
+    (["--class_weights", "balanced", "--bf16", "on"], 5),
+])
+def test_the_class_weighted_teacher_runs_where_class_weights_are_the_one_change(tmp_path, extra, stages):
+    from distil_trainers.data import get_data_dir
+
+    if get_data_dir() is None:
+        pytest.skip("no data directory")
+    code, text = run("--plan", "--datasets", "davidson", "--seeds", "1", "--methods", "teacher", *extra,
+                     "--results-dir", str(tmp_path))
+    assert code == 0, text
+    assert f"{stages} stages (0 done)" in text
+    assert ("teacher fine-tuning [balanced]" in text) == (stages == 7)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -159,8 +179,8 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert code == 0, first[-3000:]
     assert set(found) == {"ran in"}, found
     # per seed: 3 baselines, teacher, its evaluation, the cache; default: 6 methods + 8 evaluations; balanced: the
-    # same without the FFN student (no label term)
-    assert len(found["ran in"]) == 2 * (6 + 14 + 12)
+    # same without the FFN student (no label term), and the teacher fine-tuned with the class weights
+    assert len(found["ran in"]) == 2 * (6 + 14 + 12 + 2)
     results = tmp_path / "results" / "davidson"
     for name in found["ran in"]:
         assert (results / "seed1" / f"{name}.json").is_file() or (results / "seed2" / f"{name}.json").is_file()
@@ -180,10 +200,28 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert kd["result"]["global_step"] == 2 and kd["variant"] == "balanced"
     cache = json.loads((results / "seed1" / "teacher_cache.json").read_text())
     assert cache["result"]["examples"] == 48  # the smoke train split, once per seed
+    # the class-weighted teacher: the same seed, data and start as the teacher, so only its weights can tell them apart
+    import torch
+    from safetensors.torch import load_file
+
+    runs = tmp_path / "runs" / "davidson" / "seed1"
+    plain, weighted = (load_file(d / "model.safetensors") for d in (runs / "teacher", runs / "balanced" / "teacher"))
+    assert plain.keys() == weighted.keys()
+    assert any(not torch.equal(plain[k], weighted[k]) for k in plain), "the class weights changed nothing"
+    record = json.loads((results / "seed1" / "balanced" / "eval_teacher.json").read_text())
+    assert record["row"] == "teacher" and record["variant"] == "balanced" and "beside_teacher" not in record["result"]
 
     code, second = run(*args)
     assert code == 0 and set(statuses(second)) == {"skipped"}
     assert len(statuses(second)["skipped"]) == len(found["ran in"])
+
+    # two steps leave every model with the same predictions: give the class-weighted teacher scores of its own, so
+    # that the report's pairings can be told apart
+    for seed, score in ((1, 0.5), (2, 0.6)):
+        path = results / f"seed{seed}" / "balanced" / "eval_teacher.json"
+        record = json.loads(path.read_text())
+        record["result"]["metrics"]["f1_macro"] = score
+        path.write_text(json.dumps(record))
 
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Benchmark results\n\n## Other\n\nkept\n")
@@ -196,15 +234,36 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
                   "DDML: wpbert", "single-teacher KD (c = 0): minilm3", "single-teacher KD (c = 0): wpbert"]:
         assert f"| {label}" in table, label
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| 2 |" in line]
-    assert len(rows) == 4 + 8 + 7  # baselines + teacher, 8 rows of default, 7 of balanced (no FFN)
+    assert len(rows) == 4 + 8 + 8  # baselines + teacher, 8 rows of default, 8 of balanced (no FFN, the teacher)
+    assert sum(row.startswith("| teacher: ") and "| balanced | 2 |" in row for row in rows) == 1
     assert all("±" in row for row in rows)  # two seeds: mean ± std
     kd_row = next(row for row in rows if row.startswith("| 3-layer student, Hinton KD | default |"))
     assert re.search(r"\| \d+\.\d\d× \| \d+\.\d\d× \| \S", kd_row), kd_row  # b1 and b64 × teacher, no †
-    assert "| row | variant | − alone | − KD c = 0 | − best TF-IDF | − teacher |" in report
+    assert "| row | variant | − alone | − KD c = 0 | − best TF-IDF | − teacher | − teacher, same class weights |" in report
     paired = report.split("Paired differences")[1].split("Variants against")[0]
     assert re.search(r"\| DDML: minilm3 \| default \| [+-]\d+\.\d+ ± \d+\.\d+ \(n=2\) \| [+-]\d+\.\d+ ± ", paired)
+    # the class-weighted rows against the class-weighted teacher, the same seeds' difference computed here again
+    def f1(path: Path) -> float:
+        return json.loads(path.read_text())["result"]["metrics"]["f1_macro"]
+
+    def mean_std(diffs: list[float]) -> str:
+        return f"{sum(diffs) / 2:+.2f} ± {abs(diffs[0] - diffs[1]) / 2 ** 0.5:.2f} (n=2)"
+
+    kd, teacher, weighted = ([f1(results / f"seed{s}" / name) for s in (1, 2)] for name in (
+        "balanced/eval_kd.json", "eval_teacher.json", "balanced/eval_teacher.json"))
+    kd_line = next(line for line in paired.splitlines() if line.startswith("| 3-layer student, Hinton KD | balanced |"))
+    assert kd_line.endswith(f"| {mean_std([100 * (a - b) for a, b in zip(kd, teacher)])} "
+                            f"| {mean_std([100 * (a - b) for a, b in zip(kd, weighted)])} |"), kd_line
+    assert "| 3-layer student, Hinton KD | default |" in paired
+    default_kd = next(line for line in paired.splitlines() if line.startswith("| 3-layer student, Hinton KD | default |"))
+    assert default_kd.rstrip().endswith("| - |")  # no class weights: no second teacher to compare with
+
     assert "Variants against `default`" in report and "| 3-layer student alone | balanced |" in report
-    assert "Wall time of every stage" in report and "64 of 64 stages finished" in report
+    variants = report.split("Variants against")[1].split("Wall time")[0]
+    assert re.search(r"\| teacher: [^|]+ \| balanced \| " + re.escape(
+        mean_std([100 * (a - b) for a, b in zip(weighted, teacher)])) + r" \| \d", variants), variants
+    assert "fine-tuned again with them" in report
+    assert "Wall time of every stage" in report and "68 of 68 stages finished" in report
     assert re.search(r"\| default/train_kd \| [^|]+, \d+\.\d cores \| [^|]+, \d+\.\d cores \|", report)
     written = results_md.read_text()
     assert written.count("## Full-data results") == 1 and "## Other\n\nkept" in written
@@ -592,3 +651,26 @@ def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
     sst2 = next(line for line in table.splitlines() if line.startswith("| sst2 |"))
     assert "87.00: 3-layer student, Hinton KD [teacher-init]" in sst2
     assert "the rows run on two seeds or more" in table
+
+
+def test_headline_names_the_class_weighted_teacher_beside_a_class_weighted_best_student():
+    from types import SimpleNamespace
+
+    def stats(mean, n=2):
+        return {"f1_macro": {"mean": mean, "std": 0.01, "n": n}}
+
+    rows = {"teacher|-": stats(0.75), "tfidf_svm|-": stats(0.74), "alone|default": stats(0.73),
+            "kd|default": stats(0.745), "kd|balanced+teacher-init": stats(0.78), "teacher|balanced": stats(0.77)}
+    gap = {"mean": 0.01, "std": 0.002, "n": 2}
+    found = {"rows": rows, "paired": {"kd|balanced+teacher-init": {"teacher": {"mean": 0.03, "std": 0.01, "n": 2},
+                                                                  "weighted_teacher": gap}},
+             "weighted_teachers": {"balanced": "balanced", "balanced+teacher-init": "balanced"}}
+    table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
+    row = next(line for line in table.splitlines() if line.startswith("| davidson |"))
+    assert "78.00 ± 1.00 (n=2): 3-layer student, Hinton KD [balanced+teacher-init]" in row and "+3.00 ± 1.00" in row
+    assert ("davidson: the best student is class-weighted; the teacher fine-tuned with the same class weights scores "
+            "77.00 ± 1.00 (n=2), and the student +1.00 ± 0.20 (n=2) against it (paired).") in table
+    # without class weights on the best student, no such sentence
+    found["rows"]["kd|default"] = stats(0.79)
+    table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
+    assert "Hinton KD [default]" in table and "same class weights" not in table
