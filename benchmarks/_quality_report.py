@@ -303,9 +303,10 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     if data.error:
         return f"### {data.key}: MISSING\n\n{data.source} could not be read: {data.error}\n", {"error": data.error}
     collected = collect(data, methods, runs_dir, results_dir, assumptions, bf16["supported"])
-    variants = [v.name for v in variants_of(data.settings["variants"]) if bf16["supported"] or not v.bf16]
+    all_variants = variants_of(data.settings["variants"])
+    variants = [v.name for v in all_variants if bf16["supported"] or not v.bf16]
     reference = variants[0]
-    probe = SeedJob(data, data.settings["seeds"][0], variants_of(data.settings["variants"]), methods, runs_dir,
+    probe = SeedJob(data, data.settings["seeds"][0], all_variants, methods, runs_dir,
                     results_dir, assumptions, bf16["supported"], True)
     student_rows = [(row, v) for v in variants for m in methods
                     if v in [x.name for x in probe.student_variants(m)] for row in probe.method_rows(m)]
@@ -356,7 +357,6 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 
     # paired differences (same seed), macro-F1 points
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
-    all_variants = variants_of(data.settings["variants"])
     lines += ["", "Paired differences in macro-F1 points (per seed, then mean ± std over the seeds that have both "
               "sides): each student against the student trained alone (same variant), DDML against single-teacher "
               "KD (c = 0, same student), against the better TF-IDF baseline of the seed, against the teacher (the "
@@ -445,14 +445,14 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     if unrun:
         lines += ["", f"Not listed: {len(unrun)} row(s) of the variants "
                   f"{', '.join(dict.fromkeys(v for _, v in unrun))} with no finished seed."]
-    skipped = [v.name for v in variants_of(data.settings["variants"]) if v.bf16 and not bf16["supported"]]
+    skipped = [v.name for v in all_variants if v.bf16 and not bf16["supported"]]
     if skipped:
         lines += ["", f"Variants not run: {', '.join(skipped)} (this CPU has no bf16 support)."]
     if any(r == TEACHER and v for r, v in student_rows):
         lines += ["", "The teacher in a variant with class weights is fine-tuned again with them, as that variant's "
                   "reference: its students distil the teacher without them (the one cache of the seed), so that "
                   "their rows differ from the variant without class weights in their own label term alone."]
-    if "ffn" in methods and any(v.class_weights != "none" for v in variants_of(data.settings["variants"])):
+    if "ffn" in methods and any(v.class_weights != "none" for v in all_variants):
         lines += ["", "The FFN student has no label term (logit MSE + feature KL): class weights change nothing, so "
                   "it runs only in the variants without them."]
     if collected["resumed"]:
