@@ -1,0 +1,98 @@
+"""Tests of the full-data benchmark's report (benchmarks/_quality_report.py) on numbers made up here: which speed
+ratio a row reports, the machines line, and the README's headline table."""
+
+from __future__ import annotations
+
+from test_quality_benchmark import quality, report_module
+
+
+def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
+    def record(threads, b64, beside=None):
+        out = {"metrics": {"f1_macro": 0.5}, "torch_threads": threads, "samples_per_second_b64": b64,
+               "samples_per_second_b1": b64 / 4}
+        if beside is not None:
+            out["beside_teacher"] = {"rounds": 3, "vs_teacher_b64": beside, "vs_teacher_b1": beside + 1}
+        return out
+
+    collected = {"evals": {("teacher", None): {1: record(1, 100.0), 2: record(2, 100.0)},
+                           ("kd", "default"): {1: record(1, 300.0), 2: record(2, 200.0)},
+                           ("bam", "default"): {1: record(2, 300.0), 2: record(2, 500.0, beside=1.9)},
+                           ("ffn", "default"): {1: record(2, 300.0, beside=2.0), 2: record(2, 9.0, beside=2.2)},
+                           ("alone", "default"): {1: record(2, 300.0)}}}  # fmt: skip
+    # separate timings, same threads: the ratio of each seed, then their mean; † says how they were timed
+    assert report_module._speed_ratio(collected, "kd", "default") == "2.50×†"
+    assert report_module._speed_ratio(collected, "kd", "default", batch=1) == "-"  # batch 1: beside the teacher only
+    assert report_module._speed_ratio(collected, "teacher", None) == "1.00×"
+    # timed beside the teacher: that ratio, whatever the stages' own samples/s say
+    assert report_module._speed_ratio(collected, "ffn", "default") == "2.10×"
+    assert report_module._speed_ratio(collected, "ffn", "default", batch=1) == "3.10×"
+    # a seed whose separate timings used other threads is left out, and said why
+    assert report_module._speed_ratios(collected, "bam", "default") == ({2: 1.9}, 1, "2 vs 1 threads")
+    assert report_module._speed_ratio(collected, "bam", "default") == "1.90×"
+    assert report_module._speed_ratio(collected, "alone", "default") == "n/a (2 vs 1 threads)"
+    assert report_module._speed_ratio(collected, "ddml_wpbert", "default") == "-"
+
+
+def test_report_names_the_machines_when_seeds_ran_on_different_ones():
+    def env(cpu, native):
+        out = {"bf16": {"native_bf16_instructions": native}}
+        return {**out, "cpu": cpu} if cpu else out
+
+    same = {1: env("AMD EPYC", ["avx512_bf16"]), 2: env("AMD EPYC", ["avx512_bf16"])}
+    assert report_module.machines_line(same) is None
+    assert report_module.machines_line({1: env(None, [])}) is None
+    mixed = {2: env("AMD EPYC", ["avx512_bf16"]), 1: env(None, ["amx_bf16", "avx512_bf16"])}
+    assert report_module.machines_line(mixed) == (
+        "The seeds ran on different machines, so compare stage times within a seed: seed 1: CPU model not recorded, "
+        "bf16 instructions: amx_bf16, avx512_bf16; seed 2: AMD EPYC, bf16 instructions: avx512_bf16.")
+    assert quality.C.cpu_model() is None or quality.C.cpu_model().strip()
+    # a seed whose first stages ran before the CPU model was recorded is named by a later stage that has it
+    older, named, other = env(None, ["avx512_bf16"]), env("AMD EPYC", ["avx512_bf16"]), env("Intel Xeon", ["amx_bf16"])
+    known = None
+    for stage_env in (older, named, other):
+        known = report_module.seed_machine(known, stage_env)
+    assert known is named
+
+
+def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
+    from types import SimpleNamespace
+
+    def stats(mean, n):
+        return {"f1_macro": {"mean": mean, "std": 0.01 if n > 1 else None, "n": n}}
+
+    rows = {"teacher|-": stats(0.75, 3), "tfidf_svm|-": stats(0.61, 3), "alone|default": stats(0.73, 3),
+            "kd|default": stats(0.745, 3), "kd|teacher-init": stats(0.76, 1), "bam|default": stats(0.74, 2)}
+    numbers = {"hasoc_en_a": {"rows": rows, "paired": {}}, "sst2": {"rows": {
+        "teacher|-": stats(0.88, 1), "kd|default": stats(0.86, 1), "kd|teacher-init": stats(0.87, 1)}, "paired": {}}}
+    table = report_module.headline_table([SimpleNamespace(key="hasoc_en_a"), SimpleNamespace(key="sst2")], numbers,
+                                         "python benchmarks/quality.py --report")
+    hasoc = next(line for line in table.splitlines() if line.startswith("| hasoc_en_a |"))
+    # the one-seed 76.00 is left out; 74.50 over three seeds beats 74.00 over two
+    assert "74.50 ± 1.00 (n=3): 3-layer student, Hinton KD [default]" in hasoc and "76.00" not in hasoc
+    # a teacher run on one seed: every row has one seed, the best of them
+    sst2 = next(line for line in table.splitlines() if line.startswith("| sst2 |"))
+    assert "87.00: 3-layer student, Hinton KD [teacher-init]" in sst2
+    assert "the rows run on two seeds or more" in table
+
+
+def test_headline_names_the_class_weighted_teacher_beside_a_class_weighted_best_student():
+    from types import SimpleNamespace
+
+    def stats(mean, n=2):
+        return {"f1_macro": {"mean": mean, "std": 0.01, "n": n}}
+
+    rows = {"teacher|-": stats(0.75), "tfidf_svm|-": stats(0.74), "alone|default": stats(0.73),
+            "kd|default": stats(0.745), "kd|balanced+teacher-init": stats(0.78), "teacher|balanced": stats(0.77)}
+    gap = {"mean": 0.01, "std": 0.002, "n": 2}
+    found = {"rows": rows, "paired": {"kd|balanced+teacher-init": {"teacher": {"mean": 0.03, "std": 0.01, "n": 2},
+                                                                  "weighted_teacher": gap}},
+             "weighted_teachers": {"balanced": "balanced", "balanced+teacher-init": "balanced"}}
+    table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
+    row = next(line for line in table.splitlines() if line.startswith("| davidson |"))
+    assert "78.00 ± 1.00 (n=2): 3-layer student, Hinton KD [balanced+teacher-init]" in row and "+3.00 ± 1.00" in row
+    assert ("davidson: the best student is class-weighted; the teacher fine-tuned with the same class weights scores "
+            "77.00 ± 1.00 (n=2), and the student +1.00 ± 0.20 (n=2) against it (paired).") in table
+    # without class weights on the best student, no such sentence
+    found["rows"]["kd|default"] = stats(0.79)
+    table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
+    assert "Hinton KD [default]" in table and "same class weights" not in table
