@@ -355,16 +355,19 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
             "f1_macro": _stats(f1), "samples_per_second_b1": b1, "samples_per_second_b64": b64, "params": params,
             "train_seconds": train, "b64_vs_teacher": ratio, "b1_vs_teacher": ratio_b1}
 
-    # paired differences (same seed), macro-F1 points
+    # paired differences (same seed), macro-F1 points; the class-weighted teacher's column only where a row has one
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
+    weighted_column = any(weighted_teacher_variant(variant, all_variants) for _, variant in student_rows)
+    columns = ("alone", "kd_c0", "tfidf", "teacher") + (("weighted_teacher",) if weighted_column else ())
     lines += ["", "Paired differences in macro-F1 points (per seed, then mean ± std over the seeds that have both "
               "sides): each student against the student trained alone (same variant), DDML against single-teacher "
               "KD (c = 0, same student), against the better TF-IDF baseline of the seed, against the teacher (the "
-              "one every student distils, without class weights) and, in a variant with class weights, against the "
-              "teacher fine-tuned with the same weights.", "",
+              "one every student distils, without class weights)" + (
+                  " and, in a variant with class weights, against the teacher fine-tuned with the same weights"
+                  if weighted_column else "") + ".", "",
               C.md_row("row", "variant", "− alone", "− KD c = 0", "− best TF-IDF", "− teacher",
-                       "− teacher, same class weights"),
-              "|---|---|---|---|---|---|---|"]
+                       *(["− teacher, same class weights"] if weighted_column else [])),
+              "|" + "---|" * (2 + len(columns))]
     for row, variant in [("teacher", None), *student_rows]:
         f1 = _per_seed(collected, row, variant)
         alone = _per_seed(collected, "alone", variant) if row not in ("alone", TEACHER) and variant else {}
@@ -377,8 +380,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                  "teacher": _paired(f1, teacher) if (row, variant) != ("teacher", None) else None,
                  "weighted_teacher": _paired(f1, weighted)}
         numbers["paired"][f"{row}|{variant or '-'}"] = cells
-        lines.append(C.md_row(_row_label(row, tb), variant or "-", *[
-            _fmt(cells[k], sign=True) for k in ("alone", "kd_c0", "tfidf", "teacher", "weighted_teacher")]))
+        lines.append(C.md_row(_row_label(row, tb), variant or "-", *[_fmt(cells[k], sign=True) for k in columns]))
 
     # variants against the reference variant
     if len(variants) > 1:

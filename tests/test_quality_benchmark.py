@@ -377,6 +377,11 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
             assert json.loads((results / variant / f"{stage}.json").read_text())["status"] == "ok"
     code, report = run(*args, "--report")
     assert code == 0 and "| 3-layer student, Hinton KD | teacher-init |" in report.split("Variants against")[1]
+    # no variant with class weights: the paired table has no column for the class-weighted teacher
+    paired = report.split("Paired differences")[1].split("Variants against")[0]
+    assert "| row | variant | − alone | − KD c = 0 | − best TF-IDF | − teacher |\n|---|---|---|---|---|---|\n" in paired
+    assert "same class weights" not in report
+    assert all(line.count(" | ") == 5 for line in paired.splitlines() if line.startswith("| 3-layer student"))
     # a method with no finished seed: listed as "not run" in the reference variant, left out of the other one
     code, report = run(*smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,kd,bam",
                                    "--class_weights", "none", "--student_init", "base,teacher"), "--report")
