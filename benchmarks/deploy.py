@@ -17,11 +17,14 @@ as PyTorch's default exporter writes it and with onnxruntime's fused transformer
 PyTorch and onnxruntime each run on ``--threads`` threads (default 2). Before every measurement a contender
 classifies ``--warmup`` single posts and one batch; contenders are measured round-robin ``--reps`` times and the
 medians over the repetitions are reported (each repetition's value is in the ``--json`` output).
-``--write-results`` writes the table, with the command that made it, as a section of ``benchmarks/RESULTS.md``
-(replacing the section an earlier run wrote).
+``--json`` keeps a run (its command, machine and every repetition's values). ``--write-results`` writes the section
+of ``benchmarks/RESULTS.md`` from every kept run in ``--results-dir`` (``deploy_*.json``; this run's included): one
+summary row per run (F1 and speed-up of the student and of its fastest int8 export against the teacher), then each
+run's table with the command that made it. ``--report`` does that from the kept runs alone, measuring nothing.
 
     python benchmarks/deploy.py --teacher runs/finetune_quickstart --student runs/annealing_quickstart/student \\
         --dataset davidson --split test --max-posts 500 --latency-posts 200
+    python benchmarks/deploy.py --report --write-results    # the section from benchmarks/results/deploy_*.json
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import replace_marked_section  # noqa: E402
 
 START, END = "<!-- deploy:start -->", "<!-- deploy:end -->"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SECTION_TITLE = "## A student you can deploy (`benchmarks/deploy.py`)"
+FASTEST_INT8 = ("student ONNX int8, fused", "student ONNX int8")  # the summary's quantised row, first one present
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -167,14 +173,74 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_results_md(path: Path, section: str) -> None:
-    replace_marked_section(path, START, END, section)
+def run_text(result: dict[str, Any]) -> list[str]:
+    """One kept run: its command and machine, what was measured, and its table."""
+    header = result["header"]
+    versions = ", ".join(f"{k} {v}" for k, v in header["versions"].items())
+    return [
+        f"`{header['command']}` ({header['date']}; {header['cores']} cores ({header['cpu_flags']}), "
+        f"{header['threads']} threads, idle threads {header['idle_threads']}, load average "
+        f"{header['load_average_before']} before, {header['load_average_after']} after; {versions})",
+        "",
+        f"{header['dataset']}: {header['posts']} posts; latency over the first {header['latency_posts']}; medians of "
+        f"{header['reps']} round-robin repetitions; teacher `{header['teacher']}`, student `{header['student']}`.",
+        "",
+        *table(result["rows"]),
+    ]  # fmt: skip
+
+
+def _speedup(teacher: dict[str, Any], row: dict[str, Any]) -> str:
+    return f"{teacher['latency_ms'] / row['latency_ms']:.2f}× / {row['throughput'] / teacher['throughput']:.2f}×"
+
+
+def summary(results: list[dict[str, Any]]) -> list[str]:
+    """One row per kept run: macro-F1 of the teacher, the student and its fastest int8 export, and the two speed-ups
+    (batch 1, batch 64) of the student and of the int8 export against the teacher."""
+    out = ["| dataset | student | macro-F1: teacher / student / int8 | student × teacher, batch 1 / 64 | "
+           "int8 × teacher, batch 1 / 64 |", "|---|---|---|---|---|"]  # fmt: skip
+    for result in results:
+        rows = {row["name"]: row for row in result["rows"]}
+        teacher, student = rows["teacher"], rows["student"]
+        int8 = next(rows[name] for name in FASTEST_INT8 if name in rows)
+
+        f1 = " / ".join(f"{100 * row['f1_macro']:.1f}" for row in (teacher, student, int8))
+        out.append(f"| {result['header']['dataset']} | `{result['header']['student']}` | {f1} | "
+                   f"{_speedup(teacher, student)} | {_speedup(teacher, int8)} ({int8['name'][len('student ') :]}) |")  # fmt: skip
+    return out
+
+
+def kept_runs(results_dir: Path, current: dict[str, Any] | None = None, current_path: Path | None = None) -> list:
+    """Every kept run (``deploy_*.json``) in ``results_dir``, by name; this run's result added when it was not kept
+    there."""
+    paths = sorted(results_dir.glob("deploy_*.json"))
+    results = [json.loads(path.read_text()) for path in paths]
+    kept_here = current_path is not None and current_path.resolve() in {path.resolve() for path in paths}
+    if current is not None and not kept_here:
+        results.append(current)
+    return results
+
+
+def section(results: list[dict[str, Any]]) -> str:
+    """The RESULTS.md section: the summary, then every run."""
+    lines = [SECTION_TITLE, "",
+             "CPU latency (batch 1), throughput (batch 64), size and F1 of the teacher, the student and the student "
+             "exported to ONNX and ONNX int8 (`distil_trainers.export`), each also with onnxruntime's fused "
+             "transformer operators (`optimize=True`); tokenisation included. Written by `python benchmarks/deploy.py "
+             "--report --write-results` from the kept runs (`benchmarks/results/deploy_*.json`); int8: the int8 "
+             "export with fused operators.", "", *summary(results)]  # fmt: skip
+    for result in results:
+        lines += ["", f"### {result['header']['dataset']}", "", *run_text(result)]
+    return "\n".join(lines)
+
+
+def write_results_md(path: Path, text: str) -> None:
+    replace_marked_section(path, START, END, text)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="saved teacher folder (config, weights, tokenizer)")
-    parser.add_argument("--student", required=True, help="saved student folder (config, weights, tokenizer)")
+    parser.add_argument("--teacher", help="saved teacher folder (config, weights, tokenizer)")
+    parser.add_argument("--student", help="saved student folder (config, weights, tokenizer)")
     parser.add_argument("--dataset", default="davidson", help="registered dataset name")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-dir", default=None, help="default: DISTIL_TRAINERS_DATA_DIR or ../shared/data")
@@ -191,9 +257,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reps", type=int, default=3, help="round-robin repetitions")
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench_deploy"), help="where the exports go")
     parser.add_argument("--json", default=None, help="also write every repetition's values here")
-    parser.add_argument("--write-results", action="store_true", help="write the table into --results-md")
+    parser.add_argument("--write-results", action="store_true", help="write the section of --results-md from every "
+                        "kept run in --results-dir (this one too)")  # fmt: skip
     parser.add_argument("--results-md", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the kept runs (deploy_*.json) are")
+    parser.add_argument("--report", action="store_true", help="measure nothing: print (and with --write-results "
+                        "write) the section from the kept runs")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.report:
+        results = kept_runs(Path(args.results_dir))
+        if not results:
+            parser.error(f"no kept runs (deploy_*.json) in {args.results_dir}")
+        text = section(results)
+        print(text)
+        if args.write_results:
+            write_results_md(Path(args.results_md), text)
+            print(f"Written to {args.results_md}")
+        return {"runs": results}
+    if not (args.teacher and args.student):
+        parser.error("--teacher and --student are required (or --report)")
     for folder in (args.teacher, args.student):  # before minutes of exporting
         if not (Path(folder) / "config.json").is_file():
             parser.error(f"{folder} is not a saved model folder (no config.json)")
@@ -274,29 +356,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dataset": f"{args.dataset} {args.split}", "teacher": str(teacher_dir), "student": str(student_dir),
         "export_seconds": exports,
     }  # fmt: skip
-    lines = [
-        f"`{command}` ({header['date']}; {header['cores']} cores ({header['cpu_flags']}), {args.threads} threads, "
-        f"idle threads {header['idle_threads']}, "
-        f"load average {header['load_average_before']} before, {header['load_average_after']} after; "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")",
-        "",
-        f"{header['dataset']}: {len(texts)} posts; latency over the first {header['latency_posts']}; medians of "
-        f"{args.reps} round-robin repetitions; teacher `{teacher_dir}`, student `{student_dir}`.",
-        "",
-        *table(rows),
-    ]  # fmt: skip
-    text = "\n".join(lines)
-    print(text)
     result = {"header": header, "rows": rows}
+    print("\n".join(run_text(result)))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.write_results:
-        section = ("## A student you can deploy (`benchmarks/deploy.py`)\n\n"
-                   "CPU latency (batch 1), throughput (batch 64), size and F1 of the teacher, the student and the "
-                   "student exported to ONNX and ONNX int8 (`distil_trainers.export`), each also with onnxruntime's "
-                   "fused transformer operators (`optimize=True`); tokenisation included.\n\n"
-                   + text)  # fmt: skip
-        write_results_md(Path(args.results_md), section)
+        text = section(kept_runs(Path(args.results_dir), result, Path(args.json) if args.json else None))
+        write_results_md(Path(args.results_md), text)
         print(f"Written to {args.results_md}")
     return result
 

@@ -367,6 +367,35 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     assert result["header"]["posts"] == 16 and "| student ONNX int8 |" in proc.stdout
     assert (results_md.read_text() if results_md.exists() else None) == before  # no --write-results: untouched
 
+    # the RESULTS.md section, from every kept run: one summary row each (ratios to the run's teacher), then its table
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    other = json.loads(out.read_text())
+    other["header"]["dataset"], other["header"]["student"] = "hasoc_en_a test", "elsewhere/student"
+    for row in other["rows"]:
+        row["latency_ms"] = {"teacher": 12.0, "student ONNX int8, fused": 2.0}.get(row["name"], 6.0)
+        row["throughput"] = {"teacher": 100.0, "student": 190.0, "student ONNX int8, fused": 520.0}.get(row["name"], 1.0)
+        row["f1_macro"] = {"teacher": 0.80, "student": 0.785, "student ONNX int8, fused": 0.777}.get(row["name"], 0.5)
+    (kept / "deploy_a.json").write_text(out.read_text())
+    (kept / "deploy_b.json").write_text(json.dumps(other))
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\n<!-- deploy:start -->\nold\n<!-- deploy:end -->\n\n## Other\n\nkept\n")
+    report = [sys.executable, str(ROOT / "benchmarks" / "deploy.py"), "--report", "--write-results", "--results-dir",
+              str(kept), "--results-md", str(target)]  # fmt: skip
+    for _ in range(2):  # replaced, not repeated
+        proc = subprocess.run(report, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    written = target.read_text()
+    assert written.count("<!-- deploy:start -->") == 1 and "old" not in written and written.endswith("kept\n")
+    assert ("| hasoc_en_a test | `elsewhere/student` | 80.0 / 78.5 / 77.7 | 2.00× / 1.90× | "
+            "6.00× / 5.20× (ONNX int8, fused) |") in written
+    assert written.index("| davidson test |") < written.index("| hasoc_en_a test |")  # by file name
+    assert written.count("### davidson test") == written.count("### hasoc_en_a test") == 1
+    assert result["header"]["command"] in written  # each run's table comes with the command that made it
+    empty = subprocess.run([*report[:3], "--results-dir", str(tmp_path / "work")], capture_output=True, text=True,
+                           timeout=120, cwd=str(ROOT))  # fmt: skip
+    assert empty.returncode == 2 and "no kept runs" in empty.stderr
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the packaged all-MiniLM-L6-v2 (pretrained encoder, head fitted on 300 posts, no fine-tuning step)
