@@ -46,7 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import replace_marked_section  # noqa: E402
 
 START, END = "<!-- deploy:start -->", "<!-- deploy:end -->"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -234,6 +233,8 @@ def section(results: list[dict[str, Any]]) -> str:
 
 
 def write_results_md(path: Path, text: str) -> None:
+    from _common import replace_marked_section  # imports torch: not at start-up, where OMP_WAIT_POLICY is set first
+
     replace_marked_section(path, START, END, text)
 
 

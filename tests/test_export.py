@@ -365,6 +365,7 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     assert "| teacher | PyTorch fp32 |" in proc.stdout and "| 1.00× | 1.00× |" in proc.stdout  # against itself
     assert rows["student ONNX int8"]["file_mb"] < rows["student ONNX"]["file_mb"]
     assert result["header"]["posts"] == 16 and "| student ONNX int8 |" in proc.stdout
+    assert "torch was imported before" not in proc.stderr  # idle threads sleep, as the header says
     assert (results_md.read_text() if results_md.exists() else None) == before  # no --write-results: untouched
 
     # the RESULTS.md section, from every kept run: one summary row each (ratios to the run's teacher), then its table
