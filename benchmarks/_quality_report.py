@@ -413,7 +413,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                   f"{100 * students[best]['mean']:.2f}, against {_row_label(best_tfidf_row, tb)} "
                   f"{100 * tfidf_stats['mean']:.2f} ({100 * (students[best]['mean'] - tfidf_stats['mean']):+.2f}) and "
                   f"the teacher {100 * teacher_stats['mean']:.2f} "
-                  f"({100 * (students[best]['mean'] - teacher_stats['mean']):+.2f}){speed}."]
+                  f"({100 * (students[best]['mean'] - teacher_stats['mean']):+.2f} between the means; paired, the "
+                  f"seeds of both: {_fmt(numbers['paired'][best]['teacher'], sign=True)}){speed}."]
         same = weighted_teacher_variant(variant, all_variants)
         weighted = _stats(_per_seed(collected, TEACHER, same)) if same else None
         if weighted:

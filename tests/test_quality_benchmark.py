@@ -257,6 +257,14 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert "| 3-layer student, Hinton KD | default |" in paired
     default_kd = next(line for line in paired.splitlines() if line.startswith("| 3-layer student, Hinton KD | default |"))
     assert default_kd.rstrip().endswith("| - |")  # no class weights: no second teacher to compare with
+    # the best student's line gives its paired difference to the teacher beside the difference of the means
+    best_line = next(line for line in report.splitlines() if line.startswith("Best distilled student"))
+    label, variant = re.match(r"Best distilled student \(mean macro-F1\): (.+?) \[(\S+)\] ", best_line).groups()
+    cells = [c.strip() for c in next(line for line in paired.splitlines()
+                                     if line.startswith(f"| {label} | {variant} |")).split("|")[1:-1]]
+    assert re.search(r"\(\S+ between the means; paired, the seeds of both: " + re.escape(cells[5]) + r"\)",
+                     best_line), best_line
+    assert "(n=2)" in cells[5]
 
     assert "Variants against `default`" in report and "| 3-layer student alone | balanced |" in report
     variants = report.split("Variants against")[1].split("Wall time")[0]
