@@ -62,16 +62,22 @@ def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
 
     rows = {"teacher|-": stats(0.75, 3), "tfidf_svm|-": stats(0.61, 3), "alone|default": stats(0.73, 3),
             "kd|default": stats(0.745, 3), "kd|teacher-init": stats(0.76, 1), "bam|default": stats(0.74, 2)}
-    numbers = {"hasoc_en_a": {"rows": rows, "paired": {}}, "sst2": {"rows": {
+    rows["kd|default"]["b64_vs_teacher"] = "1.93×†"
+    paired = {"kd|default": {"tfidf": {"mean": 0.135, "std": 0.005, "n": 3},
+                             "teacher": {"mean": -0.005, "std": 0.004, "n": 3}}}
+    numbers = {"hasoc_en_a": {"rows": rows, "paired": paired}, "sst2": {"rows": {
         "teacher|-": stats(0.88, 1), "kd|default": stats(0.86, 1), "kd|teacher-init": stats(0.87, 1)}, "paired": {}}}
     table = report_module.headline_table([SimpleNamespace(key="hasoc_en_a"), SimpleNamespace(key="sst2")], numbers,
                                          "python benchmarks/quality.py --report")
     hasoc = next(line for line in table.splitlines() if line.startswith("| hasoc_en_a |"))
     # the one-seed 76.00 is left out; 74.50 over three seeds beats 74.00 over two
     assert "74.50 ± 1.00 (n=3): 3-layer student, Hinton KD [default]" in hasoc and "76.00" not in hasoc
+    # its paired gaps, its throughput and the goal: both gaps known, the throughput below 2×
+    assert hasoc.endswith("| +13.50 ± 0.50 (n=3) | -0.50 ± 0.40 (n=3) | 1.93×† | misses ≥ 2× throughput |"), hasoc
     # a teacher run on one seed: every row has one seed, the best of them
     sst2 = next(line for line in table.splitlines() if line.startswith("| sst2 |"))
     assert "87.00: 3-layer student, Hinton KD [teacher-init]" in sst2
+    assert sst2.endswith("| - | - | - | misses ≥ TF-IDF, within 1 of the teacher, ≥ 2× throughput |")  # nothing known
     assert "the rows run on two seeds or more" in table
 
 
@@ -90,6 +96,12 @@ def test_headline_names_the_class_weighted_teacher_beside_a_class_weighted_best_
     table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
     row = next(line for line in table.splitlines() if line.startswith("| davidson |"))
     assert "78.00 ± 1.00 (n=2): 3-layer student, Hinton KD [balanced+teacher-init]" in row and "+3.00 ± 1.00" in row
+    assert row.endswith("| - | +3.00 ± 1.00 (n=2) | - | misses ≥ TF-IDF, ≥ 2× throughput |"), row
+    found["rows"]["kd|balanced+teacher-init"]["b64_vs_teacher"] = "2.05×"
+    found["paired"]["kd|balanced+teacher-init"]["tfidf"] = {"mean": 0.02, "std": 0.01, "n": 2}
+    row = next(line for line in report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found},
+                                                             "python x").splitlines() if line.startswith("| davidson |"))
+    assert row.endswith("| 2.05× | met |"), row
     assert ("davidson: the best student is class-weighted; the teacher fine-tuned with the same class weights scores "
             "77.00 ± 1.00 (n=2), and the student +1.00 ± 0.20 (n=2) against it (paired).") in table
     # without class weights on the best student, no such sentence
