@@ -19,8 +19,8 @@ classifies ``--warmup`` single posts and one batch; contenders are measured roun
 medians over the repetitions are reported (each repetition's value is in the ``--json`` output).
 ``--json`` keeps a run (its command, machine and every repetition's values). ``--write-results`` writes the section
 of ``benchmarks/RESULTS.md`` from every kept run in ``--results-dir`` (``deploy_*.json``; this run's included): one
-summary row per run (F1 and speed-up of the student and of its fastest int8 export against the teacher), then each
-run's table with the command that made it. ``--report`` does that from the kept runs alone, measuring nothing.
+summary row per run (F1 and speed-up of the student and of its int8 export with fused operators against the
+teacher), then each run's table with the command that made it. ``--report`` does that from the kept runs alone, measuring nothing.
 
     python benchmarks/deploy.py --teacher runs/finetune_quickstart --student runs/annealing_quickstart/student \\
         --dataset davidson --split test --max-posts 500 --latency-posts 200
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 START, END = "<!-- deploy:start -->", "<!-- deploy:end -->"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SECTION_TITLE = "## A student you can deploy (`benchmarks/deploy.py`)"
-FASTEST_INT8 = ("student ONNX int8, fused", "student ONNX int8")  # the summary's quantised row, first one present
+SUMMARY_INT8 = ("student ONNX int8, fused", "student ONNX int8")  # the summary's int8 row: the first present
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -193,15 +193,14 @@ def _speedup(teacher: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def summary(results: list[dict[str, Any]]) -> list[str]:
-    """One row per kept run: macro-F1 of the teacher, the student and its fastest int8 export, and the two speed-ups
-    (batch 1, batch 64) of the student and of the int8 export against the teacher."""
+    """One row per kept run: macro-F1 of the teacher, the student and its int8 export (fused operators where the run has
+    them), and the speed-ups (batch 1, batch 64) of the student and of the int8 export against the teacher."""
     out = ["| dataset | student | macro-F1: teacher / student / int8 | student × teacher, batch 1 / 64 | "
            "int8 × teacher, batch 1 / 64 |", "|---|---|---|---|---|"]  # fmt: skip
     for result in results:
         rows = {row["name"]: row for row in result["rows"]}
         teacher, student = rows["teacher"], rows["student"]
-        int8 = next(rows[name] for name in FASTEST_INT8 if name in rows)
-
+        int8 = next(rows[name] for name in SUMMARY_INT8 if name in rows)
         f1 = " / ".join(f"{100 * row['f1_macro']:.1f}" for row in (teacher, student, int8))
         out.append(f"| {result['header']['dataset']} | `{result['header']['student']}` | {f1} | "
                    f"{_speedup(teacher, student)} | {_speedup(teacher, int8)} ({int8['name'][len('student ') :]}) |")  # fmt: skip
