@@ -345,6 +345,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         b1 = _stats(_per_seed(collected, row, variant, "samples_per_second_b1"))
         b64 = _stats(_per_seed(collected, row, variant, "samples_per_second_b64"))
         ratio, ratio_b1 = _speed_ratio(collected, row, variant), _speed_ratio(collected, row, variant, 1)
+        beside = _speed_ratios(collected, row, variant, separate=False)[0] if row != "teacher" else {}
         train = _stats(collected["trains"].get((row, variant), {}))
         cells = [_fmt(_stats(f1)), _fmt(_stats(_per_seed(collected, row, variant, "accuracy")))]
         cells += [_fmt(_stats(_per_seed(collected, row, variant, f"f1_{k}"))) for k in class_keys]
@@ -354,7 +355,8 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                               _duration(train["mean"]) if train else "-"))
         numbers["rows"][f"{row}|{variant or '-'}"] = {
             "f1_macro": _stats(f1), "samples_per_second_b1": b1, "samples_per_second_b64": b64, "params": params,
-            "train_seconds": train, "b64_vs_teacher": ratio, "b1_vs_teacher": ratio_b1}
+            "train_seconds": train, "b64_vs_teacher": ratio, "b1_vs_teacher": ratio_b1,
+            "b64_vs_teacher_beside": sum(beside.values()) / len(beside) if beside else None}
 
     # paired differences (same seed), macro-F1 points; the class-weighted teacher's column only where a row has one
     teacher, tfidf = _per_seed(collected, "teacher", None), _best_tfidf(collected)
@@ -474,13 +476,15 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
     return "\n".join(lines) + "\n", numbers
 
 
-def _goal(paired: dict, speed: str) -> str:
-    """Which part of the goal the best student misses, on the means: "met", or the parts missed."""
+def _goal(paired: dict, speed: str, beside: float | None = None) -> str:
+    """Which part of the goal the best student misses, on the means: "met", or the parts missed. Throughput: the mean
+    over the seeds timed beside the teacher (``beside``) where there are any, else the table's mean ``speed``."""
     over_tfidf, over_teacher = paired.get("tfidf"), paired.get("teacher")
-    ratio = re.match(r"\d+(\.\d+)?", speed)
+    shown = re.match(r"\d+(\.\d+)?", speed)
+    ratio = beside if beside is not None else float(shown.group()) if shown else None
     checks = {"≥ TF-IDF": over_tfidf and over_tfidf["mean"] >= 0,
               "within 1 of the teacher": over_teacher and over_teacher["mean"] >= -0.01,
-              "≥ 2× throughput": ratio and float(ratio.group()) >= 2.0}  # fmt: skip
+              "≥ 2× throughput": ratio is not None and ratio >= 2.0}  # fmt: skip
     missed = [name for name, ok in checks.items() if not ok]
     return "met" if not missed else "misses " + ", ".join(missed)
 
@@ -517,7 +521,7 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
             over_tfidf = _fmt(paired.get(best, {}).get("tfidf"), sign=True)
             gap = _fmt(paired.get(best, {}).get("teacher"), sign=True)
             speed = distilled[best].get("b64_vs_teacher") or "-"
-            goal = _goal(paired.get(best, {}), speed)
+            goal = _goal(paired.get(best, {}), speed, distilled[best].get("b64_vs_teacher_beside"))
             same = found.get("weighted_teachers", {}).get(variant)
             weighted = rows.get(f"{TEACHER}|{same}", {}).get("f1_macro")
             if weighted:
@@ -534,5 +538,6 @@ def headline_table(data: list, numbers: dict, invocation: str) -> str:
                        "the stage times are in [benchmarks/RESULTS.md](benchmarks/RESULTS.md#full-data-results). Best "
                        "distilled student: the best mean among the rows run on two seeds or more, where the teacher was; "
                        "− best TF-IDF and − teacher: paired, seed by seed. Goal: at least the best TF-IDF baseline, "
-                       "within 1 point of the teacher, at least 2× its throughput (on the means)."
+                       "within 1 point of the teacher, at least 2× its throughput (on the means; the throughput over "
+                       "the seeds timed beside the teacher where there are any)."
                        + dagger + notes_text])

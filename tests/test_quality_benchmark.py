@@ -285,6 +285,9 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     text = readme.read_text()
     assert "old" not in text and text.endswith("## After\n") and text.count("<!-- quality:start -->") == 1
     numbers = json.loads((tmp_path / "results" / "report.json").read_text())["davidson"]["rows"]
+    kd = numbers["kd|default"]  # every seed timed beside the teacher: the goal's throughput is the table's
+    assert kd["b64_vs_teacher_beside"] == pytest.approx(float(kd["b64_vs_teacher"].rstrip("×")), abs=0.006)
+    assert numbers["teacher|-"]["b64_vs_teacher_beside"] is None
     best = max((k for k in numbers if k.split("|")[0] not in ("teacher", "alone", "majority", "tfidf_lr", "tfidf_svm")),
                key=lambda k: numbers[k]["f1_macro"]["mean"])  # fmt: skip
     row = next(line for line in text.splitlines() if line.startswith("| davidson |"))
