@@ -106,7 +106,7 @@ def test_headline_names_the_class_weighted_teacher_beside_a_class_weighted_best_
     found["rows"]["kd|balanced+teacher-init"].update(b64_vs_teacher="2.36×†", b64_vs_teacher_beside=1.8)
     row = next(line for line in report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found},
                                                              "python x").splitlines() if line.startswith("| davidson |"))
-    assert row.endswith("| 2.36×† | misses ≥ 2× throughput |"), row
+    assert row.endswith("| 2.36×†, 1.80× beside | misses ≥ 2× throughput |"), row
     assert ("davidson: the best student is class-weighted; the teacher fine-tuned with the same class weights scores "
             "77.00 ± 1.00 (n=2), and the student +1.00 ± 0.20 (n=2) against it (paired).") in table
     # without class weights on the best student, no such sentence
