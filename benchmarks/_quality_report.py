@@ -148,6 +148,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     """The finished stages of a dataset under the current settings: ``{(row, variant): {seed: eval result}}``, the
     training wall times, every stage's wall time, the commands that produced them, and the result files left out
     because they were made with other settings or from a teacher or cache made again since."""
+    reference = variants_of(data.settings["variants"])[0].name
     evals: dict[tuple[str, str | None], dict[int, dict]] = {}
     trains: dict[tuple[str, str | None], dict[int, float]] = {}
     walls: dict[str, dict[int, float]] = {}
@@ -156,13 +157,15 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     stale: list[str] = []
     commands: list[str] = []
     machines: dict[int, dict] = {}  # the machine of each seed (see seed_machine)
-    expected = 0
+    per_variant: dict[str | None, list[int]] = {}  # variant: [stages, finished]
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
         stages = job.stages()
         records = finished_records(stages)
         for stage in stages:
-            expected += 1
             record = records[stage.name]
+            counts = per_variant.setdefault(stage.variant, [0, 0])
+            counts[0] += 1
+            counts[1] += record is not None
             if record is None:
                 if stage.result.is_file():
                     stale.append(shown(stage.result))
@@ -190,7 +193,11 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
     return {"evals": evals, "trains": trains, "walls": walls, "cpus": cpus, "stale": stale, "commands": commands,
             "environment": next(iter(machines.values()), None), "machines": machines, "resumed": resumed,
-            "expected": expected,
+            "expected": sum(total for total, _ in per_variant.values()),
+            # the stages of the variants begun (and of the shared stages and the reference variant), so that asking
+            # for an axis does not bury what was run under the grid it opens
+            "expected_begun": sum(total for variant, (total, done) in per_variant.items()
+                                  if done or variant in (None, reference)),
             "finished": sum(len(v) for v in walls.values())}
 
 
@@ -322,9 +329,11 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 
     class_keys = per_class_keys(classes, len(classes))
     seeds = data.settings["seeds"]
+    unbegun = collected["expected"] - collected["expected_begun"]
+    never = f" ({unbegun} more in the variants asked for with none finished)" if unbegun else ""
     lines = [f"### {data.key}: {data.title}", "",
              f"{describe(data)}. Seeds {', '.join(map(str, seeds))} (data split seed {data.settings['data_seed']}); "
-             f"{collected['finished']} of {collected['expected']} stages finished. Scores on the "
+             f"{collected['finished']} of {collected['expected_begun']} stages finished{never}. Scores on the "
              f"{data.report_split} split in %, mean ± sample std over the seeds that finished (n); samples/s: CPU "
              "inference from raw text (tokenisation included), mean over the seeds; × teacher: the row's samples/s "
              f"over the teacher's, both timed in turn in the row's evaluation stage ({TIMING_ROUNDS} rounds, median "

@@ -401,6 +401,12 @@ def test_teacher_init_students_start_from_the_fine_tuned_teacher(tmp_path, tiny_
     assert "BAM (teacher annealing) | teacher-init" not in report
     assert "| 3-layer student, Hinton KD | teacher-init | 1 |" in table
     assert "Not listed: 1 row(s) of the variants teacher-init with no finished seed." in report
+    # an axis asked for and never run: counted apart, not in the stages the finished ones are counted against
+    begun = re.search(r"(\d+) of (\d+) stages finished\. ", report).groups()
+    code, wider = run(*smoke_args(tmp_path, tiny_base, "--seeds", "1", "--methods", "alone,kd,bam", "--class_weights",
+                                  "none", "--student_init", "base,teacher", "--group_by_length", "off,on"), "--report")
+    assert code == 0 and re.search(rf"{begun[0]} of {begun[1]} stages finished \(12 more in the variants asked for "
+                                   r"with none finished\)\. ", wider), wider[:1500]
 
     # the initial students, built as the stages build them: from the teacher's layers 0, 2, 4 and head, or the base's
     parsed = quality.build_parser().parse_args(args)
