@@ -20,7 +20,8 @@ medians over the repetitions are reported (each repetition's value is in the ``-
 ``--json`` keeps a run (its command, machine and every repetition's values). ``--write-results`` writes the section
 of ``benchmarks/RESULTS.md`` from every kept run in ``--results-dir`` (``deploy_*.json``; this run's included): one
 summary row per run (F1 and speed-up of the student and of its int8 export with fused operators against the
-teacher), then each run's table with the command that made it. ``--report`` does that from the kept runs alone, measuring nothing.
+teacher), then each run's table with the command that made it. ``--report`` does that from the kept runs alone,
+measuring nothing.
 
     python benchmarks/deploy.py --teacher runs/finetune_quickstart --student runs/annealing_quickstart/student \\
         --dataset davidson --split test --max-posts 500 --latency-posts 200
