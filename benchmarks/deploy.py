@@ -18,7 +18,7 @@ PyTorch and onnxruntime each run on ``--threads`` threads (default 2). Before ev
 classifies ``--warmup`` single posts and one batch; contenders are measured round-robin ``--reps`` times and the
 medians over the repetitions are reported (each repetition's value is in the ``--json`` output).
 ``--json`` keeps a run (its command, machine and every repetition's values). ``--write-results`` writes the section
-of ``benchmarks/RESULTS.md`` from every kept run in ``--results-dir`` (``deploy_*.json``; this run's included): one
+of ``benchmarks/RESULTS.md`` from every kept run in ``--results-dir`` (``deploy_*.json``; this run kept there): one
 summary row per run (F1 and speed-up of the student and of its int8 export with fused operators against the
 teacher), then each run's table with the command that made it. ``--report`` does that from the kept runs alone,
 measuring nothing.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import os
 import shlex
@@ -208,15 +209,9 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def kept_runs(results_dir: Path, current: dict[str, Any] | None = None, current_path: Path | None = None) -> list:
-    """Every kept run (``deploy_*.json``) in ``results_dir``, by name; this run's result added when it was not kept
-    there."""
-    paths = sorted(results_dir.glob("deploy_*.json"))
-    results = [json.loads(path.read_text()) for path in paths]
-    kept_here = current_path is not None and current_path.resolve() in {path.resolve() for path in paths}
-    if current is not None and not kept_here:
-        results.append(current)
-    return results
+def kept_runs(results_dir: Path) -> list[dict[str, Any]]:
+    """Every kept run (``deploy_*.json``) in ``results_dir``, by file name."""
+    return [json.loads(path.read_text()) for path in sorted(results_dir.glob("deploy_*.json"))]
 
 
 def section(results: list[dict[str, Any]]) -> str:
@@ -277,6 +272,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"runs": results}
     if not (args.teacher and args.student):
         parser.error("--teacher and --student are required (or --report)")
+    kept = Path(args.json) if args.json else None
+    if args.write_results and (kept is None or kept.parent.resolve() != Path(args.results_dir).resolve()
+                               or not fnmatch.fnmatch(kept.name, "deploy_*.json")):  # fmt: skip
+        parser.error(f"--write-results writes the section from the kept runs: keep this one too, with --json "
+                     f"{args.results_dir}/deploy_<name>.json")
     for folder in (args.teacher, args.student):  # before minutes of exporting
         if not (Path(folder) / "config.json").is_file():
             parser.error(f"{folder} is not a saved model folder (no config.json)")
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.write_results:
-        text = section(kept_runs(Path(args.results_dir), result, Path(args.json) if args.json else None))
+        text = section(kept_runs(Path(args.results_dir)))
         write_results_md(Path(args.results_md), text)
         print(f"Written to {args.results_md}")
     return result

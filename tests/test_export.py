@@ -396,6 +396,11 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     empty = subprocess.run([*report[:3], "--results-dir", str(tmp_path / "work")], capture_output=True, text=True,
                            timeout=120, cwd=str(ROOT))  # fmt: skip
     assert empty.returncode == 2 and "no kept runs" in empty.stderr
+    # writing the section from a run that is not kept with the others: one error, before any export
+    unkept = subprocess.run([*cmd[:6], "--write-results", "--results-dir", str(kept), "--json", str(out)],
+                            capture_output=True, text=True, timeout=120, cwd=str(ROOT))  # fmt: skip
+    assert unkept.returncode == 2 and "keep this one too, with --json" in unkept.stderr
+    assert "exported" not in unkept.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------------

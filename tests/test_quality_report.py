@@ -77,7 +77,7 @@ def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
     # a teacher run on one seed: every row has one seed, the best of them
     sst2 = next(line for line in table.splitlines() if line.startswith("| sst2 |"))
     assert "87.00: 3-layer student, Hinton KD [teacher-init]" in sst2
-    assert sst2.endswith("| - | - | - | misses ≥ TF-IDF, within 1 of the teacher, ≥ 2× throughput |")  # nothing known
+    assert sst2.endswith("| - | - | - | not measured: ≥ TF-IDF, within 1 of the teacher, ≥ 2× throughput |")
     assert "the rows run on two seeds or more" in table
 
 
@@ -96,17 +96,31 @@ def test_headline_names_the_class_weighted_teacher_beside_a_class_weighted_best_
     table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
     row = next(line for line in table.splitlines() if line.startswith("| davidson |"))
     assert "78.00 ± 1.00 (n=2): 3-layer student, Hinton KD [balanced+teacher-init]" in row and "+3.00 ± 1.00" in row
-    assert row.endswith("| - | +3.00 ± 1.00 (n=2) | - | misses ≥ TF-IDF, ≥ 2× throughput |"), row
+    assert row.endswith("| - | +3.00 ± 1.00 (n=2) | - | not measured: ≥ TF-IDF, ≥ 2× throughput |"), row
     found["rows"]["kd|balanced+teacher-init"]["b64_vs_teacher"] = "2.05×"
     found["paired"]["kd|balanced+teacher-init"]["tfidf"] = {"mean": 0.02, "std": 0.01, "n": 2}
     row = next(line for line in report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found},
                                                              "python x").splitlines() if line.startswith("| davidson |"))
     assert row.endswith("| 2.05× | met |"), row
     # a mean of separately timed seeds (†) at 2× or more, but 1.8× on the seeds timed beside the teacher: missed
-    found["rows"]["kd|balanced+teacher-init"].update(b64_vs_teacher="2.36×†", b64_vs_teacher_beside=1.8)
-    row = next(line for line in report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found},
-                                                             "python x").splitlines() if line.startswith("| davidson |"))
-    assert row.endswith("| 2.36×†, 1.80× beside | misses ≥ 2× throughput |"), row
+    found["rows"]["kd|balanced+teacher-init"].update(b64_vs_teacher="2.36×†", b64_vs_teacher_beside=1.8,
+                                                     b64_beside_seeds=1)
+
+    def davidson_row() -> str:
+        table = report_module.headline_table([SimpleNamespace(key="davidson")], {"davidson": found}, "python x")
+        return next(line for line in table.splitlines() if line.startswith("| davidson |"))
+
+    assert davidson_row().endswith("| 2.36×†, 1.80× beside (n=1) | misses ≥ 2× throughput |"), davidson_row()
+    # judged on the gaps as shown: -1.00 is within a point, -1.01 is not; a TF-IDF gap shown as -0.00 is level
+    found["rows"]["kd|balanced+teacher-init"].update(b64_vs_teacher="2.10×", b64_vs_teacher_beside=None)
+    gaps = found["paired"]["kd|balanced+teacher-init"]
+    gaps["teacher"], gaps["tfidf"] = {"mean": -0.010049, "std": 0.01, "n": 2}, {"mean": -0.00004, "std": 0.0, "n": 2}
+    assert davidson_row().endswith("| -1.00 ± 1.00 (n=2) | 2.10× | met |"), davidson_row()
+    gaps["teacher"]["mean"] = -0.0101
+    assert davidson_row().endswith("| -1.01 ± 1.00 (n=2) | 2.10× | misses within 1 of the teacher |"), davidson_row()
+    gaps.pop("teacher")
+    gaps["tfidf"]["mean"] = -0.002
+    assert davidson_row().endswith("| misses ≥ TF-IDF; not measured: within 1 of the teacher |"), davidson_row()
     assert ("davidson: the best student is class-weighted; the teacher fine-tuned with the same class weights scores "
             "77.00 ± 1.00 (n=2), and the student +1.00 ± 0.20 (n=2) against it (paired).") in table
     # without class weights on the best student, no such sentence
