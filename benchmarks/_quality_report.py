@@ -148,7 +148,6 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     """The finished stages of a dataset under the current settings: ``{(row, variant): {seed: eval result}}``, the
     training wall times, every stage's wall time, the commands that produced them, and the result files left out
     because they were made with other settings or from a teacher or cache made again since."""
-    reference = next(v.name for v in variants_of(data.settings["variants"]) if bf16_ok or not v.bf16)  # as reported
     evals: dict[tuple[str, str | None], dict[int, dict]] = {}
     trains: dict[tuple[str, str | None], dict[int, float]] = {}
     walls: dict[str, dict[int, float]] = {}
@@ -193,11 +192,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
     return {"evals": evals, "trains": trains, "walls": walls, "cpus": cpus, "stale": stale, "commands": commands,
             "environment": next(iter(machines.values()), None), "machines": machines, "resumed": resumed,
-            "expected": sum(total for total, _ in per_variant.values()),
-            # the stages of the variants begun (and of the shared stages and the reference variant), so that asking
-            # for an axis does not bury what was run under the grid it opens
-            "expected_begun": sum(total for variant, (total, done) in per_variant.items()
-                                  if done or variant in (None, reference)),
+            "expected": sum(total for total, _ in per_variant.values()), "stages_by_variant": per_variant,
             "finished": sum(len(v) for v in walls.values())}
 
 
@@ -329,6 +324,10 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
 
     class_keys = per_class_keys(classes, len(classes))
     seeds = data.settings["seeds"]
+    # the stages of the variants begun (and of the shared stages and the reference variant), so that asking for an
+    # axis does not bury what was run under the grid it opens
+    collected["expected_begun"] = sum(total for variant, (total, done) in collected["stages_by_variant"].items()
+                                      if done or variant in (None, reference))
     unbegun = collected["expected"] - collected["expected_begun"]
     never = f" ({unbegun} more in the variants asked for with none finished)" if unbegun else ""
     lines = [f"### {data.key}: {data.title}", "",

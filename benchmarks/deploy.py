@@ -156,6 +156,12 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _speedups(teacher: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
+    """The row against the teacher: the teacher's latency over the row's (batch 1), the row's throughput over the
+    teacher's (batch 64)."""
+    return f"{teacher['latency_ms'] / row['latency_ms']:.2f}×", f"{row['throughput'] / teacher['throughput']:.2f}×"
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The Markdown table; the speed-ups are against the first row (the teacher): its latency over the row's, the
     row's throughput over its."""
@@ -167,9 +173,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         agreement = "" if row["agreement"] is None else f"{100 * row['agreement']:.1f}%"
         out.append(
             f"| {row['name']} | {row['runtime']} | {row['params'] / 1e6:.1f} | {row['file_mb']:.1f} | "
-            f"{row['latency_ms']:.1f} | {row['throughput']:.1f} | {reference['latency_ms'] / row['latency_ms']:.2f}× | "
-            f"{row['throughput'] / reference['throughput']:.2f}× | {100 * row['f1_macro']:.1f} | "
-            f"{100 * row['accuracy']:.1f} | {agreement} |"
+            f"{row['latency_ms']:.1f} | {row['throughput']:.1f} | {' | '.join(_speedups(reference, row))} | "
+            f"{100 * row['f1_macro']:.1f} | {100 * row['accuracy']:.1f} | {agreement} |"
         )
     return out
 
@@ -190,8 +195,6 @@ def run_text(result: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def _speedup(teacher: dict[str, Any], row: dict[str, Any]) -> str:
-    return f"{teacher['latency_ms'] / row['latency_ms']:.2f}× / {row['throughput'] / teacher['throughput']:.2f}×"
 
 
 def summary(results: list[dict[str, Any]]) -> list[str]:
@@ -205,7 +208,8 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
         int8 = next(rows[name] for name in SUMMARY_INT8 if name in rows)
         f1 = " / ".join(f"{100 * row['f1_macro']:.1f}" for row in (teacher, student, int8))
         out.append(f"| {result['header']['dataset']} | `{result['header']['student']}` | {f1} | "
-                   f"{_speedup(teacher, student)} | {_speedup(teacher, int8)} ({int8['name'][len('student ') :]}) |")  # fmt: skip
+                   f"{' / '.join(_speedups(teacher, student))} | {' / '.join(_speedups(teacher, int8))} "
+                   f"({int8['name'][len('student ') :]}) |")  # fmt: skip
     return out
 
 
