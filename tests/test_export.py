@@ -400,6 +400,9 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     unkept = subprocess.run([*cmd[:6], "--write-results", "--results-dir", str(kept), "--json", str(out)],
                             capture_output=True, text=True, timeout=120, cwd=str(ROOT))  # fmt: skip
     assert unkept.returncode == 2 and "keep this one too, with --json" in unkept.stderr
+    alone = subprocess.run([*cmd[:2], "--student", str(fitted_dir)], capture_output=True, text=True, timeout=120,
+                           cwd=str(ROOT))  # fmt: skip
+    assert alone.returncode == 2 and "--teacher and --student are required (or --report)" in alone.stderr
     assert "exported" not in unkept.stdout
 
 
