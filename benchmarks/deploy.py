@@ -214,8 +214,19 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
 
 
 def kept_runs(results_dir: Path) -> list[dict[str, Any]]:
-    """Every kept run (``deploy_*.json``) in ``results_dir``, by file name."""
-    return [json.loads(path.read_text()) for path in sorted(results_dir.glob("deploy_*.json"))]
+    """Every kept run (``deploy_*.json``) in ``results_dir``, by file name. ValueError names a file that lacks a row
+    the summary reads (the teacher, the student, an int8 export)."""
+    runs = []
+    for path in sorted(results_dir.glob("deploy_*.json")):
+        run = json.loads(path.read_text())
+        names = {row["name"] for row in run.get("rows", [])}
+        missing = [need for need in ("teacher", "student") if need not in names]
+        if not names & set(SUMMARY_INT8):
+            missing.append(" or ".join(SUMMARY_INT8))
+        if missing:
+            raise ValueError(f"{path} is not a complete run of this script: no row {', '.join(missing)}")
+        runs.append(run)
+    return runs
 
 
 def section(results: list[dict[str, Any]]) -> str:
@@ -265,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "write) the section from the kept runs")  # fmt: skip
     args = parser.parse_args(argv)
     if args.report:
-        results = kept_runs(Path(args.results_dir))
+        try:
+            results = kept_runs(Path(args.results_dir))
+        except ValueError as error:
+            parser.error(str(error))
         if not results:
             parser.error(f"no kept runs (deploy_*.json) in {args.results_dir}")
         text = section(results)

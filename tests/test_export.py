@@ -377,8 +377,8 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
         row["latency_ms"] = {"teacher": 12.0, "student ONNX int8, fused": 2.0}.get(row["name"], 6.0)
         row["throughput"] = {"teacher": 100.0, "student": 190.0, "student ONNX int8, fused": 520.0}.get(row["name"], 1.0)
         row["f1_macro"] = {"teacher": 0.80, "student": 0.785, "student ONNX int8, fused": 0.777}.get(row["name"], 0.5)
-    (kept / "deploy_a.json").write_text(out.read_text())
-    (kept / "deploy_b.json").write_text(json.dumps(other))
+    (kept / "deploy_b.json").write_text(out.read_text())
+    (kept / "deploy_a.json").write_text(json.dumps(other))  # file-name order is not dataset-name order
     target = tmp_path / "RESULTS.md"
     target.write_text("# Results\n\n<!-- deploy:start -->\nold\n<!-- deploy:end -->\n\n## Other\n\nkept\n")
     report = [sys.executable, str(ROOT / "benchmarks" / "deploy.py"), "--report", "--write-results", "--results-dir",
@@ -390,12 +390,20 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     assert written.count("<!-- deploy:start -->") == 1 and "old" not in written and written.endswith("kept\n")
     assert ("| hasoc_en_a test | `elsewhere/student` | 80.0 / 78.5 / 77.7 | 2.00× / 1.90× | "
             "6.00× / 5.20× (ONNX int8, fused) |") in written
-    assert written.index("| davidson test |") < written.index("| hasoc_en_a test |")  # by file name
+    assert written.index("| hasoc_en_a test |") < written.index("| davidson test |")  # by file name
     assert written.count("### davidson test") == written.count("### hasoc_en_a test") == 1
     assert result["header"]["command"] in written  # each run's table comes with the command that made it
     empty = subprocess.run([*report[:3], "--results-dir", str(tmp_path / "work")], capture_output=True, text=True,
                            timeout=120, cwd=str(ROOT))  # fmt: skip
     assert empty.returncode == 2 and "no kept runs" in empty.stderr
+    # a kept file the summary cannot read (no int8 row): one error naming it, and RESULTS.md untouched
+    other["rows"] = [row for row in other["rows"] if "int8" not in row["name"]]
+    (kept / "deploy_c.json").write_text(json.dumps(other))
+    partial = subprocess.run(report, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert partial.returncode == 2 and "deploy_c.json is not a complete run" in partial.stderr
+    assert "no row student ONNX int8, fused or student ONNX int8" in partial.stderr
+    assert target.read_text() == written
+    (kept / "deploy_c.json").unlink()
     # writing the section from a run that is not kept with the others: one error, before any export
     unkept = subprocess.run([*cmd[:6], "--write-results", "--results-dir", str(kept), "--json", str(out)],
                             capture_output=True, text=True, timeout=120, cwd=str(ROOT))  # fmt: skip
