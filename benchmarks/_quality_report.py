@@ -156,6 +156,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
     stale: list[str] = []
     commands: list[str] = []
     machines: dict[int, dict] = {}  # the machine of each seed (see seed_machine)
+    stage_envs: dict[str, dict[int, dict]] = {}  # the machine each finished stage ran on, where recorded
     per_variant: dict[str | None, list[int]] = {}  # variant: [stages, finished]
     for job in seed_jobs(data, methods, runs_dir, results_dir, assumptions, bf16_ok, True):
         stages = job.stages()
@@ -173,6 +174,7 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                 commands.append(record["command"])
             if record.get("environment"):
                 machines[job.seed] = seed_machine(machines.get(job.seed), record["environment"])
+                stage_envs.setdefault(stage.name, {})[job.seed] = record["environment"]
             walls.setdefault(stage.name, {})[job.seed] = record["seconds"]
             if record.get("cpu_seconds") is not None:
                 cpus.setdefault(stage.name, {})[job.seed] = record["cpu_seconds"]
@@ -191,7 +193,8 @@ def collect(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: 
                     for row in job.method_rows(stage.method):
                         trains.setdefault((row, stage.variant), {})[job.seed] = seconds
     return {"evals": evals, "trains": trains, "walls": walls, "cpus": cpus, "stale": stale, "commands": commands,
-            "environment": next(iter(machines.values()), None), "machines": machines, "resumed": resumed,
+            "environment": next(iter(machines.values()), None), "machines": machines, "stage_envs": stage_envs,
+            "resumed": resumed,
             "expected": sum(total for total, _ in per_variant.values()), "stages_by_variant": per_variant,
             "finished": sum(len(v) for v in walls.values())}
 
@@ -282,10 +285,19 @@ def _machine(env: dict) -> str:
     return f"{known}, bf16 instructions: {', '.join(native) or 'none'}"
 
 
+def same_machine(a: dict, b: dict) -> bool:
+    """Whether two stages' environments may be one machine: the same CPU model where both recorded it, else the same
+    native bf16 instructions (all an older record tells)."""
+    if a.get("cpu") and b.get("cpu"):
+        return _machine(a) == _machine(b)
+    native = [(env.get("bf16") or {}).get("native_bf16_instructions") or [] for env in (a, b)]
+    return native[0] == native[1]
+
+
 def seed_machine(known: dict | None, env: dict) -> dict:
     """The machine a seed is reported on, given the one ``known`` so far and the ``env`` of its next stage: its first
-    stage's, unless a later stage names the CPU model that the earlier ones did not record."""
-    if known is None or (env.get("cpu") and not known.get("cpu")):
+    stage's, unless a later stage on the same machine names the CPU model that the earlier ones did not record."""
+    if known is None or (env.get("cpu") and not known.get("cpu") and same_machine(known, env)):
         return env
     return known
 
@@ -298,6 +310,50 @@ def machines_line(machines: dict[int, dict]) -> str | None:
         return None
     return ("The seeds ran on different machines, so compare stage times within a seed: "
             + "; ".join(f"seed {seed}: {text}" for seed, text in described.items()) + ".")
+
+
+MARKS = "ᵃᵇᶜᵈᵉᶠᵍʰ"
+
+
+def elsewhere(stage_envs: dict[str, dict[int, dict]], machines: dict[int, dict]) -> tuple[dict, list[str]]:
+    """The stages that ran on another machine than the rest of their seed (a seed made again, or carried on, on a new
+    machine): ``{(stage, seed): mark}``, one mark per machine, and the sentence naming each (see same_machine)."""
+    marks: dict[tuple[str, int], str] = {}
+    named: dict[str, str] = {}  # machine: mark
+    for name, per_seed in stage_envs.items():
+        for seed, env in per_seed.items():
+            known = machines.get(seed) or {}
+            if not same_machine(env, known):
+                marks[(name, seed)] = named.setdefault(_machine(env), MARKS[len(named) % len(MARKS)])
+    notes = [f"{mark} ran on {machine}, not on the machine of the rest of its seed." for machine, mark in named.items()]
+    return marks, notes
+
+
+def wall_time_lines(collected: dict, seeds: list[int]) -> list[str]:
+    """The table of every stage's wall time (and cores kept busy), a stage that ran on another machine than the rest of
+    its seed marked, and the machines named where they differ."""
+    walls, cpus = collected["walls"], collected["cpus"]
+    lines: list[str] = []
+    if walls:
+        marks, notes = elsewhere(collected.get("stage_envs", {}), collected["machines"])
+        lines += ["", "Wall time of every stage (as it ran; a stage resumed from a checkpoint counts its last run "
+                  "only), and where it was recorded the cores it kept busy: its CPU time over its wall time. A stage "
+                  "that was paused or shared the CPU with other work kept fewer busy than the same stage of another "
+                  "seed:", "", C.md_row("stage", *[f"seed {s}" for s in seeds]), "|---|" + "---|" * len(seeds)]
+
+        def cell(name: str, seed: int) -> str:
+            if seed not in walls[name]:
+                return "-"
+            mark = marks.get((name, seed))
+            return stage_time(walls[name][seed], cpus.get(name, {}).get(seed)) + (f" {mark}" if mark else "")
+
+        for name in walls:
+            lines.append(C.md_row(name, *[cell(name, s) for s in seeds]))
+        totals = [sum(w.get(s, 0.0) for w in walls.values()) for s in seeds]
+        lines.append(C.md_row("**all stages**", *[_duration(t) for t in totals]))
+        if notes:
+            lines += ["", " ".join(notes)]
+    return lines
 
 
 def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: Path, assumptions: dict,
@@ -434,19 +490,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
                                           f"{100 * weighted['mean']:.2f} "
                                           f"({100 * (students[best]['mean'] - weighted['mean']):+.2f}).")
 
-    # wall time of every stage
-    walls = collected["walls"]
-    if walls:
-        cpus = collected["cpus"]
-        lines += ["", "Wall time of every stage (as it ran; a stage resumed from a checkpoint counts its last run "
-                  "only), and where it was recorded the cores it kept busy: its CPU time over its wall time. A stage "
-                  "that was paused or shared the CPU with other work kept fewer busy than the same stage of another "
-                  "seed:", "", C.md_row("stage", *[f"seed {s}" for s in seeds]), "|---|" + "---|" * len(seeds)]
-        for name, per_seed in walls.items():
-            lines.append(C.md_row(name, *[stage_time(per_seed[s], cpus.get(name, {}).get(s)) if s in per_seed else "-"
-                                          for s in seeds]))
-        totals = [sum(w.get(s, 0.0) for w in walls.values()) for s in seeds]
-        lines.append(C.md_row("**all stages**", *[_duration(t) for t in totals]))
+    lines += wall_time_lines(collected, seeds)
     env = collected["environment"]
     if env:
         b = env.get("bf16", {})

@@ -52,6 +52,41 @@ def test_report_names_the_machines_when_seeds_ran_on_different_ones():
     for stage_env in (older, named, other):
         known = report_module.seed_machine(known, stage_env)
     assert known is named
+    # ... but not by a stage that ran on another machine (other bf16 instructions): the seed keeps its first machine
+    amx = env(None, ["amx_bf16", "avx512_bf16"])
+    assert report_module.seed_machine(amx, named) is amx
+
+
+def test_wall_times_mark_the_stages_that_ran_on_another_machine_than_their_seed():
+    def env(cpu, native):
+        return {"bf16": {"native_bf16_instructions": native}, **({"cpu": cpu} if cpu else {})}
+
+    amd, intel, unnamed = env("AMD EPYC", ["avx512_bf16"]), env("Intel Xeon", ["amx_bf16"]), env(None, ["amx_bf16"])
+    # seed 1: first recorded without a CPU model, then a stage on the AMD machine (other instructions); seed 2: AMD,
+    # then made again on an Intel machine; the seed's machine is its first stage's
+    stage_envs = {"train_teacher": {1: unnamed, 2: intel}, "eval_teacher": {1: unnamed, 2: intel},
+                  "train_alone": {1: amd, 2: amd}, "train_kd": {2: env(None, ["avx512_bf16"])}}
+    machines: dict[int, dict] = {}
+    for seed, name in [(1, "train_teacher"), (1, "eval_teacher"), (1, "train_alone"), (2, "train_alone"),
+                       (2, "train_teacher"), (2, "eval_teacher"), (2, "train_kd")]:
+        machines[seed] = report_module.seed_machine(machines.get(seed), stage_envs[name][seed])
+    assert machines == {1: unnamed, 2: amd}
+    marks, notes = report_module.elsewhere(stage_envs, machines)
+    # an unnamed record with the AMD machine's instructions may be that machine: not marked
+    assert marks == {("train_teacher", 2): "ᵃ", ("eval_teacher", 2): "ᵃ", ("train_alone", 1): "ᵇ"}
+    assert notes == ["ᵃ ran on Intel Xeon, bf16 instructions: amx_bf16, not on the machine of the rest of its seed.",
+                     "ᵇ ran on AMD EPYC, bf16 instructions: avx512_bf16, not on the machine of the rest of its seed."]
+    walls = {name: {seed: 600.0 for seed in per_seed} for name, per_seed in stage_envs.items()}
+    collected = {"walls": walls, "cpus": {"train_teacher": {2: 1140.0}}, "stage_envs": stage_envs,
+                 "machines": machines}
+    lines = report_module.wall_time_lines(collected, [1, 2])
+    assert "| train_teacher | 10.0 min | 10.0 min, 1.9 cores ᵃ |" in lines
+    assert "| train_alone | 10.0 min ᵇ | 10.0 min |" in lines and "| train_kd | - | 10.0 min |" in lines
+    assert "| **all stages** | 30.0 min | 40.0 min |" in lines and lines[-1] == " ".join(notes)
+    # every stage on its seed's machine: no marks, no note
+    same = report_module.wall_time_lines({**collected, "stage_envs": {"train_alone": {1: amd, 2: amd}},
+                                          "machines": {1: amd, 2: amd}}, [1, 2])
+    assert not any("ᵃ" in line or "ᵇ" in line for line in same) and same[-1].startswith("| **all stages**")
 
 
 def test_headline_prefers_a_student_run_on_two_seeds_over_one_seeds_luck():
