@@ -213,11 +213,13 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def kept_runs(results_dir: Path) -> list[dict[str, Any]]:
-    """Every kept run (``deploy_*.json``) in ``results_dir``, by file name. ValueError names a file that lacks a row
-    the summary reads (the teacher, the student, an int8 export)."""
+def kept_runs(results_dir: Path, skip: Path | None = None) -> list[dict[str, Any]]:
+    """Every kept run (``deploy_*.json``) in ``results_dir`` but ``skip``, by file name. ValueError names a file that
+    lacks a row the summary reads (the teacher, the student, an int8 export)."""
     runs = []
     for path in sorted(results_dir.glob("deploy_*.json")):
+        if skip is not None and path.resolve() == skip.resolve():
+            continue
         run = json.loads(path.read_text())
         names = {row["name"] for row in run.get("rows", [])}
         missing = [need for need in ("teacher", "student") if need not in names]
@@ -275,11 +277,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--report", action="store_true", help="measure nothing: print (and with --write-results "
                         "write) the section from the kept runs")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.report:
+    def read_kept(skip: Path | None = None) -> list[dict[str, Any]]:
         try:
-            results = kept_runs(Path(args.results_dir))
+            return kept_runs(Path(args.results_dir), skip)
         except ValueError as error:
             parser.error(str(error))
+
+    if args.report:
+        results = read_kept()
         if not results:
             parser.error(f"no kept runs (deploy_*.json) in {args.results_dir}")
         text = section(results)
@@ -295,6 +300,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                or not fnmatch.fnmatch(kept.name, "deploy_*.json")):  # fmt: skip
         parser.error(f"--write-results writes the section from the kept runs: keep this one too, with --json "
                      f"{args.results_dir}/deploy_<name>.json")
+    if args.write_results:
+        read_kept(skip=kept)  # the others, before minutes of exporting (this run's file is written anew)
     for folder in (args.teacher, args.student):  # before minutes of exporting
         if not (Path(folder) / "config.json").is_file():
             parser.error(f"{folder} is not a saved model folder (no config.json)")

@@ -403,6 +403,12 @@ def test_deploy_benchmark_smoke(tiny_dir, fitted_dir, tmp_path):
     assert partial.returncode == 2 and "deploy_c.json is not a complete run" in partial.stderr
     assert "no row student ONNX int8, fused or student ONNX int8" in partial.stderr
     assert target.read_text() == written
+    # ... and so is a measuring run that would write the section from it, before any export
+    measured = subprocess.run([*cmd[:6], "--write-results", "--results-dir", str(kept), "--json",
+                               str(kept / "deploy_d.json")], capture_output=True, text=True, timeout=120,
+                              cwd=str(ROOT))  # fmt: skip
+    assert measured.returncode == 2 and "deploy_c.json is not a complete run" in measured.stderr
+    assert "exported" not in measured.stdout and not (kept / "deploy_d.json").exists()
     (kept / "deploy_c.json").unlink()
     # writing the section from a run that is not kept with the others: one error, before any export
     unkept = subprocess.run([*cmd[:6], "--write-results", "--results-dir", str(kept), "--json", str(out)],
