@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+from _quality_machines import duration, machines_line, seed_machine, wall_time_lines
 from _quality_runner import finished_records, schedule
 from _quality_settings import (
     BASELINES,
@@ -118,23 +119,10 @@ def _fmt(stats: dict | None, scale: float = 100.0, digits: int = 2, sign: bool =
     return f"{text} (n={stats['n']})" if stats["n"] > 1 else text
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is not None and seconds < 10:
-        return f"{seconds:.1f} s"
-    return format_duration(seconds)
-
-
 def _params(count: int | None) -> str:
     if not count:
         return "-"
     return f"{count / 1e6:.2f}M" if count >= 100_000 else f"{count:,}"
-
-
-def stage_time(wall: float, cpu: float | None) -> str:
-    """A stage's wall time and, when its CPU time was recorded, the cores it kept busy (CPU time / wall time)."""
-    if cpu is None or wall <= 0:
-        return _duration(wall)
-    return f"{_duration(wall)}, {cpu / wall:.1f} cores"
 
 
 def _speed(value: float | None) -> str:
@@ -279,83 +267,6 @@ def weighted_teacher_variant(variant: str | None, variants: list[Variant]) -> st
     return Variant(found.class_weights).name
 
 
-def _machine(env: dict) -> str:
-    known = env.get("cpu") or "CPU model not recorded"
-    native = (env.get("bf16") or {}).get("native_bf16_instructions") or []
-    return f"{known}, bf16 instructions: {', '.join(native) or 'none'}"
-
-
-def same_machine(a: dict, b: dict) -> bool:
-    """Whether two stages' environments may be one machine: the same CPU model where both recorded it, else the same
-    native bf16 instructions (all an older record tells)."""
-    if a.get("cpu") and b.get("cpu"):
-        return _machine(a) == _machine(b)
-    native = [(env.get("bf16") or {}).get("native_bf16_instructions") or [] for env in (a, b)]
-    return native[0] == native[1]
-
-
-def seed_machine(known: dict | None, env: dict) -> dict:
-    """The machine a seed is reported on, given the one ``known`` so far and the ``env`` of its next stage: its first
-    stage's, unless a later stage on the same machine names the CPU model that the earlier ones did not record."""
-    if known is None or (env.get("cpu") and not known.get("cpu") and same_machine(known, env)):
-        return env
-    return known
-
-
-def machines_line(machines: dict[int, dict]) -> str | None:
-    """A sentence naming each seed's machine when the seeds ran on different machines (their wall times then compare
-    machines as much as methods); None when they ran on one kind of machine."""
-    described = {seed: _machine(env) for seed, env in sorted(machines.items())}
-    if len(set(described.values())) < 2:
-        return None
-    return ("The seeds ran on different machines, so compare stage times within a seed: "
-            + "; ".join(f"seed {seed}: {text}" for seed, text in described.items()) + ".")
-
-
-MARKS = "ᵃᵇᶜᵈᵉᶠᵍʰ"
-
-
-def elsewhere(stage_envs: dict[str, dict[int, dict]], machines: dict[int, dict]) -> tuple[dict, list[str]]:
-    """The stages that ran on another machine than the rest of their seed (a seed made again, or carried on, on a new
-    machine): ``{(stage, seed): mark}``, one mark per machine, and the sentence naming each (see same_machine)."""
-    marks: dict[tuple[str, int], str] = {}
-    named: dict[str, str] = {}  # machine: mark
-    for name, per_seed in stage_envs.items():
-        for seed, env in per_seed.items():
-            known = machines.get(seed) or {}
-            if not same_machine(env, known):
-                marks[(name, seed)] = named.setdefault(_machine(env), MARKS[len(named) % len(MARKS)])
-    notes = [f"{mark} ran on {machine}, not on the machine of the rest of its seed." for machine, mark in named.items()]
-    return marks, notes
-
-
-def wall_time_lines(collected: dict, seeds: list[int]) -> list[str]:
-    """The table of every stage's wall time (and cores kept busy), a stage that ran on another machine than the rest of
-    its seed marked, and the machines named where they differ."""
-    walls, cpus = collected["walls"], collected["cpus"]
-    lines: list[str] = []
-    if walls:
-        marks, notes = elsewhere(collected.get("stage_envs", {}), collected["machines"])
-        lines += ["", "Wall time of every stage (as it ran; a stage resumed from a checkpoint counts its last run "
-                  "only), and where it was recorded the cores it kept busy: its CPU time over its wall time. A stage "
-                  "that was paused or shared the CPU with other work kept fewer busy than the same stage of another "
-                  "seed:", "", C.md_row("stage", *[f"seed {s}" for s in seeds]), "|---|" + "---|" * len(seeds)]
-
-        def cell(name: str, seed: int) -> str:
-            if seed not in walls[name]:
-                return "-"
-            mark = marks.get((name, seed))
-            return stage_time(walls[name][seed], cpus.get(name, {}).get(seed)) + (f" {mark}" if mark else "")
-
-        for name in walls:
-            lines.append(C.md_row(name, *[cell(name, s) for s in seeds]))
-        totals = [sum(w.get(s, 0.0) for w in walls.values()) for s in seeds]
-        lines.append(C.md_row("**all stages**", *[_duration(t) for t in totals]))
-        if notes:
-            lines += ["", " ".join(notes)]
-    return lines
-
-
 def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, results_dir: Path, assumptions: dict,
                    bf16: dict) -> tuple[str, dict]:
     """The Markdown tables of one dataset and their numbers."""
@@ -416,7 +327,7 @@ def report_dataset(data: DatasetData, methods: list[str], runs_dir: Path, result
         lines.append(C.md_row(_row_label(row, tb), variant or "-", len(f1),
                               _params(params), *cells,
                               _speed(b1 and b1["mean"]), _speed(b64 and b64["mean"]), ratio_b1, ratio,
-                              _duration(train["mean"]) if train else "-"))
+                              duration(train["mean"]) if train else "-"))
         numbers["rows"][f"{row}|{variant or '-'}"] = {
             "f1_macro": _stats(f1), "samples_per_second_b1": b1, "samples_per_second_b64": b64, "params": params,
             "train_seconds": train, "b64_vs_teacher": ratio, "b1_vs_teacher": ratio_b1,

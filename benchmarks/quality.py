@@ -62,7 +62,7 @@ them makes them again. No result or model folder made from a teacher or cache si
 The code: this file is the command line; ``_quality_settings.py`` reads the job file, the datasets and the variants;
 ``_quality_stages.py`` holds what every stage does (``SeedJob``); ``_quality_runner.py`` decides which stages run and
 runs them (``schedule``, ``run_stages``); ``_quality_report.py`` reads the finished stages into the plan, the report
-and the README's headline table.
+and the README's headline table, with ``_quality_machines.py`` for the stage times and the machines they ran on.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ def _load_quality():
 
 quality = _load_quality()
 # its parts (quality.py put benchmarks/ on sys.path); test_quality_report and test_quality_runner import them from here
+import _quality_machines as machines_module  # noqa: E402, F401
 import _quality_report as report_module  # noqa: E402, F401
 import _quality_runner as runner_module  # noqa: E402, F401
 import _quality_settings as settings_module  # noqa: E402

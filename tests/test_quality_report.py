@@ -1,9 +1,9 @@
-"""Tests of the full-data benchmark's report (benchmarks/_quality_report.py) on numbers made up here: which speed
-ratio a row reports, the machines line, and the README's headline table."""
+"""Tests of the full-data benchmark's report (benchmarks/_quality_report.py, benchmarks/_quality_machines.py) on numbers
+made up here: which speed ratio a row reports, the machines line and marks, and the README's headline table."""
 
 from __future__ import annotations
 
-from test_quality_benchmark import quality, report_module
+from test_quality_benchmark import machines_module, quality, report_module
 
 
 def test_speed_ratios_prefer_the_timing_made_beside_the_teacher():
@@ -39,10 +39,10 @@ def test_report_names_the_machines_when_seeds_ran_on_different_ones():
         return {**out, "cpu": cpu} if cpu else out
 
     same = {1: env("AMD EPYC", ["avx512_bf16"]), 2: env("AMD EPYC", ["avx512_bf16"])}
-    assert report_module.machines_line(same) is None
-    assert report_module.machines_line({1: env(None, [])}) is None
+    assert machines_module.machines_line(same) is None
+    assert machines_module.machines_line({1: env(None, [])}) is None
     mixed = {2: env("AMD EPYC", ["avx512_bf16"]), 1: env(None, ["amx_bf16", "avx512_bf16"])}
-    assert report_module.machines_line(mixed) == (
+    assert machines_module.machines_line(mixed) == (
         "The seeds ran on different machines, so compare stage times within a seed: seed 1: CPU model not recorded, "
         "bf16 instructions: amx_bf16, avx512_bf16; seed 2: AMD EPYC, bf16 instructions: avx512_bf16.")
     assert quality.C.cpu_model() is None or quality.C.cpu_model().strip()
@@ -50,11 +50,11 @@ def test_report_names_the_machines_when_seeds_ran_on_different_ones():
     older, named, other = env(None, ["avx512_bf16"]), env("AMD EPYC", ["avx512_bf16"]), env("Intel Xeon", ["amx_bf16"])
     known = None
     for stage_env in (older, named, other):
-        known = report_module.seed_machine(known, stage_env)
+        known = machines_module.seed_machine(known, stage_env)
     assert known is named
     # ... but not by a stage that ran on another machine (other bf16 instructions): the seed keeps its first machine
     amx = env(None, ["amx_bf16", "avx512_bf16"])
-    assert report_module.seed_machine(amx, named) is amx
+    assert machines_module.seed_machine(amx, named) is amx
 
 
 def test_wall_times_mark_the_stages_that_ran_on_another_machine_than_their_seed():
@@ -69,9 +69,9 @@ def test_wall_times_mark_the_stages_that_ran_on_another_machine_than_their_seed(
     machines: dict[int, dict] = {}
     for seed, name in [(1, "train_teacher"), (1, "eval_teacher"), (1, "train_alone"), (2, "train_alone"),
                        (2, "train_teacher"), (2, "eval_teacher"), (2, "train_kd")]:
-        machines[seed] = report_module.seed_machine(machines.get(seed), stage_envs[name][seed])
+        machines[seed] = machines_module.seed_machine(machines.get(seed), stage_envs[name][seed])
     assert machines == {1: unnamed, 2: amd}
-    marks, notes = report_module.elsewhere(stage_envs, machines)
+    marks, notes = machines_module.elsewhere(stage_envs, machines)
     # an unnamed record with the AMD machine's instructions may be that machine: not marked
     assert marks == {("train_teacher", 2): "ᵃ", ("eval_teacher", 2): "ᵃ", ("train_alone", 1): "ᵇ"}
     assert notes == ["ᵃ ran on Intel Xeon, bf16 instructions: amx_bf16, not on the machine of the rest of its seed.",
@@ -79,12 +79,12 @@ def test_wall_times_mark_the_stages_that_ran_on_another_machine_than_their_seed(
     walls = {name: {seed: 600.0 for seed in per_seed} for name, per_seed in stage_envs.items()}
     collected = {"walls": walls, "cpus": {"train_teacher": {2: 1140.0}}, "stage_envs": stage_envs,
                  "machines": machines}
-    lines = report_module.wall_time_lines(collected, [1, 2])
+    lines = machines_module.wall_time_lines(collected, [1, 2])
     assert "| train_teacher | 10.0 min | 10.0 min, 1.9 cores ᵃ |" in lines
     assert "| train_alone | 10.0 min ᵇ | 10.0 min |" in lines and "| train_kd | - | 10.0 min |" in lines
     assert "| **all stages** | 30.0 min | 40.0 min |" in lines and lines[-1] == " ".join(notes)
     # every stage on its seed's machine: no marks, no note
-    same = report_module.wall_time_lines({**collected, "stage_envs": {"train_alone": {1: amd, 2: amd}},
+    same = machines_module.wall_time_lines({**collected, "stage_envs": {"train_alone": {1: amd, 2: amd}},
                                           "machines": {1: amd, 2: amd}}, [1, 2])
     assert not any("ᵃ" in line or "ᵇ" in line for line in same) and same[-1].startswith("| **all stages**")
 
