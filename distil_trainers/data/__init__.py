@@ -8,8 +8,9 @@ from .._lazy import attach
 
 _EXPORTS = {
     "balance": ["balanced_binary_subsample"],
+    "arguments": ["DatasetArguments", "TaskDataSpec", "task_name_of", "unique_task_names"],
     "labels": ["align_labels", "encode_labels", "label_names_of", "model_label_names"],
-    "loading": ["DatasetArguments", "TaskDataSpec", "load_text_classification", "task_name_of", "unique_task_names"],
+    "loading": ["load_text_classification"],
     "multitask": ["TASK_COLUMN", "MultiTaskBatchSampler", "concatenate_tasks", "task_probabilities"],
     "processing": ["TEACHER_PREFIX", "MultiTokenizerCollator", "tokenize_for_models"],
     "registry": [
@@ -28,9 +29,10 @@ _EXPORTS = {
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .arguments import DatasetArguments, TaskDataSpec, task_name_of, unique_task_names
     from .balance import balanced_binary_subsample
     from .labels import align_labels, encode_labels, label_names_of, model_label_names
-    from .loading import DatasetArguments, TaskDataSpec, load_text_classification, task_name_of, unique_task_names
+    from .loading import load_text_classification
     from .multitask import TASK_COLUMN, MultiTaskBatchSampler, concatenate_tasks, task_probabilities
     from .processing import TEACHER_PREFIX, MultiTokenizerCollator, tokenize_for_models
     from .registry import (

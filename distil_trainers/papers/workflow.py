@@ -28,8 +28,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..data.arguments import DatasetArguments, TaskDataSpec, unique_task_names
 from ..data.labels import model_label_names
-from ..data.loading import DatasetArguments, TaskDataSpec, unique_task_names
 from ..data.multitask import concatenate_tasks
 from ..data.processing import MultiTokenizerCollator, tokenize_for_models
 from ..metrics import build_compute_metrics
