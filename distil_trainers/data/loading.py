@@ -93,6 +93,7 @@ from .labels import align_labels, encode_labels, label_names_of, model_label_nam
 from .registry import (
     DATA_DIR_ENV,
     DatasetNotAvailableError,
+    _one_line,
     _split_indices,
     get_data_dir,
     get_dataset_spec,
@@ -271,12 +272,6 @@ def _is_connection_error(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _not_found(name: str, data_dir, hub_error: BaseException | None = None, tried_hub: bool = False) -> str:
