@@ -91,7 +91,8 @@ def build_student(
       "hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512}``: randomly initialised, with a
       vocabulary of ``vocab_size`` trained on ``train_texts`` with the pipeline of ``tokenizer_from``'s tokenizer
       (``train_new_from_iterator``: WordPiece for BERT tokenizers). The trained tokenizer is saved to / reused from
-      ``tokenizer_dir``.
+      ``tokenizer_dir``: keep it, since ``tokenizers`` does not learn the same vocabulary twice from the same texts
+      (huggingface/tokenizers#1794), so a student built again without it tokenises differently.
 
     Returns ``(model, tokenizer)``.
     """
