@@ -99,6 +99,17 @@ class SeedJob:
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 
+    def kept_tokenizer_dir(self, name: str) -> Path:
+        """Where an own-vocabulary student's learnt tokenizer is kept: beside the results (committed with them), not
+        the runs, since ``tokenizers`` does not learn the same vocabulary twice from the same texts
+        (huggingface/tokenizers#1794) and the DDML rows repeat only with it. A tokenizer an earlier run left in
+        ``<runs>/<dataset>/tokenizers/`` is moved there first, so that rows made with it keep it."""
+        kept = self.res_dir.parent / "tokenizers" / name
+        older = self.run_dir.parent / "tokenizers" / name
+        if not (kept / "tokenizer_config.json").is_file() and (older / "tokenizer_config.json").is_file():
+            shutil.copytree(older, kept, dirs_exist_ok=True)
+        return kept
+
     @property
     def teacher_bf16(self) -> bool:
         return bool(self.s["teacher"].get("bf16")) and self.bf16_ok
@@ -465,7 +476,7 @@ class SeedJob:
                 spec = {"tokenizer_from": self.base, **spec}
                 # a vocabulary learnt from the texts belongs to them: keyed by the spec and the training examples
                 vocab_key = self.fingerprint(spec, self.data.data_fp.get(f"{self.data.task.name}/train"))
-                tokenizer_dir = self.run_dir.parent / "tokenizers" / f"{name}-{vocab_key}"
+                tokenizer_dir = self.kept_tokenizer_dir(f"{name}-{vocab_key}")
                 students[name], tokenizers[name] = build_student(spec, self.data.label_names, texts,
                                                                  tokenizer_dir=tokenizer_dir)
             return classes["mutual"](students=students, teacher_outputs=cache, args=args,

@@ -216,6 +216,26 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert code == 0 and set(statuses(second)) == {"skipped"}
     assert len(statuses(second)["skipped"]) == len(found["ran in"])
 
+    # the own-vocabulary student's learnt tokenizer is kept with the results (one per dataset and training split); one
+    # an earlier run left beside the runs is moved there, and DDML trained again with it repeats to the last digit
+    import shutil
+
+    kept = list((results / "tokenizers").glob("wpbert-*"))
+    assert len(kept) == 1 and (kept[0] / "tokenizer.json").is_file(), kept
+    assert not (tmp_path / "runs" / "davidson" / "tokenizers").exists()
+    vocabulary = (kept[0] / "tokenizer.json").read_text()
+    before = json.loads((results / "seed1" / "default" / "eval_ddml_wpbert.json").read_text())["result"]["metrics"]
+    older = tmp_path / "runs" / "davidson" / "tokenizers" / kept[0].name
+    shutil.move(kept[0], older)
+    shutil.rmtree(tmp_path / "runs" / "davidson" / "seed1" / "default" / "ddml")
+    (results / "seed1" / "default" / "train_ddml.json").unlink()
+    code, again = run(*args, "--seeds", "1", "--class_weights", "none", "--methods", "ddml")
+    assert code == 0 and statuses(again)["ran in"] == [
+        "default/train_ddml", "default/eval_ddml_minilm3", "default/eval_ddml_wpbert"], again[-3000:]
+    assert (kept[0] / "tokenizer.json").read_text() == vocabulary
+    after = json.loads((results / "seed1" / "default" / "eval_ddml_wpbert.json").read_text())["result"]["metrics"]
+    assert after == before
+
     # two steps leave every model with the same predictions: give the class-weighted teacher scores of its own, so
     # that the report's pairings can be told apart
     for seed, score in ((1, 0.5), (2, 0.6)):
@@ -297,8 +317,6 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert run(*args, "--write-readme")[0] == 2  # only with --report
 
     # the teacher's and the cache's folders deleted, then a student to run again: one error before anything runs
-    import shutil
-
     capsys.readouterr()
     for folder in ("teacher", "teacher_cache"):
         shutil.rmtree(tmp_path / "runs" / "davidson" / "seed1" / folder)

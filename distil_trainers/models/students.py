@@ -77,6 +77,24 @@ def make_student(
 SCRATCH_ARCHITECTURES = ("bert", "distilbert", "roberta")
 
 
+def _save_whole(tokenizer, directory: str | os.PathLike) -> None:
+    """``save_pretrained`` into a temporary folder beside ``directory``, then renamed: a crash while saving leaves no
+    half-written tokenizer that a later run would load."""
+    import shutil
+    import tempfile
+
+    directory = os.path.abspath(directory)
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".saving-", dir=os.path.dirname(directory))
+    try:
+        tokenizer.save_pretrained(tmp)
+        if os.path.isdir(directory):  # left by a save that did not finish (no tokenizer_config.json)
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_student(
     spec: dict,
     label_names: Sequence[str],
@@ -128,7 +146,7 @@ def build_student(
             (train_texts[i : i + 1000] for i in range(0, len(train_texts), 1000)), vocab_size=int(spec.get("vocab_size", 8000))
         )
         if tokenizer_dir is not None:
-            tokenizer.save_pretrained(tokenizer_dir)
+            _save_whole(tokenizer, tokenizer_dir)
     hidden, layers, heads = int(spec.get("hidden_size", 128)), int(spec.get("num_layers", 2)), int(spec.get("num_heads", 2))
     inter = int(spec.get("intermediate_size", 4 * hidden))
     positions = int(spec.get("max_position_embeddings", 512))
