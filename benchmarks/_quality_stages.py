@@ -103,7 +103,7 @@ class SeedJob:
         """Where an own-vocabulary student's learnt tokenizer is kept: beside the results (committed with them), not
         the runs, since ``tokenizers`` does not learn the same vocabulary twice from the same texts
         (huggingface/tokenizers#1794) and the DDML rows repeat only with it. A tokenizer an earlier run left in
-        ``<runs>/<dataset>/tokenizers/`` is moved there first, so that rows made with it keep it."""
+        ``<runs>/<dataset>/tokenizers/`` is copied there first, so that rows made with it keep it."""
         kept = self.res_dir.parent / "tokenizers" / name
         older = self.run_dir.parent / "tokenizers" / name
         if not (kept / "tokenizer_config.json").is_file() and (older / "tokenizer_config.json").is_file():

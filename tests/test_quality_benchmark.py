@@ -217,7 +217,7 @@ def test_whole_pipeline_resumes_and_reports(tmp_path, tiny_base, capsys):
     assert len(statuses(second)["skipped"]) == len(found["ran in"])
 
     # the own-vocabulary student's learnt tokenizer is kept with the results (one per dataset and training split); one
-    # an earlier run left beside the runs is moved there, and DDML trained again with it repeats to the last digit
+    # an earlier run left beside the runs is copied there, and DDML trained again with it repeats to the last digit
     import shutil
 
     kept = list((results / "tokenizers").glob("wpbert-*"))

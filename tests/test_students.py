@@ -275,3 +275,12 @@ def test_unknown_student_spec_keys_raise():
 
     with pytest.raises(ValueError, match=r"Unknown keys \['hidden'\]"):
         build_student({"architecture": "bert", "hidden": 16}, ["a", "b"], TEXTS)
+
+
+def test_saving_into_a_folder_with_other_files_keeps_them(tmp_path, scratch_spec):
+    from distil_trainers.models.students import build_student
+
+    (tmp_path / "notes.txt").write_text("mine")
+    build_student(scratch_spec, ["a", "b"], TEXTS, tokenizer_dir=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "tokenizer_config.json").is_file()
+    assert not [p for p in tmp_path.parent.iterdir() if p.name.startswith(".saving-")]

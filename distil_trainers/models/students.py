@@ -78,8 +78,9 @@ SCRATCH_ARCHITECTURES = ("bert", "distilbert", "roberta")
 
 
 def _save_whole(tokenizer, directory: str | os.PathLike) -> None:
-    """``save_pretrained`` into a temporary folder beside ``directory``, then renamed: a crash while saving leaves no
-    half-written tokenizer that a later run would load."""
+    """``save_pretrained`` into a temporary folder beside ``directory``, then each file moved in, with
+    ``tokenizer_config.json`` (what marks a kept tokenizer) last: a crash while saving leaves no half-written tokenizer
+    that a later run would load. Other files in ``directory`` are left alone."""
     import shutil
     import tempfile
 
@@ -88,9 +89,9 @@ def _save_whole(tokenizer, directory: str | os.PathLike) -> None:
     tmp = tempfile.mkdtemp(prefix=".saving-", dir=os.path.dirname(directory))
     try:
         tokenizer.save_pretrained(tmp)
-        if os.path.isdir(directory):  # left by a save that did not finish (no tokenizer_config.json)
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(os.listdir(tmp), key=lambda n: n == "tokenizer_config.json"):
+            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
